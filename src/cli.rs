@@ -1,0 +1,83 @@
+//! The command line: what each command takes. `main.rs` dispatches.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps a local mirror of your document-extraction batch results before the provider deletes them.
+#[derive(Debug, Parser)]
+#[command(name = "batchmirror", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: a pass at start, then one per `schedule.cron` tick, until SIGTERM/SIGINT.
+    ///
+    /// Example: batchmirror run --config /etc/batchmirror/config.toml
+    Run(ConfigArg),
+    /// One full pass (list every provider, download every ready item), then exit.
+    ///
+    /// Exit codes: 0 all ready items mirrored; 1 an item failed or was lost, or a provider was
+    /// unreachable; 2 bad config. Example (cron): batchmirror sync --once --config F
+    Sync {
+        /// Run exactly one pass (the only mode; kept explicit for cron lines).
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Summarise the ledger: items per provider and state, items at risk, last pass.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the bundled sandbox and mirror it into ./demo-mirror.
+    Demo,
+    /// Run one provider's sandbox alone (for trying configs and benchmarks).
+    ///
+    /// Example: batchmirror sandbox --listen 127.0.0.1:8080 --batches 50 --items-per-batch 200
+    Sandbox(SandboxArgs),
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (TOML); every key can be overridden by BATCHMIRROR__SECTION__KEY.
+    #[arg(
+        long,
+        short,
+        env = "BATCHMIRROR_CONFIG",
+        default_value = "/etc/batchmirror/config.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Which provider API to serve.
+    #[arg(long, default_value = "extract_page", value_parser = ["extract_page"])]
+    pub provider: String,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    #[arg(long, default_value_t = 25)]
+    pub items_per_batch: usize,
+    /// Approximate size of each result, in bytes.
+    #[arg(long, default_value_t = 20_000)]
+    pub result_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The API key clients must send.
+    #[arg(long, default_value = "sandbox-key")]
+    pub api_key: String,
+}

@@ -1,0 +1,345 @@
+//! Tests of loading and validation, with real temp files and an injected environment.
+
+use super::*;
+
+const SECRET: &str = "sk-test-0123456789abcdef";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn provider_block(key_lines: &str) -> String {
+    format!(
+        "[[provider]]\nname = \"acme\"\nkind = \"extract_page\"\n\
+         base_url = \"https://api.extract.page/\"\n{key_lines}\n"
+    )
+}
+
+/// Writes `text` to a real temp file and loads it.
+fn load_text(text: &str, env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    load_with_env(&path, env)
+}
+
+fn invalid(err: ConfigError) -> (String, String) {
+    match err {
+        ConfigError::Invalid { key, message } => (key, message),
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_file_in_config_dir_loads() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let acme = env(&[("ACME_API_KEY", SECRET)]);
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let settings =
+                load_with_env(&path, &acme).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!settings.providers.is_empty(), "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected example.toml and demo.toml in {dir}");
+}
+
+#[test]
+fn example_documents_the_defaults() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+    let s = load_with_env(path, &env(&[("ACME_API_KEY", SECRET)])).unwrap();
+    let d = load_text(&provider_block("api_key = \"k\""), &HashMap::new()).unwrap();
+    assert_eq!(s.ledger_path, d.ledger_path);
+    assert_eq!(s.storage_root, d.storage_root);
+    assert_eq!(s.schedule_cron, d.schedule_cron);
+    assert_eq!(s.download.concurrency, 8);
+    assert_eq!(s.download.alert_margin, Duration::from_secs(12 * 3600));
+    assert_eq!(s.download.max_body_bytes, 1 << 30);
+    assert_eq!(d.download.max_body_bytes, 1 << 30);
+    assert_eq!(s.download.connect_timeout, Duration::from_secs(10));
+    assert_eq!(s.download.read_timeout, Duration::from_secs(60));
+    assert_eq!(s.download.drain_timeout, Duration::from_secs(30));
+    assert!(s.download.validate_json && d.download.validate_json);
+    assert_eq!(s.log.format, LogFormat::Text);
+    assert_eq!(s.log.level, "info");
+    let (p, dp) = (&s.providers[0], &d.providers[0]);
+    assert_eq!(p.name.as_str(), "acme");
+    assert_eq!(p.kind, ProviderKind::ExtractPage);
+    assert_eq!(p.api_key.expose(), SECRET);
+    assert_eq!(
+        (
+            p.requests_per_minute,
+            p.page_size,
+            p.retention,
+            p.max_retries
+        ),
+        (
+            dp.requests_per_minute,
+            dp.page_size,
+            dp.retention,
+            dp.max_retries
+        )
+    );
+    assert_eq!(
+        (p.requests_per_minute, p.page_size, p.max_retries),
+        (600, 200, 5)
+    );
+    assert_eq!(p.retention, Duration::from_secs(3 * 86400));
+}
+
+#[test]
+fn demo_config_matches_the_demo() {
+    let s = load_str(DEMO_CONFIG, "demo.toml", &HashMap::new()).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(s.ledger_path, cwd.join("demo-mirror.ledger.sqlite3"));
+    assert_eq!(s.storage_root, cwd.join("demo-mirror"));
+    assert_eq!(s.download.concurrency, 8);
+    let p = &s.providers[0];
+    assert_eq!(p.name.as_str(), "demo");
+    assert_eq!(p.base_url.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(p.api_key.expose(), "demo-key");
+    assert_eq!(p.page_size, 10);
+}
+
+#[test]
+fn env_override_wins_over_the_file() {
+    let text = format!(
+        "[download]\nconcurrency = 12\n{}",
+        provider_block("api_key = \"k\"")
+    );
+    let overrides = env(&[
+        ("BATCHMIRROR__DOWNLOAD__CONCURRENCY", "3"),
+        ("BATCHMIRROR__DOWNLOAD__ALERT_MARGIN", "2h"),
+        ("BATCHMIRROR__DOWNLOAD__MAX_BODY_BYTES", "64KiB"),
+        ("BATCHMIRROR__LOG__FORMAT", "json"),
+        ("BATCHMIRROR_UNRELATED", "x"),
+        ("PATH", "/usr/bin"),
+    ]);
+    let s = load_text(&text, &overrides).unwrap();
+    assert_eq!(s.download.concurrency, 3);
+    assert_eq!(s.download.alert_margin, Duration::from_secs(7200));
+    assert_eq!(s.download.max_body_bytes, 64 << 10);
+    assert_eq!(s.log.format, LogFormat::Json);
+    // Without the override the file's value holds.
+    let s = load_text(&text, &HashMap::new()).unwrap();
+    assert_eq!(s.download.concurrency, 12);
+    // A bad value from the environment names the variable.
+    let bad = env(&[("BATCHMIRROR__DOWNLOAD__CONCURRENCY", "0")]);
+    let (key, message) = invalid(load_text(&text, &bad).unwrap_err());
+    assert_eq!(key, "download.concurrency");
+    assert!(
+        message.contains("BATCHMIRROR__DOWNLOAD__CONCURRENCY"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let text = format!(
+        "[download]\nconcurency = 3\n{}",
+        provider_block("api_key = \"k\"")
+    );
+    let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "download.concurency");
+    assert!(message.contains("concurency"), "{message}");
+
+    let text = provider_block("api_key = \"k\"\nparser_idd = \"x\"");
+    let (key, _) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0].parser_idd");
+
+    let typo = env(&[("BATCHMIRROR__DOWNLOAD__CONCURENCY", "3")]);
+    let (key, _) = invalid(load_text(&provider_block("api_key = \"k\""), &typo).unwrap_err());
+    assert_eq!(key, "download.concurency");
+
+    let provider_env = env(&[("BATCHMIRROR__PROVIDER__NAME", "x")]);
+    let (key, message) =
+        invalid(load_text(&provider_block("api_key = \"k\""), &provider_env).unwrap_err());
+    assert_eq!(key, "provider");
+    assert!(message.contains("BATCHMIRROR__PROVIDER__NAME"), "{message}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        (
+            "[download]\nalert_margin = \"12 parsecs\"",
+            "download.alert_margin",
+        ),
+        ("[download]\nconcurrency = 0", "download.concurrency"),
+        ("[download]\nconcurrency = 257", "download.concurrency"),
+        ("[download]\nconcurrency = \"many\"", "download.concurrency"),
+        (
+            "[download]\nmax_body_bytes = \"1GB\"",
+            "download.max_body_bytes",
+        ),
+        (
+            "[download]\nconnect_timeout = \"0s\"",
+            "download.connect_timeout",
+        ),
+        ("[schedule]\ncron = \"every five minutes\"", "schedule.cron"),
+        ("[schedule]\ncron = \"*/5 * * * *\"", "schedule.cron"),
+        ("[log]\nformat = \"xml\"", "log.format"),
+    ];
+    for (section, want) in cases {
+        let text = format!("{section}\n{}", provider_block("api_key = \"k\""));
+        let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+        assert_eq!(key, want, "{section}: {message}");
+    }
+}
+
+#[test]
+fn bad_provider_entries_name_their_key() {
+    let p = |extra: &str| {
+        format!(
+            "[[provider]]\nname = \"acme\"\nkind = \"extract_page\"\n\
+             base_url = \"https://x.test\"\napi_key = \"k\"\n{extra}\n"
+        )
+    };
+    let cases = [
+        (p("page_size = 201"), "provider[0].page_size"),
+        (
+            p("requests_per_minute = 0"),
+            "provider[0].requests_per_minute",
+        ),
+        (p("max_retries = 21"), "provider[0].max_retries"),
+        (p("retention = \"soon\""), "provider[0].retention"),
+        (p("").replace("extract_page", "talonic"), "provider[0].kind"),
+        (
+            p("").replace("https://x.test", "ftp://x.test"),
+            "provider[0].base_url",
+        ),
+        (p("").replace("acme", "ac me"), "provider[0].name"),
+        (
+            p("").replace("api_key = \"k\"", "api_key = \"  \""),
+            "provider[0].api_key",
+        ),
+        (format!("{}{}", p(""), p("")), "provider[1].name"),
+        ("[log]\nlevel = \"info\"\n".to_owned(), "provider"),
+        (p("").replace("name = \"acme\"\n", ""), "provider[0].name"),
+    ];
+    for (text, want) in cases {
+        let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+        assert_eq!(key, want, "{text}: {message}");
+    }
+    let text = p("").replace("extract_page", "talonic");
+    let (_, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(
+        message,
+        "unsupported kind \"talonic\": supported kinds are extract_page"
+    );
+}
+
+#[test]
+fn api_key_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.key");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let text = provider_block(&format!(
+        "api_key_file = {}",
+        toml_str(&file.to_string_lossy())
+    ));
+    let s = load_text(&text, &HashMap::new()).unwrap();
+    assert_eq!(s.providers[0].api_key.expose(), SECRET);
+    assert_eq!(
+        s.providers[0].base_url.as_str(),
+        "https://api.extract.page/"
+    );
+
+    let missing = dir.path().join("missing.key");
+    let text = provider_block(&format!(
+        "api_key_file = {}",
+        toml_str(&missing.to_string_lossy())
+    ));
+    let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0].api_key_file");
+    assert!(message.contains(&*missing.to_string_lossy()), "{message}");
+    assert!(message.contains("os error"), "{message}");
+
+    std::fs::write(&file, "\n").unwrap();
+    let text = provider_block(&format!(
+        "api_key_file = {}",
+        toml_str(&file.to_string_lossy())
+    ));
+    let (key, _) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0].api_key_file");
+
+    let text = provider_block("api_key_env = \"ACME_API_KEY\"");
+    let s = load_text(&text, &env(&[("ACME_API_KEY", SECRET)])).unwrap();
+    assert_eq!(s.providers[0].api_key.expose(), SECRET);
+    let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0].api_key_env");
+    assert!(message.contains("ACME_API_KEY"), "{message}");
+
+    let text = provider_block("api_key = \"a\"\napi_key_env = \"ACME_API_KEY\"");
+    let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0]");
+    assert!(message.contains("api_key_env and api_key"), "{message}");
+
+    let (key, message) = invalid(load_text(&provider_block(""), &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0]");
+    assert!(message.contains("api_key_file"), "{message}");
+}
+
+#[test]
+fn the_secret_never_shows() {
+    let text = provider_block(&format!("api_key = \"{SECRET}\""));
+    let s = load_text(&text, &HashMap::new()).unwrap();
+    assert_eq!(s.providers[0].api_key.expose(), SECRET);
+    let debug = format!("{s:?}");
+    let display = s.to_string();
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(!display.contains(SECRET), "{display}");
+    assert!(display.contains("api_key = \"[redacted]\""), "{display}");
+}
+
+#[test]
+fn display_is_toml_that_loads_back() {
+    let text = format!(
+        "[download]\nmax_body_bytes = 1000\nalert_margin = \"90m\"\n\
+         [log]\nlevel = \"info,batchmirror=debug\"\n{}",
+        provider_block("api_key = \"k\"\nretention = \"36h\"")
+    );
+    let s = load_text(&text, &HashMap::new()).unwrap();
+    let again = load_str(&s.to_string(), "printed", &HashMap::new()).unwrap();
+    assert_eq!(again.to_string(), s.to_string());
+    assert_eq!(again.download.max_body_bytes, 1000);
+    assert_eq!(again.download.alert_margin, Duration::from_secs(5400));
+    assert_eq!(again.providers[0].retention, Duration::from_secs(36 * 3600));
+    assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+}
+
+#[test]
+fn relative_paths_become_absolute() {
+    let text = format!(
+        "[ledger]\npath = \"state/ledger.sqlite3\"\n[storage]\nroot = \"mirror\"\n{}",
+        provider_block("api_key = \"k\"")
+    );
+    let s = load_text(&text, &HashMap::new()).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(s.ledger_path.is_absolute());
+    assert_eq!(s.ledger_path, cwd.join("state/ledger.sqlite3"));
+    assert_eq!(s.storage_root, cwd.join("mirror"));
+}
+
+#[test]
+fn unreadable_or_invalid_files_are_load_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    match load_with_env(&missing, &HashMap::new()).unwrap_err() {
+        ConfigError::Load { path, message } => {
+            assert_eq!(path, missing);
+            assert!(message.contains("os error"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match load_text("[download\nconcurrency = 3", &HashMap::new()).unwrap_err() {
+        ConfigError::Load { path, .. } => assert!(path.ends_with("config.toml")),
+        other => panic!("{other:?}"),
+    }
+}

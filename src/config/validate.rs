@@ -1,0 +1,302 @@
+//! Validation of the raw config into [`Settings`]: every error names its key and what to do.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{self, RawBytes, RawConfig, RawDownload, RawProvider};
+use super::{
+    DownloadSettings, LogFormat, LogSettings, ProviderKind, ProviderSettings, Secret, Settings,
+};
+use crate::error::ConfigError;
+use crate::model::ProviderName;
+
+pub(super) fn validate(
+    raw: RawConfig,
+    env: &HashMap<String, String>,
+) -> Result<Settings, ConfigError> {
+    let ledger_path = absolute_path("ledger.path", &raw.ledger.path)?;
+    let storage_root = absolute_path("storage.root", &raw.storage.root)?;
+    let schedule_cron = validate_cron(&raw.schedule.cron)?;
+    let download = validate_download(&raw.download)?;
+
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::invalid(
+                "log.format",
+                format!("unknown format {other:?}: use \"text\" or \"json\""),
+            ));
+        }
+    };
+    let level = raw.log.level.trim().to_owned();
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        return Err(ConfigError::invalid(
+            "log.level",
+            format!(
+                "{level:?} is not a log filter ({e}); use e.g. \"info\" or \"batchmirror=debug\""
+            ),
+        ));
+    }
+
+    if raw.provider.is_empty() {
+        return Err(ConfigError::invalid(
+            "provider",
+            "no [[provider]] configured: add a [[provider]] block with name, kind, base_url and \
+             one of api_key_file / api_key_env / api_key (see config/example.toml)",
+        ));
+    }
+    let mut providers: Vec<ProviderSettings> = Vec::with_capacity(raw.provider.len());
+    for (i, p) in raw.provider.iter().enumerate() {
+        let settings = validate_provider(i, p, env)?;
+        if let Some(j) = providers.iter().position(|o| o.name == settings.name) {
+            return Err(ConfigError::invalid(
+                format!("provider[{i}].name"),
+                format!(
+                    "provider name {:?} is already used by provider[{j}]: names must be unique",
+                    settings.name.as_str()
+                ),
+            ));
+        }
+        providers.push(settings);
+    }
+
+    Ok(Settings {
+        ledger_path,
+        storage_root,
+        schedule_cron,
+        download,
+        log: LogSettings { format, level },
+        providers,
+    })
+}
+
+fn absolute_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "empty path: set a file path"));
+    }
+    std::path::absolute(value)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot make {value:?} absolute: {e}")))
+}
+
+/// Parses the expression exactly as the scheduler will, so a bad one fails at start-up.
+fn validate_cron(cron: &str) -> Result<String, ConfigError> {
+    let cron = cron.trim();
+    match tokio_cron_scheduler::Job::new(cron, |_, _| {}) {
+        Ok(_) => Ok(cron.to_owned()),
+        Err(_) => Err(ConfigError::invalid(
+            "schedule.cron",
+            format!(
+                "{cron:?} is not a valid cron expression: write six fields, seconds first \
+                 (sec min hour day-of-month month day-of-week), e.g. \"0 */5 * * * *\" for every \
+                 five minutes"
+            ),
+        )),
+    }
+}
+
+fn validate_download(d: &RawDownload) -> Result<DownloadSettings, ConfigError> {
+    let max_body_bytes = match &d.max_body_bytes {
+        RawBytes::Int(n) => u64::try_from(*n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            ConfigError::invalid("download.max_body_bytes", format!("{n} must be at least 1"))
+        })?,
+        RawBytes::Str(s) => raw::parse_bytes(s)
+            .and_then(|n| {
+                if n == 0 {
+                    Err(format!("{s:?} must be at least 1 byte"))
+                } else {
+                    Ok(n)
+                }
+            })
+            .map_err(|m| ConfigError::invalid("download.max_body_bytes", m))?,
+    };
+    Ok(DownloadSettings {
+        concurrency: int_in_range("download.concurrency", d.concurrency, 1, 256)? as usize,
+        alert_margin: duration("download.alert_margin", &d.alert_margin, false)?,
+        max_body_bytes,
+        connect_timeout: duration("download.connect_timeout", &d.connect_timeout, true)?,
+        read_timeout: duration("download.read_timeout", &d.read_timeout, true)?,
+        drain_timeout: duration("download.drain_timeout", &d.drain_timeout, false)?,
+        validate_json: d.validate_json,
+    })
+}
+
+fn validate_provider(
+    i: usize,
+    p: &RawProvider,
+    env: &HashMap<String, String>,
+) -> Result<ProviderSettings, ConfigError> {
+    let key = |field: &str| format!("provider[{i}].{field}");
+    let name = ProviderName::parse(&p.name).map_err(|m| ConfigError::invalid(key("name"), m))?;
+    let kind = match p.kind.as_str() {
+        "extract_page" => ProviderKind::ExtractPage,
+        other => {
+            return Err(ConfigError::invalid(
+                key("kind"),
+                format!("unsupported kind {other:?}: supported kinds are extract_page"),
+            ));
+        }
+    };
+    let base_url = validate_base_url(&key("base_url"), &p.base_url)?;
+    let api_key = resolve_api_key(i, p, env)?;
+    Ok(ProviderSettings {
+        name,
+        kind,
+        base_url,
+        api_key,
+        requests_per_minute: int_in_range(
+            &key("requests_per_minute"),
+            p.requests_per_minute,
+            1,
+            i64::from(u32::MAX),
+        )? as u32,
+        page_size: int_in_range(&key("page_size"), p.page_size, 1, 200)? as u32,
+        retention: duration(&key("retention"), &p.retention, true)?,
+        max_retries: int_in_range(&key("max_retries"), p.max_retries, 1, 20)? as u32,
+    })
+}
+
+fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let mut url = url::Url::parse(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a URL ({e}); write e.g. \"https://api.extract.page\""),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "credentials do not belong in the URL: remove user:password@ and set api_key_file, \
+             api_key_env or api_key",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// Exactly one of api_key_file, api_key_env and api_key; the key itself must not be empty.
+fn resolve_api_key(
+    i: usize,
+    p: &RawProvider,
+    env: &HashMap<String, String>,
+) -> Result<Secret, ConfigError> {
+    let sources: Vec<&str> = [
+        ("api_key_file", p.api_key_file.is_some()),
+        ("api_key_env", p.api_key_env.is_some()),
+        ("api_key", p.api_key.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(name, _)| *name)
+    .collect();
+    let one_of = "set exactly one of api_key_file (a file holding the key), api_key_env (the name \
+                  of an environment variable holding it) or api_key (the key itself)";
+    match sources.as_slice() {
+        [] => {
+            return Err(ConfigError::invalid(
+                format!("provider[{i}]"),
+                format!("no API key: {one_of}"),
+            ));
+        }
+        [_] => {}
+        [a, b] => {
+            return Err(ConfigError::invalid(
+                format!("provider[{i}]"),
+                format!("{a} and {b} are both set: {one_of}"),
+            ));
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                format!("provider[{i}]"),
+                format!("api_key_file, api_key_env and api_key are all set: {one_of}"),
+            ));
+        }
+    }
+    let (field, key) = if let Some(file) = &p.api_key_file {
+        let field = format!("provider[{i}].api_key_file");
+        let path = absolute_path(&field, file)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::invalid(
+                &field,
+                format!(
+                    "cannot read {}: {e}; create it or point api_key_file at the key file",
+                    path.display()
+                ),
+            )
+        })?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                &field,
+                format!("{} is empty: put the API key in it", path.display()),
+            ));
+        }
+        (field, text.trim_end().to_owned())
+    } else if let Some(var) = &p.api_key_env {
+        let field = format!("provider[{i}].api_key_env");
+        let value = env.get(var).ok_or_else(|| {
+            ConfigError::invalid(
+                &field,
+                format!(
+                    "environment variable {var} is not set: export it (e.g. with \
+                     EnvironmentFile= in the systemd unit) or use api_key_file"
+                ),
+            )
+        })?;
+        (field, value.trim().to_owned())
+    } else {
+        let field = format!("provider[{i}].api_key");
+        (
+            field,
+            p.api_key.clone().unwrap_or_default().trim().to_owned(),
+        )
+    };
+    if key.is_empty() {
+        return Err(ConfigError::invalid(field, "the API key is empty"));
+    }
+    Ok(Secret::new(key))
+}
+
+fn int_in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else if max == i64::from(u32::MAX) {
+        Err(ConfigError::invalid(
+            key,
+            format!("{value} must be at least {min}"),
+        ))
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("{value} is out of range: use {min} to {max}"),
+        ))
+    }
+}
+
+fn duration(key: &str, value: &str, nonzero: bool) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "{value:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"12h\", \"3d\""
+            ),
+        )
+    })?;
+    if nonzero && d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be longer than zero"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,125 @@
+//! `batchmirror demo`: starts the bundled sandbox on loopback with a few hundred items, mirrors
+//! them into `./demo-mirror` pass by pass while the sandbox's running batch finishes, and sums up.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Mirror;
+use crate::config;
+use crate::error::Error;
+use crate::sandbox::{Sandbox, SandboxSpec};
+
+/// The demo's config, embedded so `demo` needs no file.
+const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+/// Longest the demo waits for the sandbox's running batch to finish.
+const DEMO_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// What the demo did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoSummary {
+    pub mirrored: u64,
+    pub lost: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub bytes: u64,
+    pub passes: u32,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mirrored {} / lost {} / failed {} / {:.1} MB in {:.1}s ({} passes; {} items failed at the provider, nothing to mirror)",
+            self.mirrored,
+            self.lost,
+            self.failed,
+            self.bytes as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.passes,
+            self.skipped
+        )
+    }
+}
+
+/// Runs the demo in `dir` (the mirror goes to `dir/demo-mirror`, replacing an earlier demo's).
+pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, Error> {
+    let spec = SandboxSpec::generated(30, 10, 16 * 1024, 7);
+    let sandbox = Sandbox::start(spec, ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| Error::Runtime(format!("cannot start the sandbox: {e}")))?;
+    let mut settings = config::load_str(DEMO_CONFIG, "config/demo.toml", &HashMap::new())?;
+    let root = dir.join("demo-mirror");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(|e| {
+            Error::Runtime(format!(
+                "cannot remove the previous demo at {}: {e}",
+                root.display()
+            ))
+        })?;
+        println!("removed the previous demo's {}", root.display());
+    }
+    settings.storage_root = root.clone();
+    settings.ledger_path = root.join(".batchmirror").join("ledger.sqlite3");
+    for p in &mut settings.providers {
+        p.base_url = sandbox
+            .base_url()
+            .parse()
+            .map_err(|e| Error::Runtime(format!("sandbox URL: {e}")))?;
+    }
+    println!(
+        "sandbox (extract.page API) listening on {}; mirroring into {}",
+        sandbox.base_url(),
+        root.display()
+    );
+    let names: Vec<_> = settings
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
+        .collect();
+    let mirror = Mirror::open(settings).await?;
+    let started = Instant::now();
+    let mut summary = DemoSummary::default();
+    loop {
+        let pass = mirror.pass(&cancel).await?;
+        summary.passes += 1;
+        summary.bytes += pass.download.bytes;
+        let s = mirror
+            .ledger()
+            .summary(&names, chrono::Utc::now(), Duration::ZERO)
+            .await?;
+        let count = |k: &str| {
+            s.iter()
+                .map(|p| p.items.get(k).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let total: u64 = s.iter().flat_map(|p| p.items.values()).sum();
+        summary.mirrored = count("mirrored");
+        summary.lost = count("lost");
+        summary.failed = count("failed");
+        summary.skipped = count("skipped");
+        let waiting = count("pending") + count("ready") + count("downloading");
+        println!(
+            "pass {}: {}/{} mirrored, {} lost (expired at the provider), {} still running there, {:.1} MB so far",
+            summary.passes,
+            summary.mirrored,
+            total,
+            summary.lost,
+            waiting,
+            summary.bytes as f64 / 1e6
+        );
+        if waiting == 0 || cancel.is_cancelled() || started.elapsed() > DEMO_TIME_LIMIT {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = cancel.cancelled() => break,
+        }
+    }
+    summary.elapsed = started.elapsed();
+    sandbox.stop().await;
+    Ok(summary)
+}

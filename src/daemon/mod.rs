@@ -1,0 +1,255 @@
+//! Wires the components: opens the ledger (lock, checks, start-up recovery), builds the providers,
+//! and runs passes, once (`sync --once`) or on the cron schedule (`run`) until shutdown.
+//!
+//! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
+
+mod demo;
+mod status;
+
+pub use demo::{DemoSummary, demo};
+pub use status::{StatusReport, status};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::download::{DownloadReport, Downloader};
+use crate::error::{Error, LedgerError};
+use crate::ledger::Ledger;
+use crate::provider::{self, Provider};
+use crate::scheduler::{self, PassTrigger};
+use crate::storage::Storage;
+use crate::sync::{self, ListError, ListReport};
+
+/// An opened mirror: ledger locked and recovered, storage ready, providers built.
+pub struct Mirror {
+    settings: Settings,
+    ledger: Ledger,
+    storage: Arc<Storage>,
+    providers: Vec<Arc<dyn Provider>>,
+    downloader: Downloader,
+}
+
+/// The outcome of one provider's listing in a pass.
+#[derive(Debug)]
+pub struct ProviderPass {
+    pub name: String,
+    pub listing: Result<ListReport, String>,
+}
+
+/// What one pass did, for logs and exit codes.
+#[derive(Debug)]
+pub struct PassReport {
+    pub providers: Vec<ProviderPass>,
+    pub download: DownloadReport,
+    pub elapsed: std::time::Duration,
+}
+
+impl PassReport {
+    /// True when every provider answered and every item tried was mirrored (or not ready yet).
+    pub fn ok(&self) -> bool {
+        let d = &self.download;
+        self.providers.iter().all(|p| p.listing.is_ok())
+            && d.failed == 0
+            && d.lost == 0
+            && d.retrying == 0
+    }
+
+    /// `sync --once` exit code per the command-line contract.
+    pub fn exit_code(&self) -> i32 {
+        if self.ok() { 0 } else { 1 }
+    }
+
+    fn log(&self) {
+        for p in &self.providers {
+            if let Err(e) = &p.listing {
+                tracing::error!(provider = %p.name, "provider unreachable this pass: {e}");
+            }
+        }
+        let d = &self.download;
+        tracing::info!(
+            mirrored = d.mirrored,
+            bytes = d.bytes,
+            not_ready = d.not_ready,
+            retrying = d.retrying,
+            failed = d.failed,
+            lost = d.lost,
+            interrupted = d.interrupted,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "pass finished"
+        );
+    }
+}
+
+impl Mirror {
+    /// Locks and checks the ledger, repairs what a crash left, and builds the providers.
+    pub async fn open(settings: Settings) -> Result<Self, Error> {
+        let path = settings.ledger_path.clone();
+        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
+            .await
+            .map_err(|e| LedgerError::Task(e.to_string()))??;
+        let storage = Arc::new(Storage::new(&settings.storage_root)?);
+        let providers = settings
+            .providers
+            .iter()
+            .map(|p| provider::build(p, &settings.download))
+            .collect::<Result<Vec<_>, _>>()?;
+        let downloader = Downloader::new(
+            ledger.clone(),
+            storage.clone(),
+            &providers,
+            settings.download.clone(),
+        );
+        let mirror = Self {
+            settings,
+            ledger,
+            storage,
+            providers,
+            downloader,
+        };
+        mirror.recover().await?;
+        Ok(mirror)
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Rows a crash left `downloading`: a final file present means the rename happened (it only
+    /// follows a complete, fsynced write), so the item is mirrored; otherwise it is ready again.
+    /// Then stray `.part` files go. Safe because we hold the ledger lock.
+    async fn recover(&self) -> Result<(), Error> {
+        let in_flight = self.ledger.in_flight().await?;
+        let mut released = Vec::new();
+        for item in in_flight {
+            let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
+            if self.storage.exists(&rel) {
+                let published = self.storage.digest(&rel).await?;
+                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, "recovered a result published just before a crash");
+                self.ledger
+                    .mark_mirrored(&item, &published, Utc::now())
+                    .await?;
+            } else {
+                released.push(item);
+            }
+        }
+        if !released.is_empty() {
+            tracing::info!(
+                count = released.len(),
+                "downloads interrupted by a crash will be fetched again"
+            );
+            self.ledger.release(&released).await?;
+        }
+        let storage = self.storage.clone();
+        let removed = tokio::task::spawn_blocking(move || storage.remove_stray_parts())
+            .await
+            .map_err(|e| Error::Runtime(e.to_string()))??;
+        if removed > 0 {
+            tracing::info!(removed, "removed unfinished .part files left by a crash");
+        }
+        Ok(())
+    }
+
+    /// One pass: list every provider, then download every due item.
+    pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, Error> {
+        let started = Instant::now();
+        let listings = futures_util::future::join_all(self.providers.iter().map(|p| async move {
+            let result = tokio::select! {
+                r = sync::list_provider(p.as_ref(), &self.ledger) => r,
+                () = cancel.cancelled() => Err(ListError::Provider(crate::error::ProviderError::Cancelled)),
+            };
+            (p.name().clone(), result)
+        }))
+        .await;
+        let mut providers = Vec::with_capacity(listings.len());
+        for (name, result) in listings {
+            let listing = match result {
+                Ok(r) => Ok(r),
+                Err(ListError::Other(e)) => return Err(e),
+                Err(ListError::Provider(e)) => Err(e.to_string()),
+            };
+            let error = listing.as_ref().err().map(String::as_str);
+            self.ledger.record_pass(&name, Utc::now(), error).await?;
+            providers.push(ProviderPass {
+                name: name.to_string(),
+                listing,
+            });
+        }
+        let download = self.downloader.drain(Utc::now(), cancel).await?;
+        // Batches whose last items just landed are done: mark them so the next pass skips them.
+        for p in &self.providers {
+            for batch in self.ledger.unhandled_batches(p.name()).await? {
+                self.ledger.refresh_handled(p.name(), &batch).await?;
+            }
+        }
+        let report = PassReport {
+            providers,
+            download,
+            elapsed: started.elapsed(),
+        };
+        report.log();
+        Ok(report)
+    }
+}
+
+/// `sync --once`: one pass, then return its report (the caller picks the exit code).
+pub async fn sync_once(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<PassReport, Error> {
+    let mirror = Mirror::open(settings).await?;
+    mirror.pass(&shutdown).await
+}
+
+/// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    let cron = settings.schedule_cron.clone();
+    let mirror = Mirror::open(settings).await?;
+    let trigger = Arc::new(PassTrigger::default());
+    let mut sched = scheduler::start(&cron, trigger.clone()).await?;
+    tracing::info!(schedule = %cron, providers = mirror.providers.len(), "batchmirror running");
+    trigger.request();
+    let result = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            () = trigger.requested() => {
+                trigger.set_running(true);
+                let pass = mirror.pass(&shutdown).await;
+                trigger.set_running(false);
+                if let Err(e) = pass {
+                    // The ledger or the disk failed under us: stop, and let the supervisor restart.
+                    break Err(e);
+                }
+            }
+        }
+    };
+    if let Err(e) = sched.shutdown().await {
+        tracing::warn!("scheduler did not stop cleanly: {e}");
+    }
+    tracing::info!("batchmirror stopped");
+    result
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::Runtime(format!("SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Runtime(format!("SIGINT handler: {e}")))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: finishing downloads in flight"),
+            _ = int.recv() => tracing::info!("SIGINT received: finishing downloads in flight"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `batchmirror status`: the ledger summarised per provider and state, with the items at risk.
+//!
+//! Reads the ledger read-only and without the lock, so it works while the daemon runs.
+
+use std::fmt::Write;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::model::{ItemState, ProviderSummary};
+
+/// Most at-risk items listed by `status`.
+const AT_RISK_SHOWN: usize = 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AtRiskItem {
+    pub provider: String,
+    pub batch: String,
+    pub item: String,
+    pub deadline: Option<chrono::DateTime<Utc>>,
+}
+
+/// What `status` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub ledger: String,
+    /// False when no pass has created the ledger yet.
+    pub ledger_exists: bool,
+    pub providers: Vec<ProviderSummary>,
+    pub at_risk_items: Vec<AtRiskItem>,
+}
+
+/// Summarises the ledger named by `settings`.
+pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
+    let names: Vec<_> = settings
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
+        .collect();
+    let ledger_path = settings.ledger_path.display().to_string();
+    if !settings.ledger_path.exists() {
+        let providers = names
+            .iter()
+            .map(|(n, k)| ProviderSummary {
+                name: n.to_string(),
+                kind: k.clone(),
+                items: ItemState::ALL
+                    .iter()
+                    .map(|s| (s.as_str().to_owned(), 0))
+                    .collect(),
+                ..ProviderSummary::default()
+            })
+            .collect();
+        return Ok(StatusReport {
+            ledger: ledger_path,
+            ledger_exists: false,
+            providers,
+            at_risk_items: vec![],
+        });
+    }
+    let ledger = Ledger::open_read_only(&settings.ledger_path)?;
+    let now = Utc::now();
+    let margin = settings.download.alert_margin;
+    let providers = ledger.summary(&names, now, margin).await?;
+    let at_risk_items = ledger
+        .at_risk(now, margin, AT_RISK_SHOWN)
+        .await?
+        .into_iter()
+        .map(|d| AtRiskItem {
+            provider: d.provider.to_string(),
+            batch: d.batch.to_string(),
+            item: d.item.to_string(),
+            deadline: d.deadline,
+        })
+        .collect();
+    Ok(StatusReport {
+        ledger: ledger_path,
+        ledger_exists: true,
+        providers,
+        at_risk_items,
+    })
+}
+
+impl StatusReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A compact table for a person.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        if !self.ledger_exists {
+            let _ = writeln!(
+                out,
+                "no ledger at {} yet: run `batchmirror sync --once` or start the daemon",
+                self.ledger
+            );
+        }
+        let cols = ["pending", "ready", "mirrored", "failed", "lost", "skipped"];
+        let _ = write!(out, "{:<16} {:<13}", "provider", "kind");
+        for c in cols {
+            let _ = write!(out, " {c:>9}");
+        }
+        let _ = writeln!(out, " {:>8}  last pass", "at risk");
+        for p in &self.providers {
+            let _ = write!(out, "{:<16} {:<13}", p.name, p.kind);
+            for c in cols {
+                let mut n = p.items.get(c).copied().unwrap_or(0);
+                if c == "ready" {
+                    n += p.items.get("downloading").copied().unwrap_or(0);
+                }
+                let _ = write!(out, " {n:>9}");
+            }
+            let last = p
+                .last_pass_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "never".into());
+            let _ = writeln!(out, " {:>8}  {last}", p.at_risk);
+            if let Some(e) = &p.last_error {
+                let _ = writeln!(out, "  last error: {e}");
+            }
+        }
+        if !self.at_risk_items.is_empty() {
+            let _ = writeln!(out, "\nat risk (deadline within the alert margin):");
+            let now = Utc::now();
+            for i in &self.at_risk_items {
+                let left = i
+                    .deadline
+                    .map(|d| {
+                        let secs = (d - now).num_seconds();
+                        if secs <= 0 {
+                            "past deadline".to_owned()
+                        } else {
+                            format!(
+                                "{} left",
+                                humantime::format_duration(std::time::Duration::from_secs(
+                                    secs as u64
+                                ))
+                            )
+                        }
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}/{}/{}  {left}", i.provider, i.batch, i.item);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,323 @@
+//! The download queue: claims ready items earliest-deadline-first from the ledger, runs at most
+//! `download.concurrency` fetches at once, streams each body into storage, and records the outcome.
+//!
+//! The queue is the ledger itself: claiming marks rows `downloading` in one transaction, so a crash
+//! leaves exactly the in-flight rows behind for start-up recovery. On shutdown no new item is
+//! claimed; in-flight fetches get `drain_timeout` to finish, the rest are aborted and released.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DownloadSettings;
+use crate::error::{LedgerError, ProviderError};
+use crate::ledger::Ledger;
+use crate::model::{DueItem, ProviderName};
+use crate::provider::Provider;
+use crate::storage::{Storage, WriteError};
+
+/// Attempts after which a body that keeps arriving malformed fails the item.
+const MAX_MALFORMED_ATTEMPTS: u32 = 3;
+
+/// What one drain of the queue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DownloadReport {
+    pub mirrored: u64,
+    pub bytes: u64,
+    pub not_ready: u64,
+    pub retrying: u64,
+    pub failed: u64,
+    pub lost: u64,
+    /// Items handed back unfinished because of shutdown.
+    pub interrupted: u64,
+}
+
+impl DownloadReport {
+    fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::Mirrored(b) => {
+                self.mirrored += 1;
+                self.bytes += b;
+            }
+            Outcome::NotReady => self.not_ready += 1,
+            Outcome::Retrying => self.retrying += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Lost => self.lost += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Mirrored(u64),
+    NotReady,
+    Retrying,
+    Failed,
+    Lost,
+}
+
+/// Bounded workers over the ledger's due items.
+#[derive(Clone)]
+pub struct Downloader {
+    ledger: Ledger,
+    storage: Arc<Storage>,
+    providers: Arc<HashMap<ProviderName, Arc<dyn Provider>>>,
+    settings: DownloadSettings,
+}
+
+impl Downloader {
+    pub fn new(
+        ledger: Ledger,
+        storage: Arc<Storage>,
+        providers: &[Arc<dyn Provider>],
+        settings: DownloadSettings,
+    ) -> Self {
+        let providers = providers
+            .iter()
+            .map(|p| (p.name().clone(), p.clone()))
+            .collect();
+        Self {
+            ledger,
+            storage,
+            providers: Arc::new(providers),
+            settings,
+        }
+    }
+
+    /// Downloads every item that is ready and due by `not_after`, then returns. Each item is tried
+    /// at most once per drain (a retry is scheduled after `not_after`).
+    pub async fn drain(
+        &self,
+        not_after: DateTime<Utc>,
+        cancel: &CancellationToken,
+    ) -> Result<DownloadReport, LedgerError> {
+        let names: Vec<ProviderName> = self.providers.keys().cloned().collect();
+        let mut report = DownloadReport::default();
+        let mut tasks = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, DueItem> = HashMap::new();
+        let limit = self.settings.concurrency.max(1);
+        let mut exhausted = false;
+        loop {
+            while !exhausted && !cancel.is_cancelled() && tasks.len() < limit {
+                // Claim only free slots' worth, so the deadline order stays fresh.
+                let want = limit - tasks.len();
+                let claimed = self.ledger.claim_due(&names, not_after, want).await?;
+                // Retries are scheduled after `not_after`, so a short claim means the queue is empty.
+                exhausted = claimed.len() < want;
+                for item in claimed {
+                    self.warn_if_at_risk(&item);
+                    let this = self.clone();
+                    let it = item.clone();
+                    let handle = tasks.spawn(async move { this.fetch_one(&it).await });
+                    in_flight.insert(handle.id(), item);
+                }
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = tasks.join_next_with_id() => match joined {
+                    Ok((id, outcome)) => {
+                        in_flight.remove(&id);
+                        report.add(outcome?);
+                    }
+                    Err(e) => {
+                        if let Some(item) = in_flight.remove(&e.id()) {
+                            tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download task failed: {e}");
+                            self.ledger.release(&[item]).await?;
+                        }
+                    }
+                },
+                () = cancel.cancelled() => {
+                    self.stop(&mut tasks, &mut in_flight, &mut report).await?;
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits up to `drain_timeout` for in-flight fetches, then aborts and releases the rest.
+    async fn stop(
+        &self,
+        tasks: &mut JoinSet<Result<Outcome, LedgerError>>,
+        in_flight: &mut HashMap<tokio::task::Id, DueItem>,
+        report: &mut DownloadReport,
+    ) -> Result<(), LedgerError> {
+        if !tasks.is_empty() {
+            tracing::info!(
+                in_flight = tasks.len(),
+                "stopping: waiting up to {:?} for downloads in flight",
+                self.settings.drain_timeout
+            );
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
+                Ok(Some(Ok((id, outcome)))) => {
+                    in_flight.remove(&id);
+                    report.add(outcome?);
+                }
+                Ok(Some(Err(e))) => {
+                    if let Some(item) = in_flight.remove(&e.id()) {
+                        self.ledger.release(&[item]).await?;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        let left: Vec<DueItem> = in_flight.drain().map(|(_, v)| v).collect();
+        report.interrupted += left.len() as u64;
+        if !left.is_empty() {
+            tracing::warn!(
+                count = left.len(),
+                "downloads interrupted by shutdown; they resume on the next start"
+            );
+            self.ledger.release(&left).await?;
+        }
+        Ok(())
+    }
+
+    fn warn_if_at_risk(&self, item: &DueItem) {
+        let Some(deadline) = item.deadline else {
+            return;
+        };
+        let left = deadline - Utc::now();
+        let margin = chrono::Duration::from_std(self.settings.alert_margin).unwrap_or_default();
+        if left < margin {
+            tracing::warn!(
+                provider = %item.provider, batch = %item.batch, item = %item.item,
+                deadline = %deadline.to_rfc3339(),
+                "item at risk: {} left before the provider deletes it",
+                humantime::format_duration(Duration::from_secs(left.num_seconds().max(0) as u64))
+            );
+        }
+    }
+
+    async fn fetch_one(&self, item: &DueItem) -> Result<Outcome, LedgerError> {
+        let Some(provider) = self.providers.get(&item.provider) else {
+            // Rows of a provider no longer configured are not claimed; this is defensive.
+            self.ledger.release(std::slice::from_ref(item)).await?;
+            return Ok(Outcome::Retrying);
+        };
+        let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
+        let error = match provider.fetch_result(&item.batch, &item.item).await {
+            Ok(body) => {
+                let cap = self.settings.max_body_bytes;
+                if body.content_length.is_some_and(|n| n > cap) {
+                    ItemError::TooLarge(format!(
+                        "{}: announced {} bytes, cap is {cap}",
+                        body.url,
+                        body.content_length.unwrap_or(0)
+                    ))
+                } else {
+                    match self
+                        .storage
+                        .write_atomic(&rel, body.stream, cap, self.settings.validate_json)
+                        .await
+                    {
+                        Ok(published) => {
+                            self.ledger
+                                .mark_mirrored(item, &published, Utc::now())
+                                .await?;
+                            tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
+                            return Ok(Outcome::Mirrored(published.bytes));
+                        }
+                        Err(WriteError::Body(e)) => ItemError::Provider(e),
+                        Err(WriteError::TooLarge { cap }) => ItemError::TooLarge(format!(
+                            "{}: body exceeds the {cap}-byte cap",
+                            body.url
+                        )),
+                        Err(WriteError::InvalidJson(m)) => {
+                            ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
+                        }
+                        Err(WriteError::Storage(e)) => ItemError::Disk(e.to_string()),
+                    }
+                }
+            }
+            Err(e) => ItemError::Provider(e),
+        };
+        self.record(item, error).await
+    }
+
+    async fn record(&self, item: &DueItem, error: ItemError) -> Result<Outcome, LedgerError> {
+        let (p, b, i) = (&item.provider, &item.batch, &item.item);
+        match error {
+            ItemError::Provider(ProviderError::NotReady { body, .. }) => {
+                // Listed as done but not servable yet: try again on the next pass.
+                tracing::info!(provider = %p, batch = %b, item = %i, "result not ready yet: {body}");
+                let next = Utc::now() + chrono::Duration::milliseconds(1);
+                self.ledger
+                    .mark_retry(item, &format!("not ready (409): {body}"), next)
+                    .await?;
+                Ok(Outcome::NotReady)
+            }
+            ItemError::Provider(e @ ProviderError::Gone { .. }) => {
+                tracing::error!(provider = %p, batch = %b, item = %i, "LOST: the provider no longer has this result: {e}");
+                self.ledger.mark_lost(item, &e.to_string()).await?;
+                Ok(Outcome::Lost)
+            }
+            ItemError::Provider(e) if e.is_retryable() => {
+                self.retry_later(item, &e.to_string()).await
+            }
+            ItemError::Malformed(m) if item.attempts + 1 < MAX_MALFORMED_ATTEMPTS => {
+                self.retry_later(item, &m).await
+            }
+            ItemError::Disk(m) => {
+                tracing::error!(provider = %p, batch = %b, item = %i, "cannot write the result: {m}");
+                self.retry_later(item, &m).await
+            }
+            ItemError::Provider(e) => self.fail(item, &e.to_string()).await,
+            ItemError::Malformed(m) | ItemError::TooLarge(m) => self.fail(item, &m).await,
+        }
+    }
+
+    async fn retry_later(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
+        let wait = item_backoff(item.attempts);
+        tracing::warn!(
+            provider = %item.provider, batch = %item.batch, item = %item.item,
+            attempt = item.attempts + 1,
+            "download failed, retrying in {}: {error}",
+            humantime::format_duration(Duration::from_secs(wait.as_secs()))
+        );
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        self.ledger.mark_retry(item, error, next).await?;
+        Ok(Outcome::Retrying)
+    }
+
+    async fn fail(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
+        tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download failed for good: {error}");
+        self.ledger.mark_failed(item, error).await?;
+        Ok(Outcome::Failed)
+    }
+}
+
+/// Why one item's download did not publish.
+enum ItemError {
+    Provider(ProviderError),
+    Malformed(String),
+    TooLarge(String),
+    Disk(String),
+}
+
+/// Item-level back-off between passes: grows with the attempts, capped at an hour, jittered.
+fn item_backoff(attempts: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(30))
+        .with_max_delay(Duration::from_secs(3600))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.min(16) as usize)
+        .unwrap_or(Duration::from_secs(3600))
+}

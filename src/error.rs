@@ -1,0 +1,229 @@
+//! Errors at each seam, and the one rule that decides what is worth retrying.
+//!
+//! Rules:
+//! - Each seam (config, ledger, provider, storage) has its own enum, and each variant carries the
+//!   failing input: a config key, a path, a URL without its query, an item id.
+//! - URLs in errors never carry a query string: presigned URLs hold credentials there.
+//! - [`ProviderError::is_retryable`] is the only place that classifies failures as transient.
+//! - `anyhow` is for `main.rs` only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration problem. Always exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load config {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A ledger problem: the database, its lock file or its schema.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(
+        "another batchmirror is using the ledger {path} (lock {lock} is held); stop it first, or point this one at another ledger"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "the ledger {path} is corrupt ({message}); it was left untouched: restore it from a backup or move it aside to start a new one (every result would then be downloaded again)"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "the ledger {path} has schema version {found}, newer than this batchmirror understands ({supported}); upgrade batchmirror"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("ledger {path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("ledger task failed: {0}")]
+    Task(String),
+}
+
+/// A storage problem while writing the mirror.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} would be outside the storage root")]
+    OutsideRoot { path: PathBuf },
+}
+
+impl StorageError {
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+
+    /// A full disk pauses work instead of failing items.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.raw_os_error() == Some(28))
+    }
+}
+
+/// A failure talking to a provider, or in what it answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{url}: result not ready yet ({body})")]
+    NotReady { url: String, body: String },
+    #[error("{url}: result is gone (HTTP 410): {body}")]
+    Gone { url: String, body: String },
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: response does not match the API: {message}")]
+    Malformed { url: String, message: String },
+    #[error("{url}: body is larger than the {cap}-byte cap")]
+    TooLarge { url: String, cap: u64 },
+    #[error("{url}: redirect refused: {message}")]
+    Redirect { url: String, message: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// HTTP statuses that are worth asking again: timeouts, throttling, server trouble.
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429) || (500..=599).contains(&status)
+}
+
+impl ProviderError {
+    /// The one place that decides whether trying again may help.
+    ///
+    /// Transient: transport failures (connect, timeout, truncated body), 408/425/429/5xx and
+    /// bodies that failed to parse (a truncated or garbled body is worth one more read). Permanent:
+    /// other 4xx, bodies over the cap, refused redirects. `NotReady` is retried on a later pass, not
+    /// here; `Gone` never.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => is_retryable_status(*status),
+            Self::Transport { .. } | Self::Malformed { .. } => true,
+            Self::NotReady { .. }
+            | Self::Gone { .. }
+            | Self::TooLarge { .. }
+            | Self::Redirect { .. }
+            | Self::Cancelled => false,
+        }
+    }
+
+    /// How long the server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::NotReady { .. } => Some(409),
+            Self::Gone { .. } => Some(410),
+            _ => None,
+        }
+    }
+}
+
+/// Strips the query and fragment from a URL so it can be logged or stored: presigned URLs carry
+/// credentials there.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// The library's top-level error; `main` maps it to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// Exit code per the command-line contract: 2 for configuration and usage, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_rule_matches_the_design() {
+        for s in [408, 425, 429, 500, 502, 503, 599] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 409, 410, 422] {
+            assert!(!is_retryable_status(s), "{s}");
+        }
+        let gone = ProviderError::Gone {
+            url: "u".into(),
+            body: String::new(),
+        };
+        assert!(!gone.is_retryable());
+    }
+
+    #[test]
+    fn redacted_urls_lose_query_and_userinfo() {
+        let u = url::Url::parse("https://k:s@bucket.s3/x/y?X-Amz-Signature=secret#f").unwrap();
+        assert_eq!(redact_url(&u), "https://bucket.s3/x/y");
+    }
+}

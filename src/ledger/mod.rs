@@ -1,0 +1,484 @@
+//! The ledger: batchmirror's SQLite record of every batch and item, and the sole owner of its
+//! connection. This file holds the typed async API ([`Ledger`]), opening (lock file, integrity
+//! check, migrations) and [`ItemRow`].
+//!
+//! - [`schema`]: pragmas, the integrity check and the `user_version` migrations.
+//! - `queries`: the SQL of each operation that writes (no SQL lives outside `src/ledger/`).
+//! - `reads`: the read-only queries (cursors, summary, at-risk and row listings).
+//! - `rows`: column ↔ domain value conversions (timestamps are INTEGER ms since the epoch).
+//!
+//! One [`rusqlite::Connection`] sits behind a `std::sync::Mutex`; every async method runs its work
+//! in `tokio::task::spawn_blocking` and holds the mutex only inside that closure. The API speaks in
+//! domain operations (claim due items, mark mirrored, save a cursor with its page) so a shared
+//! PostgreSQL ledger can implement the same calls later (DESIGN.md, "Growth path").
+
+pub mod schema;
+
+mod queries;
+mod reads;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::LedgerError;
+use crate::model::{
+    BatchId, DueItem, ItemId, ItemState, ProviderName, ProviderSummary, Published, RemoteBatch,
+    RemoteItem,
+};
+use queries::{ItemPageArgs, Outcome};
+use rows::ms;
+
+/// What `open_read_only` says when there is no ledger to read yet.
+const NO_LEDGER_YET: &str = "open (no ledger yet: run `batchmirror sync --once` first)";
+
+/// One item's row, for tests, diagnostics and status listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    pub provider: String,
+    pub batch: String,
+    pub item: String,
+    pub remote_status: Option<String>,
+    pub state: ItemState,
+    pub deadline: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub path: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// A handle on the ledger; cheap to clone (all clones share one connection and one lock).
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    // Declared before `_lock` so the connection closes before the lock is released.
+    conn: Mutex<Connection>,
+    /// The exclusive lock on `<path>.lock`, held for the ledger's life (`None` when read-only).
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.inner.path)
+            .field("locked", &self.inner._lock.is_some())
+            .finish()
+    }
+}
+
+/// `<ledger path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn io_error(path: &Path, action: &'static str, source: std::io::Error) -> LedgerError {
+    LedgerError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger for writing: takes `<path>.lock`, checks integrity,
+    /// sets WAL / `synchronous=FULL` / foreign keys and migrates the schema. A file that is not a
+    /// sound database is reported as [`LedgerError::Corrupt`] and left untouched.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| io_error(path, "create the ledger directory", e))?;
+        }
+        let lock = lock_path(path);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(|e| io_error(path, "open the lock file", e))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked {
+                    path: path.to_owned(),
+                    lock,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(path, "lock the lock file", e)),
+        }
+        let exists = path
+            .try_exists()
+            .map_err(|e| io_error(path, "look for the ledger", e))?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !exists {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|e| schema::open_error(path, e))?;
+        // Nothing below writes before these checks pass.
+        schema::check_integrity(&conn, path)?;
+        let version = schema::user_version(&conn, path)?;
+        schema::check_not_too_new(version, path)?;
+        schema::apply_pragmas(&conn, path)?;
+        schema::migrate(&mut conn, version).map_err(|e| schema::open_error(path, e))?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+                _lock: Some(lock_file),
+            }),
+        })
+    }
+
+    /// Opens the ledger read-only, without the lock and without migrating: for `status`, which may
+    /// run while a daemon writes. A missing (or never migrated) ledger says no pass has run yet.
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let not_yet = || io_error(path, NO_LEDGER_YET, std::io::ErrorKind::NotFound.into());
+        if !path
+            .try_exists()
+            .map_err(|e| io_error(path, "look for the ledger", e))?
+        {
+            return Err(not_yet());
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| schema::open_error(path, e))?;
+        conn.busy_timeout(schema::BUSY_TIMEOUT)
+            .map_err(|e| schema::open_error(path, e))?;
+        let version = schema::user_version(&conn, path)?;
+        schema::check_not_too_new(version, path)?;
+        if version == 0 {
+            return Err(not_yet());
+        }
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+                _lock: None,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` on the connection in a blocking task; the mutex is held only inside it.
+    async fn run<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside a closure rolls its transaction back on unwind, so the connection
+            // behind a poisoned mutex is still consistent.
+            let mut conn = this
+                .inner
+                .conn
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn).map_err(|e| this.sqlite(e))
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))?
+    }
+
+    /// Upserts batches as listed; returns, per input batch and in order, whether it was already
+    /// `handled` (terminal and every item final) *before* this call and its status (and known
+    /// item total) is unchanged. A batch whose status or total changed is no longer handled.
+    pub async fn upsert_batches(
+        &self,
+        provider: &ProviderName,
+        batches: &[RemoteBatch],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        let provider = provider.as_str().to_owned();
+        let batches = batches.to_vec();
+        self.run(move |c| queries::upsert_batches(c, &provider, &batches, ms(now)))
+            .await
+    }
+
+    /// The provider's batches that are not handled yet (not terminal, or with items still to
+    /// mirror): the ones a pass must read even when the listing did not reach them.
+    pub async fn unhandled_batches(
+        &self,
+        provider: &ProviderName,
+    ) -> Result<Vec<BatchId>, LedgerError> {
+        let provider = provider.as_str().to_owned();
+        self.run(move |c| reads::unhandled_batches(c, &provider))
+            .await
+    }
+
+    pub async fn item_cursor(
+        &self,
+        provider: &ProviderName,
+        batch: &BatchId,
+    ) -> Result<Option<String>, LedgerError> {
+        self.cursor(provider, &queries::items_scope(batch.as_str()))
+            .await
+    }
+
+    /// A listing cursor by scope (item feeds use `items:<batch id>`).
+    pub async fn cursor(
+        &self,
+        provider: &ProviderName,
+        scope: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
+        self.run(move |c| reads::cursor(c, &provider, &scope)).await
+    }
+
+    /// Saves (or with `None` clears) a listing cursor on its own. Call it only after the rows of
+    /// the page it follows are committed (invariant 4); item pages use [`Self::apply_item_page`].
+    pub async fn save_cursor(
+        &self,
+        provider: &ProviderName,
+        scope: &str,
+        cursor: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
+        let cursor = cursor.map(str::to_owned);
+        self.run(move |c| queries::save_cursor(c, &provider, &scope, cursor.as_deref()))
+            .await
+    }
+
+    /// ONE transaction: update the batch (if given), upsert the items, then save `next_cursor` (if
+    /// Some): the cursor is only saved together with its page's rows (invariant 4).
+    ///
+    /// A new item gets `status.initial_state()` and its deadline; a final or `Downloading` item
+    /// keeps its state; `Pending` follows the new status; `Ready` stays unless the new status means
+    /// Skipped. remote_status, deadline (when Some) and updated_at always refresh; a skipped item's
+    /// remote error goes to last_error. Without `batch_info`, a batch row not seen yet is created
+    /// as `pending` (items need their batch row).
+    pub async fn apply_item_page(
+        &self,
+        provider: &ProviderName,
+        batch: &BatchId,
+        batch_info: Option<&RemoteBatch>,
+        items: &[RemoteItem],
+        next_cursor: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let provider = provider.as_str().to_owned();
+        let batch = batch.as_str().to_owned();
+        let batch_info = batch_info.cloned();
+        let items = items.to_vec();
+        let next_cursor = next_cursor.map(str::to_owned);
+        self.run(move |c| {
+            queries::apply_item_page(
+                c,
+                ItemPageArgs {
+                    provider: &provider,
+                    batch: &batch,
+                    batch_info: batch_info.as_ref(),
+                    items: &items,
+                    next_cursor: next_cursor.as_deref(),
+                    now: ms(now),
+                },
+            )
+        })
+        .await
+    }
+
+    /// Recomputes and stores `handled` = batch terminal AND no item of it in Pending/Ready/
+    /// Downloading AND (total_items unknown OR item rows >= total_items). Returns it (false for a
+    /// batch the ledger does not know).
+    pub async fn refresh_handled(
+        &self,
+        provider: &ProviderName,
+        batch: &BatchId,
+    ) -> Result<bool, LedgerError> {
+        let (provider, batch) = (provider.as_str().to_owned(), batch.as_str().to_owned());
+        self.run(move |c| queries::refresh_handled(c, &provider, &batch))
+            .await
+    }
+
+    /// Atomically claims up to `limit` Ready items with next_attempt_at <= `not_after`, earliest
+    /// deadline first (NULL deadlines last), marking them Downloading. `providers` restricts to
+    /// those names (empty = all).
+    pub async fn claim_due(
+        &self,
+        providers: &[ProviderName],
+        not_after: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, LedgerError> {
+        let providers: Vec<String> = providers.iter().map(|p| p.as_str().to_owned()).collect();
+        let now = queries::now_ms();
+        self.run(move |c| queries::claim_due(c, &providers, ms(not_after), limit, now))
+            .await
+    }
+
+    /// Records how a claimed item ended; an unknown or already final row is left as it is.
+    async fn finish(&self, item: &DueItem, outcome: Outcome, now: i64) -> Result<(), LedgerError> {
+        let due = item.clone();
+        let changed = self
+            .run(move |c| queries::finish(c, &due, &outcome, now))
+            .await?;
+        if !changed {
+            tracing::warn!(provider = %item.provider, batch = %item.batch, item = %item.item,
+                "ledger left an item as it was: it is unknown or already final");
+        }
+        Ok(())
+    }
+
+    /// Records a durable publish: state Mirrored with bytes, sha256 and path (invariant 1).
+    pub async fn mark_mirrored(
+        &self,
+        item: &DueItem,
+        published: &Published,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.finish(item, Outcome::Mirrored(published.clone()), ms(now))
+            .await
+    }
+
+    /// Back to Ready, attempts+1, last_error, next_attempt_at.
+    pub async fn mark_retry(
+        &self,
+        item: &DueItem,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let outcome = Outcome::Retry {
+            error: error.to_owned(),
+            next_attempt_at: ms(next_attempt_at),
+        };
+        self.finish(item, outcome, queries::now_ms()).await
+    }
+
+    /// A permanent error: Failed, attempts+1, last_error.
+    pub async fn mark_failed(&self, item: &DueItem, error: &str) -> Result<(), LedgerError> {
+        self.finish(item, Outcome::Failed(error.to_owned()), queries::now_ms())
+            .await
+    }
+
+    /// The result is gone (HTTP 410): Lost, attempts+1, last_error.
+    pub async fn mark_lost(&self, item: &DueItem, error: &str) -> Result<(), LedgerError> {
+        self.finish(item, Outcome::Lost(error.to_owned()), queries::now_ms())
+            .await
+    }
+
+    /// Back to Ready without counting an attempt (shutdown interrupted it). Only rows still
+    /// Downloading change.
+    pub async fn release(&self, items: &[DueItem]) -> Result<(), LedgerError> {
+        let items = items.to_vec();
+        let now = queries::now_ms();
+        self.run(move |c| queries::release(c, &items, now)).await
+    }
+
+    /// Rows left Downloading by a crash (start-up recovery decides what each becomes).
+    pub async fn in_flight(&self) -> Result<Vec<DueItem>, LedgerError> {
+        self.run(|c| reads::in_flight(c)).await
+    }
+
+    /// Records that a pass over `provider` ended at `at`, with its error if it had one.
+    pub async fn record_pass(
+        &self,
+        provider: &ProviderName,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let provider = provider.as_str().to_owned();
+        let error = error.map(str::to_owned);
+        self.run(move |c| queries::record_pass(c, &provider, ms(at), error.as_deref()))
+            .await
+    }
+
+    /// Per provider (in the order given, kind alongside): counts per ItemState name (every state
+    /// present), at_risk = non-final items with deadline <= now + `alert_margin` (passed ones
+    /// included), seconds from now to the earliest non-final deadline (negative once passed; floor),
+    /// last_pass_at and last_error.
+    pub async fn summary(
+        &self,
+        providers: &[(ProviderName, String)],
+        now: DateTime<Utc>,
+        alert_margin: std::time::Duration,
+    ) -> Result<Vec<ProviderSummary>, LedgerError> {
+        let providers: Vec<(String, String)> = providers
+            .iter()
+            .map(|(p, k)| (p.as_str().to_owned(), k.clone()))
+            .collect();
+        let margin = duration_ms(alert_margin);
+        self.run(move |c| reads::summary(c, &providers, ms(now), margin))
+            .await
+    }
+
+    /// Non-final items whose deadline is within `margin` of now (or passed), earliest first, at
+    /// most `limit`.
+    pub async fn at_risk(
+        &self,
+        now: DateTime<Utc>,
+        margin: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, LedgerError> {
+        let horizon = ms(now).saturating_add(duration_ms(margin));
+        self.run(move |c| reads::at_risk(c, horizon, limit)).await
+    }
+
+    /// One item's row, for tests and diagnostics.
+    pub async fn item(
+        &self,
+        provider: &ProviderName,
+        batch: &BatchId,
+        item: &ItemId,
+    ) -> Result<Option<ItemRow>, LedgerError> {
+        let (p, b, i) = (
+            provider.as_str().to_owned(),
+            batch.as_str().to_owned(),
+            item.as_str().to_owned(),
+        );
+        self.run(move |c| reads::item(c, &p, &b, &i)).await
+    }
+
+    /// Items of a provider in a state (earliest deadline first), for tests and status listings.
+    pub async fn items_in_state(
+        &self,
+        provider: &ProviderName,
+        state: ItemState,
+        limit: usize,
+    ) -> Result<Vec<ItemRow>, LedgerError> {
+        let provider = provider.as_str().to_owned();
+        self.run(move |c| reads::items_in_state(c, &provider, state, limit))
+            .await
+    }
+
+    /// `EXPLAIN QUERY PLAN` detail lines of the claim statements, for the index test. Blocking
+    /// (briefly takes the connection); not for use on an async worker in a hot path.
+    pub fn explain_claim(&self) -> Result<Vec<String>, LedgerError> {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        queries::explain_claim(&conn).map_err(|e| self.sqlite(e))
+    }
+}
+
+/// A duration in milliseconds, saturating.
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,187 @@
+//! The ledger's schema and connection set-up: the start-up integrity check, the pragmas (WAL,
+//! `synchronous=FULL`, foreign keys, busy timeout) and the migrations keyed by `PRAGMA user_version`.
+//!
+//! Migration `n` (1-based) takes the schema from version `n - 1` to `n`, in one transaction that
+//! also stores the new `user_version`, so a crash mid-migration leaves the previous version intact.
+//! Nothing here ever re-creates or rewrites a database it does not understand.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+use crate::error::LedgerError;
+
+/// How long a statement waits for another connection's write lock (e.g. `status` reading while
+/// the daemon commits) before giving up with `SQLITE_BUSY`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every migration in order; the schema version is the number applied.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The newest schema version this build understands.
+pub const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1: batches, items, listing cursors and per-provider pass state.
+///
+/// Indexes: `items_due (state, deadline, next_attempt_at)` serves `claim_due` (equality on state,
+/// then deadline order, the retry time checked inside the index), `in_flight` and the global
+/// `at_risk`; `items_provider_state (provider, state, deadline)` serves the per-provider counts,
+/// at-risk figures and earliest deadline of `summary` and `items_in_state` from the index alone;
+/// `batches_open (provider, handled, batch_id)` serves `unhandled_batches`.
+const V1: &str = "
+CREATE TABLE batches (
+    provider     TEXT    NOT NULL,
+    batch_id     TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    terminal     INTEGER NOT NULL DEFAULT 0,
+    total_items  INTEGER,
+    expires_at   INTEGER,
+    created_at   INTEGER,
+    handled      INTEGER NOT NULL DEFAULT 0,
+    seen_at      INTEGER NOT NULL,
+    PRIMARY KEY (provider, batch_id)
+);
+
+CREATE INDEX batches_open ON batches (provider, handled, batch_id);
+
+CREATE TABLE items (
+    provider         TEXT    NOT NULL,
+    batch_id         TEXT    NOT NULL,
+    item_id          TEXT    NOT NULL,
+    remote_status    TEXT,
+    state            TEXT    NOT NULL,
+    deadline         INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER,
+    bytes            INTEGER,
+    sha256           TEXT,
+    path             TEXT,
+    last_error       TEXT,
+    updated_at       INTEGER NOT NULL,
+    PRIMARY KEY (provider, batch_id, item_id),
+    FOREIGN KEY (provider, batch_id) REFERENCES batches (provider, batch_id)
+);
+
+CREATE INDEX items_due ON items (state, deadline, next_attempt_at);
+CREATE INDEX items_provider_state ON items (provider, state, deadline);
+
+CREATE TABLE cursors (
+    provider  TEXT NOT NULL,
+    scope     TEXT NOT NULL,
+    cursor    TEXT NOT NULL,
+    PRIMARY KEY (provider, scope)
+);
+
+CREATE TABLE provider_state (
+    provider      TEXT PRIMARY KEY NOT NULL,
+    last_pass_at  INTEGER,
+    last_error    TEXT
+);
+";
+
+/// True when SQLite says the file is not a database or is damaged.
+pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Maps an error met while opening: damage becomes `Corrupt`, anything else `Sqlite`.
+pub(crate) fn open_error(path: &Path, e: rusqlite::Error) -> LedgerError {
+    if is_corruption(&e) {
+        LedgerError::Corrupt {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    } else {
+        LedgerError::Sqlite {
+            path: path.to_owned(),
+            source: e,
+        }
+    }
+}
+
+/// Runs `PRAGMA quick_check` (which also reads the header, so garbage fails here) before anything
+/// writes to the file.
+pub(crate) fn check_integrity(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| open_error(path, e))?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.take(5).collect::<Result<Vec<_>, _>>())
+        .map_err(|e| open_error(path, e))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(LedgerError::Corrupt {
+            path: path.to_owned(),
+            message: format!("integrity check: {}", lines.join("; ")),
+        })
+    }
+}
+
+/// The stored schema version.
+pub(crate) fn user_version(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| open_error(path, e))
+}
+
+/// Refuses a schema newer than this build.
+pub(crate) fn check_not_too_new(found: i64, path: &Path) -> Result<(), LedgerError> {
+    if found > SUPPORTED_VERSION {
+        Err(LedgerError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SUPPORTED_VERSION,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The durability and concurrency settings of a writing connection.
+pub(crate) fn apply_pragmas(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let sqlite = |source| LedgerError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::Io {
+            path: path.to_owned(),
+            action: "switch to WAL journal mode",
+            source: std::io::Error::other(format!("journal_mode stayed {mode:?}")),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sqlite)?;
+    Ok(())
+}
+
+/// Applies every migration above `from`, each in its own immediate transaction.
+pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= from {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-read inside the write lock: another process may have migrated meanwhile.
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current < version {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tracing::info!(version, "ledger schema migrated");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}

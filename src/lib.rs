@@ -1,0 +1,32 @@
+//! batchmirror keeps a local mirror of document-extraction batch results before the provider
+//! deletes them.
+//!
+//! # Layout
+//!
+//! - [`model`]: ids, states and records shared by every layer; no I/O.
+//! - [`error`]: the error enum of each seam and the one "retryable?" rule.
+//! - [`config`]: TOML + `BATCHMIRROR__` environment into validated [`config::Settings`].
+//! - [`ledger`]: sole owner of the SQLite ledger (schema, queries, lock, start-up checks).
+//! - [`provider`]: the [`provider::Provider`] trait, one adapter per API, retry and rate limiting.
+//! - [`storage`]: the mirror layout on disk and atomic, durable publishing.
+//! - [`sync`]: one listing pass: provider pages into ledger rows.
+//! - [`download`]: the earliest-deadline-first queue and its bounded workers.
+//! - [`scheduler`]: cron ticks that request passes.
+//! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
+//! - [`cli`]: the command-line definitions `main.rs` dispatches on.
+//! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod download;
+pub mod error;
+pub mod ledger;
+pub mod model;
+pub mod provider;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod scheduler;
+pub mod storage;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,100 @@
+//! Thin glue: parse the command line, build the runtime, call the library, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use batchmirror::cli::{Cli, Command};
+use batchmirror::config::{self, LogFormat};
+use batchmirror::error::Error;
+use batchmirror::{daemon, telemetry};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("batchmirror: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<Error>())
+                .map_or(1, Error::exit_code);
+            eprintln!("batchmirror: {err:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<config::Settings> {
+    let settings = config::load(path).map_err(Error::from)?;
+    telemetry::init(settings.log.format, &settings.log.level);
+    Ok(settings)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    let shutdown = CancellationToken::new();
+    match command {
+        Command::Run(c) => {
+            let settings = load(&c.config)?;
+            daemon::cancel_on_signals(shutdown.clone())?;
+            daemon::run(settings, shutdown).await?;
+            Ok(0)
+        }
+        Command::Sync { once: _, config } => {
+            let settings = load(&config.config)?;
+            daemon::cancel_on_signals(shutdown.clone())?;
+            let report = daemon::sync_once(settings, shutdown).await?;
+            Ok(report.exit_code() as u8)
+        }
+        Command::Status { config, json } => {
+            let settings = load(&config.config)?;
+            let report = daemon::status(&settings).await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(0)
+        }
+        Command::CheckConfig(c) => {
+            let settings = load(&c.config)?;
+            print!("{settings}");
+            eprintln!("config {} is valid", c.config.display());
+            Ok(0)
+        }
+        Command::Demo => {
+            telemetry::init(LogFormat::Text, "warn");
+            daemon::cancel_on_signals(shutdown.clone())?;
+            let dir = std::env::current_dir().context("current directory")?;
+            let summary = daemon::demo(&dir, shutdown).await?;
+            println!("demo: {summary}");
+            println!("results are in ./demo-mirror; try `ls demo-mirror/demo/*/ | head`");
+            Ok(0)
+        }
+        Command::Sandbox(a) => {
+            telemetry::init(LogFormat::Text, "info");
+            let mut spec = batchmirror::sandbox::SandboxSpec::generated(
+                a.batches,
+                a.items_per_batch,
+                a.result_bytes,
+                a.seed,
+            );
+            spec.api_key = a.api_key;
+            daemon::cancel_on_signals(shutdown.clone())?;
+            batchmirror::sandbox::serve_until(spec, a.listen, shutdown.cancelled_owned())
+                .await
+                .context("sandbox")?;
+            Ok(0)
+        }
+    }
+}

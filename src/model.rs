@@ -1,0 +1,350 @@
+//! Domain types shared by every layer: names, ids, states and the records a provider hands back.
+//!
+//! Pure data with no I/O. Adapters translate their vendor's wire types into these; the ledger stores
+//! them; the downloader and the status report read them. Nothing here knows about HTTP or SQL.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+/// A configured provider's name: appears in paths and in status. `[A-Za-z0-9_-]{1,64}`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderName(String);
+
+impl ProviderName {
+    /// Accepts only names that are safe as one path component.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid provider name: use 1-64 characters from A-Z a-z 0-9 _ -"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Longest id we accept from a server. Longer ones are hostile or broken, never stored.
+pub const MAX_REMOTE_ID_BYTES: usize = 1024;
+
+macro_rules! remote_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Server-supplied ids are opaque strings; only emptiness, length and NUL are refused here.
+            /// Turning an id into a file name is `storage`'s job.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                if s.is_empty() {
+                    Err(format!("empty {}", stringify!($name)))
+                } else if s.len() > MAX_REMOTE_ID_BYTES {
+                    Err(format!(
+                        "{} of {} bytes is longer than {} bytes",
+                        stringify!($name),
+                        s.len(),
+                        MAX_REMOTE_ID_BYTES
+                    ))
+                } else if s.contains('\0') {
+                    Err(format!("{} contains a NUL byte", stringify!($name)))
+                } else {
+                    Ok(Self(s.to_owned()))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+remote_id!(
+    /// A provider's batch (or job, or extraction) id.
+    BatchId
+);
+remote_id!(
+    /// A provider's item (or document) id, unique within its batch.
+    ItemId
+);
+
+/// A batch's state at the provider, normalised from each vendor's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStatus {
+    Pending,
+    Running,
+    /// Finished; some items may have failed (extract.page `partially_failed`).
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl BatchStatus {
+    /// A terminal batch changes no more, so once its items are handled it need not be read again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// An item's state at the provider, normalised. Only `Succeeded` has a result to mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+impl RemoteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "skipped" => Self::Skipped,
+            _ => return None,
+        })
+    }
+
+    /// The ledger state an item enters when first seen (or seen again) with this remote status.
+    pub fn initial_state(self) -> ItemState {
+        match self {
+            Self::Pending | Self::Running => ItemState::Pending,
+            Self::Succeeded => ItemState::Ready,
+            Self::Failed | Self::Cancelled | Self::Skipped => ItemState::Skipped,
+        }
+    }
+}
+
+/// An item's state in our ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ItemState {
+    /// Not finished at the provider yet.
+    Pending,
+    /// Finished at the provider; waiting to be downloaded.
+    Ready,
+    /// Claimed by a download worker. Reset at start-up (a crash leaves it behind).
+    Downloading,
+    /// Durable on disk with bytes and sha256 recorded.
+    Mirrored,
+    /// A permanent error (404, 422, body over the cap, hostile response); `last_error` says which.
+    Failed,
+    /// The provider answered 410: the result is gone for good.
+    Lost,
+    /// The provider failed or cancelled the item: there is nothing to mirror.
+    Skipped,
+}
+
+impl ItemState {
+    pub const ALL: [ItemState; 7] = [
+        Self::Pending,
+        Self::Ready,
+        Self::Downloading,
+        Self::Mirrored,
+        Self::Failed,
+        Self::Lost,
+        Self::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Downloading => "downloading",
+            Self::Mirrored => "mirrored",
+            Self::Failed => "failed",
+            Self::Lost => "lost",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Final states never change again, whatever a later listing says.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Mirrored | Self::Failed | Self::Lost | Self::Skipped
+        )
+    }
+}
+
+/// One batch as listed by a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteBatch {
+    pub id: BatchId,
+    pub status: BatchStatus,
+    /// Items the provider says the batch holds, when it says so.
+    pub total_items: Option<u64>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the batch's results expire, when the provider says so.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One item of a batch as the provider reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteItem {
+    pub id: ItemId,
+    pub status: RemoteStatus,
+    /// When the result stops being downloadable. Drives earliest-deadline-first.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The provider's own error text for a failed item.
+    pub error: Option<String>,
+}
+
+/// A page of the batch listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPage {
+    pub batches: Vec<RemoteBatch>,
+    /// Entries of the page the adapter could not accept (hostile or malformed), with the reason.
+    pub rejected: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a batch's items (a change feed for providers that offer one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemPage {
+    /// The batch as reported alongside its items, when the provider reports it.
+    pub batch: Option<RemoteBatch>,
+    pub items: Vec<RemoteItem>,
+    pub rejected: Vec<String>,
+    /// Where the next read continues; `None` when the provider gave none.
+    pub next_cursor: Option<String>,
+    /// True when the provider says there is more to read right now.
+    pub has_more: bool,
+}
+
+/// An item the downloader has claimed, with everything it needs to fetch and place it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueItem {
+    pub provider: ProviderName,
+    pub batch: BatchId,
+    pub item: ItemId,
+    pub deadline: Option<DateTime<Utc>>,
+    pub attempts: u32,
+}
+
+/// What a durable write produced: recorded in the ledger when an item becomes `Mirrored`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Path relative to the storage root.
+    pub rel_path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Per provider, per state counts plus the figures `status` shows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ProviderSummary {
+    pub name: String,
+    pub kind: String,
+    pub items: std::collections::BTreeMap<String, u64>,
+    pub at_risk: u64,
+    pub last_pass_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Seconds until the earliest deadline of an item not yet mirrored.
+    pub oldest_unmirrored_deadline_secs: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_must_be_one_safe_path_component() {
+        assert!(ProviderName::parse("acme_2-b").is_ok());
+        for bad in ["", "../x", "a/b", "a b", ".", &"x".repeat(65)] {
+            assert!(ProviderName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn remote_ids_refuse_empty_nul_and_huge() {
+        assert!(
+            ItemId::parse("../x").is_ok(),
+            "storage encodes, model only refuses the unusable"
+        );
+        assert!(ItemId::parse("").is_err());
+        assert!(ItemId::parse("a\0b").is_err());
+        assert!(BatchId::parse(&"x".repeat(MAX_REMOTE_ID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for st in ItemState::ALL {
+            assert_eq!(ItemState::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(ItemState::parse("bogus"), None);
+    }
+}

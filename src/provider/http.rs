@@ -1,0 +1,278 @@
+//! HTTP plumbing shared by the adapters: the two clients, status → error mapping, bounded reads
+//! and the parsing of server-requested waits.
+//!
+//! There are two clients on purpose. The API client carries credentials (per request, never as a
+//! default header). The presigned client is a separate connection pool with no credentials, no
+//! Referer and no redirects, so a presigned URL can never receive an API key, whatever the adapter
+//! does.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use reqwest::{Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::{BodyStream, ResultBody};
+use crate::config::DownloadSettings;
+use crate::error::{ProviderError, redact_url};
+
+/// Largest listing page we read into memory. Results are streamed and capped elsewhere.
+pub const MAX_LISTING_BYTES: usize = 32 * 1024 * 1024;
+/// How much of an error body is kept for the ledger and logs.
+const MAX_ERROR_BODY: usize = 2048;
+
+/// The API client and the credential-free client for presigned URLs.
+#[derive(Clone)]
+pub struct Clients {
+    pub api: reqwest::Client,
+    pub presigned: reqwest::Client,
+}
+
+impl Clients {
+    pub fn new(download: &DownloadSettings) -> Result<Self, ProviderError> {
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("batchmirror/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(download.connect_timeout)
+                // A per-read idle timeout, not a total one: a 1 GB body may take minutes, a stall must not.
+                .read_timeout(download.read_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
+                .pool_idle_timeout(Duration::from_secs(60))
+        };
+        let build = |b: reqwest::ClientBuilder| {
+            b.build().map_err(|e| ProviderError::Transport {
+                url: String::new(),
+                message: format!("cannot build HTTP client: {e}"),
+            })
+        };
+        Ok(Self {
+            api: build(builder())?,
+            presigned: build(builder())?,
+        })
+    }
+}
+
+/// Maps a transport error without letting reqwest print the URL (it would include the query).
+pub fn transport(url: &url::Url, err: reqwest::Error) -> ProviderError {
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    ProviderError::Transport {
+        url: redact_url(url),
+        message,
+    }
+}
+
+/// Reads at most `limit` bytes of a body; longer bodies are an error.
+pub async fn read_limited(
+    resp: Response,
+    url: &url::Url,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ProviderError::TooLarge {
+            url: redact_url(url),
+            cap: limit as u64,
+        });
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport(url, e))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ProviderError::TooLarge {
+                url: redact_url(url),
+                cap: limit as u64,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Reads a listing page as JSON, bounded in size.
+pub async fn read_json<T: DeserializeOwned>(
+    resp: Response,
+    url: &url::Url,
+) -> Result<T, ProviderError> {
+    let body = read_limited(resp, url, MAX_LISTING_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed {
+        url: redact_url(url),
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// Turns a non-success response into the error the retry rule understands. 2xx and 3xx pass.
+pub async fn check_status(resp: Response, url: &url::Url) -> Result<Response, ProviderError> {
+    let status = resp.status();
+    if status.is_success() || status.is_redirection() {
+        return Ok(resp);
+    }
+    let retry_after = wait_hint(status, resp.headers(), SystemTime::now());
+    let body = error_body(resp, url).await;
+    let url = redact_url(url);
+    Err(match status {
+        StatusCode::CONFLICT => ProviderError::NotReady { url, body },
+        StatusCode::GONE => ProviderError::Gone { url, body },
+        _ => ProviderError::Status {
+            url,
+            status: status.as_u16(),
+            body,
+            retry_after,
+        },
+    })
+}
+
+async fn error_body(resp: Response, url: &url::Url) -> String {
+    match read_limited(resp, url, 64 * 1024).await {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim();
+            let mut cut = text.len().min(MAX_ERROR_BODY);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text[..cut].to_owned()
+        }
+        Err(e) => format!("(body unreadable: {e})"),
+    }
+}
+
+/// How long the server asked us to wait: `Retry-After` (seconds or HTTP date), else, on 429 and
+/// 503, `X-RateLimit-Reset` (Unix seconds or ISO-8601). Junk values are ignored.
+pub fn wait_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(v) = header("retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
+    }
+    let throttled =
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    let reset = header("x-ratelimit-reset").filter(|_| throttled)?;
+    let at = match reset.parse::<u64>() {
+        Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(reset)
+            .ok()?
+            .with_timezone(&chrono::Utc)
+            .into(),
+    };
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Fetches a presigned URL with the credential-free client and returns its streamed body.
+pub async fn fetch_presigned(
+    clients: &Clients,
+    url: url::Url,
+) -> Result<ResultBody, ProviderError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ProviderError::Redirect {
+            url: redact_url(&url),
+            message: format!("scheme {:?} is not http(s)", url.scheme()),
+        });
+    }
+    let resp = clients
+        .presigned
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| transport(&url, e))?;
+    let resp = check_status(resp, &url).await?;
+    if resp.status().is_redirection() {
+        return Err(ProviderError::Redirect {
+            url: redact_url(&url),
+            message: "the presigned URL redirected again".into(),
+        });
+    }
+    Ok(body_of(resp, &url))
+}
+
+/// Wraps a response's decoded body as a [`ResultBody`].
+pub fn body_of(resp: Response, url: &url::Url) -> ResultBody {
+    let content_length = resp.content_length();
+    let err_url = url.clone();
+    let stream: BodyStream = Box::pin(
+        resp.bytes_stream()
+            .map(move |r| r.map_err(|e| transport(&err_url, e))),
+    );
+    ResultBody {
+        url: redact_url(url),
+        content_length,
+        stream,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(
+            wait_hint(s, &headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            wait_hint(s, &headers(&[("retry-after", &later)]), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait_hint(s, &headers(&[("retry-after", "soon")]), now),
+            None
+        );
+    }
+
+    #[test]
+    fn rate_limit_reset_accepts_unix_seconds_and_iso8601() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(
+            wait_hint(s, &headers(&[("x-ratelimit-reset", "1700000012")]), now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            wait_hint(
+                s,
+                &headers(&[("x-ratelimit-reset", "2023-11-14T22:13:40Z")]),
+                now
+            ),
+            Some(Duration::from_secs(20))
+        );
+        // On a success the reset header is only information, not an order to wait.
+        assert_eq!(
+            wait_hint(
+                StatusCode::OK,
+                &headers(&[("x-ratelimit-reset", "1700000012")]),
+                now
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Retry with capped, jittered back-off, and one rate limiter per provider, as a decorator that
+//! implements [`Provider`] around any adapter.
+//!
+//! Every request to a provider goes through its limiter: a steady quota (governor) plus a pause
+//! gate. When the server names a wait (`Retry-After`, `X-RateLimit-Reset`), the gate closes until
+//! then for *all* requests to that provider, not only the one that was refused: sending more would
+//! only earn more refusals.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::BackoffBuilder;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::{Provider, ResultBody};
+use crate::config::ProviderSettings;
+use crate::error::ProviderError;
+use crate::model::{BatchId, BatchPage, ItemId, ItemPage, ProviderName};
+
+/// Longest wait we accept from a server before retrying; longer hints are capped.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How a provider's requests are retried and paced.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub requests_per_minute: u32,
+}
+
+impl RetryPolicy {
+    pub fn from_settings(s: &ProviderSettings) -> Self {
+        Self {
+            max_attempts: s.max_retries.max(1),
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            requests_per_minute: s.requests_per_minute.max(1),
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .build()
+    }
+}
+
+/// The per-provider pacing shared by every request: a quota and a server-imposed pause.
+pub struct Limiter {
+    quota: DefaultDirectRateLimiter,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Limiter {
+    pub fn new(requests_per_minute: u32) -> Self {
+        let per_minute = std::num::NonZeroU32::new(requests_per_minute.max(1)).unwrap_or(
+            // max(1) above makes this unreachable; NonZeroU32::MIN keeps it panic-free anyway.
+            std::num::NonZeroU32::MIN,
+        );
+        Self {
+            quota: RateLimiter::direct(Quota::per_minute(per_minute)),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits until a request may be sent.
+    pub async fn acquire(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
+                _ => break,
+            }
+        }
+        self.quota.until_ready().await;
+    }
+
+    /// Holds every request to this provider until `wait` from now (the longest pause wins).
+    pub fn pause_for(&self, wait: Duration) {
+        let at = Instant::now() + wait;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none_or(|cur| cur < at) {
+            *guard = Some(at);
+        }
+    }
+}
+
+/// Wraps an adapter with retries and the provider's limiter.
+pub struct Retrying {
+    inner: Arc<dyn Provider>,
+    policy: RetryPolicy,
+    limiter: Limiter,
+}
+
+impl Retrying {
+    pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy) -> Self {
+        let limiter = Limiter::new(policy.requests_per_minute);
+        Self {
+            inner,
+            policy,
+            limiter,
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut delays = self.policy.backoff();
+        let mut attempt = 1u32;
+        loop {
+            self.limiter.acquire().await;
+            let err = match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if let Some(wait) = err.retry_after() {
+                // Honoured even when we give up: the next caller must not hit the server early.
+                self.limiter.pause_for(wait.min(MAX_SERVER_WAIT));
+            }
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            let Some(backoff) = delays.next() else {
+                return Err(err);
+            };
+            let delay = err
+                .retry_after()
+                .map_or(backoff, |w| w.min(MAX_SERVER_WAIT));
+            tracing::warn!(
+                provider = %self.inner.name(),
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "{what} failed, retrying: {err}"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Retrying {
+    fn name(&self) -> &ProviderName {
+        self.inner.name()
+    }
+
+    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+        self.call("listing batches", || self.inner.list_batches(cursor))
+            .await
+    }
+
+    async fn batch_items(
+        &self,
+        batch: &BatchId,
+        cursor: Option<&str>,
+    ) -> Result<ItemPage, ProviderError> {
+        self.call("reading a batch", || self.inner.batch_items(batch, cursor))
+            .await
+    }
+
+    async fn fetch_result(
+        &self,
+        batch: &BatchId,
+        item: &ItemId,
+    ) -> Result<ResultBody, ProviderError> {
+        self.call("fetching a result", || self.inner.fetch_result(batch, item))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Flaky {
+        name: ProviderName,
+        calls: AtomicU32,
+        fail_first: u32,
+        error: fn() -> ProviderError,
+    }
+
+    #[async_trait]
+    impl Provider for Flaky {
+        fn name(&self) -> &ProviderName {
+            &self.name
+        }
+        async fn list_batches(&self, _: Option<&str>) -> Result<BatchPage, ProviderError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.fail_first {
+                return Err((self.error)());
+            }
+            Ok(BatchPage {
+                batches: vec![],
+                rejected: vec![],
+                next_cursor: None,
+            })
+        }
+        async fn batch_items(
+            &self,
+            _: &BatchId,
+            _: Option<&str>,
+        ) -> Result<ItemPage, ProviderError> {
+            unreachable!()
+        }
+        async fn fetch_result(&self, _: &BatchId, _: &ItemId) -> Result<ResultBody, ProviderError> {
+            unreachable!()
+        }
+    }
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            requests_per_minute: 60_000,
+        }
+    }
+
+    fn flaky(fail_first: u32, error: fn() -> ProviderError) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            name: ProviderName::parse("t").unwrap(),
+            calls: AtomicU32::new(0),
+            fail_first,
+            error,
+        })
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_up_to_the_limit() {
+        let inner = flaky(2, || ProviderError::Status {
+            url: "u".into(),
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        });
+        let r = Retrying::new(inner.clone(), policy(3));
+        assert!(r.list_batches(None).await.is_ok());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+
+        let inner = flaky(5, || ProviderError::Transport {
+            url: "u".into(),
+            message: "reset".into(),
+        });
+        let r = Retrying::new(inner.clone(), policy(3));
+        assert!(r.list_batches(None).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let inner = flaky(5, || ProviderError::Status {
+            url: "u".into(),
+            status: 404,
+            body: String::new(),
+            retry_after: None,
+        });
+        let r = Retrying::new(inner.clone(), policy(5));
+        assert!(r.list_batches(None).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_wait_holds_every_request() {
+        let inner = flaky(1, || ProviderError::Status {
+            url: "u".into(),
+            status: 429,
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(40)),
+        });
+        let r = Retrying::new(inner.clone(), policy(3));
+        let start = Instant::now();
+        assert!(r.list_batches(None).await.is_ok());
+        assert!(start.elapsed() >= Duration::from_secs(40));
+        // The gate stays closed for others until the named time, too.
+        r.limiter.pause_for(Duration::from_secs(10));
+        let t = Instant::now();
+        r.limiter.acquire().await;
+        assert!(t.elapsed() >= Duration::from_secs(10));
+    }
+}

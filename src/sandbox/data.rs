@@ -1,0 +1,381 @@
+//! The sandbox's world: the batch and item timeline on the simulated clock (what status an item
+//! has at a given instant and when it last changed), the deterministic generated mix of
+//! [`SandboxSpec::generated`], and the small seeded random generator both use.
+//!
+//! Nothing here does I/O; the routes read it through [`World`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{BatchSpec, Clock, DEFAULT_API_KEY, Delivery, ItemSpec, Outcome, SandboxSpec};
+
+/// Simulated seconds an item spends `running` before it finishes.
+const RUN_SECS: f64 = 2.0;
+const DAY: u64 = 24 * 3600;
+
+impl SandboxSpec {
+    /// `batches` batches of `items_per_batch` items with ~`result_bytes`-byte results, deterministic
+    /// for `seed`. Mix: most batches completed within the last day (items succeeded, ~3% failed,
+    /// about half served inline 200 and half by 302 redirect), one batch (when batches >= 3) whose
+    /// items completed more than `retention` ago (their results answer 410), and one batch (when
+    /// batches >= 2) still running whose items succeed over the next few (simulated) seconds.
+    /// Batch ids like `batch_000123`, item ids like `item_000123_0042`. Newest batch first in listings.
+    pub fn generated(
+        batches: usize,
+        items_per_batch: usize,
+        result_bytes: usize,
+        seed: u64,
+    ) -> Self {
+        let retention = Duration::from_secs(3 * DAY);
+        let mut rng = SplitMix::new(seed ^ 0x5eed_ba7c_0000_0001);
+        let has_running = batches >= 2;
+        let has_expired = batches >= 3;
+        let regular = batches - usize::from(has_running) - usize::from(has_expired);
+
+        // Batch numbers grow with creation time: batch_000001 is the oldest.
+        let mut out = Vec::with_capacity(batches);
+        for k in 0..batches {
+            let number = k + 1;
+            let (created_ago, kind) = if has_expired && k == 0 {
+                (retention.as_secs_f64() + 2.0 * 3600.0, Kind::Expired)
+            } else if has_running && k == batches - 1 {
+                (30.0, Kind::Running)
+            } else {
+                // Spread the completed batches over the last day, oldest first, never in the future.
+                let slot = k - usize::from(has_expired);
+                let span = (DAY - 3600) as f64;
+                let step = span / regular.max(1) as f64;
+                let ago = (DAY as f64 - 600.0) - step * slot as f64 - rng.unit() * step * 0.5;
+                (ago.max(3600.0), Kind::Completed)
+            };
+            let items = (0..items_per_batch)
+                .map(|j| {
+                    let mut item =
+                        generated_item(&mut rng, number, j, items_per_batch, created_ago, kind);
+                    item.result_bytes = jitter(&mut rng, result_bytes);
+                    item
+                })
+                .collect();
+            out.push(BatchSpec {
+                id: format!("batch_{number:06}"),
+                created_ago: Duration::from_secs_f64(created_ago),
+                items,
+            });
+        }
+        SandboxSpec {
+            api_key: DEFAULT_API_KEY.to_owned(),
+            seed,
+            batches: out,
+            time_scale: 1.0,
+            retention,
+            presign_ttl: Duration::from_secs(300),
+            result_delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Completed,
+    Expired,
+    Running,
+}
+
+fn generated_item(
+    rng: &mut SplitMix,
+    batch: usize,
+    j: usize,
+    n: usize,
+    created_ago: f64,
+    kind: Kind,
+) -> ItemSpec {
+    let (finishes_at, outcome) = match kind {
+        // Finished between 1 and 30 minutes after creation.
+        Kind::Completed => {
+            let after = 60.0 + rng.unit() * 1740.0;
+            let outcome = if rng.below(100) < 3 {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            };
+            (-(created_ago - after), outcome)
+        }
+        Kind::Expired => (
+            -(created_ago - 60.0 - rng.unit() * 600.0),
+            Outcome::Succeeded,
+        ),
+        // One after another over the next ~5 simulated seconds.
+        Kind::Running => (1.0 + 4.0 * j as f64 / n.max(1) as f64, Outcome::Succeeded),
+    };
+    let delivery = if rng.below(2) == 0 {
+        Delivery::Inline
+    } else {
+        Delivery::Redirect
+    };
+    ItemSpec {
+        id: format!("item_{batch:06}_{j:04}"),
+        finishes_at,
+        outcome,
+        result_bytes: 0,
+        delivery,
+    }
+}
+
+/// ±5 %, so clients cannot assume every result has the same size.
+fn jitter(rng: &mut SplitMix, bytes: usize) -> usize {
+    let spread = (bytes / 20) as u64;
+    if spread == 0 {
+        return bytes;
+    }
+    (bytes as u64 - spread + rng.below(2 * spread + 1)) as usize
+}
+
+/// An item's status at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ItemStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::Running => "running",
+            ItemStatus::Succeeded => "succeeded",
+            ItemStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn is_terminal(self) -> bool {
+        matches!(self, ItemStatus::Succeeded | ItemStatus::Failed)
+    }
+}
+
+/// The spec, placed on the simulated clock and indexed.
+pub(crate) struct World {
+    /// In listing order: newest `created_at` first, ties by id.
+    pub(crate) batches: Vec<Batch>,
+    index: HashMap<String, usize>,
+}
+
+pub(crate) struct Batch {
+    pub(crate) id: String,
+    pub(crate) created_us: i64,
+    /// In position order.
+    pub(crate) items: Vec<Item>,
+    index: HashMap<String, usize>,
+}
+
+pub(crate) struct Item {
+    pub(crate) id: String,
+    pub(crate) position: usize,
+    pub(crate) file_id: String,
+    /// pending → running at `running_us` → terminal at `done_us` (both clamped after creation).
+    pub(crate) running_us: i64,
+    pub(crate) done_us: i64,
+    pub(crate) outcome: Outcome,
+    pub(crate) delivery: Delivery,
+    pub(crate) result_bytes: usize,
+    /// Attempts once terminal (failures were retried before giving up).
+    pub(crate) final_attempts: u32,
+    /// `(code, message)` for failed items.
+    pub(crate) error: Option<(&'static str, &'static str)>,
+}
+
+impl World {
+    pub(crate) fn new(specs: &[BatchSpec], clock: &Clock) -> World {
+        let mut batches: Vec<Batch> = specs.iter().map(|b| Batch::new(b, clock)).collect();
+        batches.sort_by(|a, b| b.created_us.cmp(&a.created_us).then(a.id.cmp(&b.id)));
+        let index = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
+        World { batches, index }
+    }
+
+    pub(crate) fn batch(&self, id: &str) -> Option<&Batch> {
+        self.index.get(id).map(|&i| &self.batches[i])
+    }
+
+    pub(crate) fn item(&self, batch: &str, item: &str) -> Option<(&Batch, &Item)> {
+        let b = self.batch(batch)?;
+        let i = b.index.get(item)?;
+        Some((b, &b.items[*i]))
+    }
+}
+
+impl Batch {
+    fn new(spec: &BatchSpec, clock: &Clock) -> Batch {
+        let created_us = clock.at_us(-spec.created_ago.as_secs_f64());
+        let items: Vec<Item> = spec
+            .items
+            .iter()
+            .enumerate()
+            .map(|(position, it)| {
+                let done_us = clock.at_us(it.finishes_at).max(created_us);
+                let running_us = clock.at_us(it.finishes_at - RUN_SECS).max(created_us);
+                let h = hash_ids(0, &spec.id, &it.id);
+                let (final_attempts, error) = match it.outcome {
+                    Outcome::Succeeded => (1, None),
+                    Outcome::Failed if h.is_multiple_of(4) => (
+                        1,
+                        Some((
+                            "upload_missing",
+                            "The input file expired before a worker fetched it.",
+                        )),
+                    ),
+                    Outcome::Failed => (
+                        2 + (h % 2) as u32,
+                        Some(("extraction_failed", "The document could not be parsed.")),
+                    ),
+                };
+                Item {
+                    id: it.id.clone(),
+                    position,
+                    file_id: format!("file_{:016x}", hash_ids(1, &spec.id, &it.id)),
+                    running_us,
+                    done_us,
+                    outcome: it.outcome,
+                    delivery: it.delivery,
+                    result_bytes: it.result_bytes,
+                    final_attempts,
+                    error,
+                }
+            })
+            .collect();
+        let index = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.id.clone(), i))
+            .collect();
+        Batch {
+            id: spec.id.clone(),
+            created_us,
+            items,
+            index,
+        }
+    }
+}
+
+impl Item {
+    pub(crate) fn status(&self, now_us: i64) -> ItemStatus {
+        if now_us >= self.done_us {
+            match self.outcome {
+                Outcome::Succeeded => ItemStatus::Succeeded,
+                Outcome::Failed => ItemStatus::Failed,
+            }
+        } else if now_us >= self.running_us {
+            ItemStatus::Running
+        } else {
+            ItemStatus::Pending
+        }
+    }
+
+    /// The time of the latest transition at or before `now_us`, so it only moves forward.
+    pub(crate) fn updated_us(&self, created_us: i64, now_us: i64) -> i64 {
+        match self.status(now_us) {
+            ItemStatus::Pending => created_us,
+            ItemStatus::Running => self.running_us,
+            ItemStatus::Succeeded | ItemStatus::Failed => self.done_us,
+        }
+    }
+
+    pub(crate) fn attempts(&self, now_us: i64) -> u32 {
+        match self.status(now_us) {
+            ItemStatus::Pending => 0,
+            ItemStatus::Running => 1,
+            ItemStatus::Succeeded | ItemStatus::Failed => self.final_attempts,
+        }
+    }
+}
+
+/// A stable 64-bit digest of `(tag, batch id, item id)`; lengths are included so that
+/// ("ab", "c") and ("a", "bc") differ.
+pub(crate) fn hash_ids(tag: u64, batch: &str, item: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(tag.to_le_bytes());
+    h.update((batch.len() as u64).to_le_bytes());
+    h.update(batch.as_bytes());
+    h.update(item.as_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+/// SplitMix64: tiny, fast and, unlike library generators, guaranteed never to change between
+/// versions, so a seed keeps meaning the same data.
+pub(crate) struct SplitMix(u64);
+
+impl SplitMix {
+    pub(crate) fn new(seed: u64) -> SplitMix {
+        SplitMix(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::super::tests::*;
+    use super::super::{DEFAULT_API_KEY, SandboxSpec};
+
+    #[tokio::test]
+    async fn generated_mix_is_deterministic_and_as_described() {
+        let a = SandboxSpec::generated(6, 50, 2000, 11);
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{:?}", SandboxSpec::generated(6, 50, 2000, 11))
+        );
+        assert_eq!(a.batches[0].items[42].id, "item_000001_0042");
+        assert_eq!(a.api_key, DEFAULT_API_KEY);
+        let sb = start(SandboxSpec {
+            api_key: KEY.to_owned(),
+            ..a
+        })
+        .await;
+        let url = format!("{}/v1/batches", sb.base_url());
+        let (_, list) = get_json(&url).await;
+        let data = list["data"].as_array().unwrap();
+        let status = |i: usize| data[i]["status"].as_str().unwrap().to_owned();
+        assert_eq!(data[0]["id"], "batch_000006");
+        assert_eq!(status(0), "running");
+        assert_eq!(data[5]["id"], "batch_000001");
+        for b in &data[1..] {
+            assert!(["completed", "partially_failed"].contains(&b["status"].as_str().unwrap()));
+            assert!(b["completed_at"].is_string());
+        }
+        let (_, expired) = get_json(&result_url(&sb, "batch_000001", "item_000001_0000")).await;
+        assert_eq!(expired["detail"], "Result expired");
+        let mut deliveries = std::collections::HashSet::new();
+        for j in 0..10 {
+            let id = format!("item_000002_{j:04}");
+            let resp = get(&result_url(&sb, "batch_000002", &id)).await;
+            deliveries.insert(resp.status());
+        }
+        assert!(deliveries.contains(&StatusCode::FOUND) && deliveries.contains(&StatusCode::OK));
+        sb.stop().await;
+    }
+}

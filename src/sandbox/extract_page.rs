@@ -1,0 +1,481 @@
+//! The extract.page API as published (`providers.md` §1, OpenAPI seeds 000 and 003):
+//! `GET /v1/batches`, `GET /v1/batches/{batch_id}` (with the item change feed) and
+//! `GET /v1/batches/{batch_id}/items/{item_id}/result`, with `X-API-KEY` auth, FastAPI-shaped
+//! 422s, opaque base64 cursors, injected faults and the request log.
+//!
+//! It owns the wire shapes and the cursor formats; the timeline comes from [`super::data`] and the
+//! bodies from [`super::body`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::data::{Batch, Item, ItemStatus};
+use super::{Delivery, Fault, Shared, object_store};
+
+type St = Arc<Shared>;
+
+pub(crate) fn router(shared: St) -> Router {
+    let api = Router::new()
+        .route("/v1/batches", api_get(list_batches))
+        .route("/v1/batches/{batch_id}", api_get(get_batch))
+        .route(
+            "/v1/batches/{batch_id}/items/{item_id}/result",
+            api_get(get_result),
+        )
+        // Like a FastAPI security dependency: only matched routes ask for the key.
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_key))
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .with_state(shared.clone());
+    // The gate wraps the whole router, so it sees every request before routing.
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(shared, gate))
+}
+
+fn api_get<H, T>(handler: H) -> MethodRouter<St>
+where
+    H: axum::handler::Handler<T, St>,
+    T: 'static,
+{
+    get(handler).fallback(|| async { detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") })
+}
+
+/// Logs the request, counts it per route, and answers an injected fault instead when one matches.
+async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let index = sh.log_begin(req.method().as_str(), &path);
+    if matches!(req.method().as_str(), "GET" | "HEAD") {
+        count_route(&sh, &path);
+    }
+    let fault = sh.take_fault(|f| match f {
+        Fault::Status { path_prefix, .. } => path.starts_with(path_prefix.as_str()),
+        _ => false,
+    });
+    let resp = match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+            ..
+        }) => fault_response(status, retry_after),
+        _ => next.run(req).await,
+    };
+    sh.log_end(index, resp.status().as_u16());
+    resp
+}
+
+fn count_route(sh: &Shared, path: &str) {
+    let segs: Vec<&str> = path.split('/').collect();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut m = sh.lock();
+    match segs.as_slice() {
+        ["", "v1", "batches"] => m.stats.list_requests += 1,
+        ["", "v1", "batches", b] if !b.is_empty() => m.stats.detail_requests += 1,
+        ["", "v1", "batches", b, "items", i, "result"] if !b.is_empty() && !i.is_empty() => {
+            *m.stats
+                .result_requests
+                .entry((decode(b), decode(i)))
+                .or_default() += 1;
+        }
+        _ => {}
+    }
+}
+
+fn fault_response(status: u16, retry_after: Option<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match status.as_u16() {
+        429 => "Rate limit exceeded",
+        _ => status.canonical_reason().unwrap_or("Injected fault"),
+    };
+    let mut resp = detail(status, message);
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    resp
+}
+
+async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
+    let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
+    // Other methods fall through to the 405, which FastAPI answers before any dependency.
+    let gated = matches!(req.method().as_str(), "GET" | "HEAD");
+    if !gated || given == Some(sh.api_key.as_bytes()) {
+        return next.run(req).await;
+    }
+    sh.lock().stats.unauthorized += 1;
+    detail(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
+}
+
+fn detail(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "detail": message }))).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire shapes (BatchResource, BatchItemResource, BatchListResponse).
+
+#[derive(Serialize, Default)]
+struct Counts {
+    pending: u64,
+    running: u64,
+    succeeded: u64,
+    failed: u64,
+    cancelled: u64,
+}
+
+#[derive(Serialize)]
+struct BatchResource<'a> {
+    object: &'static str,
+    id: &'a str,
+    status: &'static str,
+    counts: Counts,
+    total_items: usize,
+    engine: &'static str,
+    options: serde_json::Map<String, Value>,
+    metadata: Option<Value>,
+    created_at: String,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct BatchList<'a> {
+    object: &'static str,
+    data: Vec<BatchResource<'a>>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BatchDetail<'a> {
+    #[serde(flatten)]
+    batch: BatchResource<'a>,
+    items: Vec<ItemResource<'a>>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ItemResource<'a> {
+    object: &'static str,
+    id: &'a str,
+    batch_id: &'a str,
+    file_id: &'a str,
+    position: usize,
+    status: &'static str,
+    attempts: u32,
+    updated_at: String,
+    page_count: Option<u64>,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    result_url: Option<String>,
+    error: Option<Value>,
+}
+
+fn ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn batch_resource<'a>(sh: &Shared, b: &'a Batch, now: i64) -> BatchResource<'a> {
+    let mut counts = Counts::default();
+    let mut started: Option<i64> = None;
+    let mut last_done = b.created_us;
+    for it in &b.items {
+        let status = it.status(now);
+        match status {
+            ItemStatus::Pending => counts.pending += 1,
+            ItemStatus::Running => counts.running += 1,
+            ItemStatus::Succeeded => counts.succeeded += 1,
+            ItemStatus::Failed => counts.failed += 1,
+        }
+        if status != ItemStatus::Pending {
+            started = Some(started.map_or(it.running_us, |s| s.min(it.running_us)));
+        }
+        last_done = last_done.max(it.done_us);
+    }
+    let total = b.items.len() as u64;
+    let terminal = counts.succeeded + counts.failed == total;
+    let status = if terminal {
+        match (counts.succeeded, counts.failed) {
+            (_, 0) => "completed",
+            (0, _) => "failed",
+            _ => "partially_failed",
+        }
+    } else if counts.pending == total {
+        "pending"
+    } else {
+        "running"
+    };
+    let completed = terminal.then_some(last_done);
+    BatchResource {
+        object: "batch",
+        id: &b.id,
+        status,
+        counts,
+        total_items: b.items.len(),
+        engine: "standard",
+        options: serde_json::Map::new(),
+        metadata: None,
+        created_at: ts(b.created_us),
+        started_at: started.map(ts),
+        completed_at: completed.map(ts),
+        expires_at: ts(completed
+            .unwrap_or(b.created_us)
+            .saturating_add(sh.retention_us)),
+    }
+}
+
+fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemResource<'a> {
+    let status = it.status(now);
+    ItemResource {
+        object: "batch_item",
+        id: &it.id,
+        batch_id: &b.id,
+        file_id: &it.file_id,
+        position: it.position,
+        status: status.as_str(),
+        attempts: it.attempts(now),
+        updated_at: ts(it.updated_us(b.created_us, now)),
+        page_count: (status == ItemStatus::Succeeded).then(|| sh.layout(&b.id, it).pages()),
+        started_at: (status != ItemStatus::Pending).then(|| ts(it.running_us)),
+        completed_at: status.is_terminal().then(|| ts(it.done_us)),
+        result_url: None,
+        error: match (status, it.error) {
+            (ItemStatus::Failed, Some((code, message))) => {
+                Some(json!({ "code": code, "message": message }))
+            }
+            _ => None,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers.
+
+async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+    let q = parse_query(query.as_deref());
+    let limit = match int_param(&q, "limit", 50, 1, 200) {
+        Ok(v) => v,
+        Err(error) => return validation_error(error),
+    };
+    let after = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => match decode_cursor('b', raw) {
+            Some(key) => Some(key),
+            None => return invalid_cursor(raw),
+        },
+    };
+    let status = q.get("status").filter(|s| !s.is_empty());
+    let now = sh.clock.now_us();
+    // World::batches is already in listing order: created_at descending, then id ascending.
+    let mut page = sh
+        .world
+        .batches
+        .iter()
+        .filter(|b| {
+            after.as_ref().is_none_or(|(t, id)| {
+                b.created_us < *t || (b.created_us == *t && b.id.as_str() > id.as_str())
+            })
+        })
+        .map(|b| (b, batch_resource(&sh, b, now)))
+        .filter(|(_, r)| status.is_none_or(|s| r.status == s.as_str()))
+        .take(limit + 1)
+        .collect::<Vec<_>>();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = if more {
+        page.last()
+            .map(|(b, _)| encode_cursor('b', b.created_us, &b.id))
+    } else {
+        None
+    };
+    let list = BatchList {
+        object: "list",
+        data: page.into_iter().map(|(_, r)| r).collect(),
+        next_cursor,
+    };
+    axum::Json(list).into_response()
+}
+
+async fn get_batch(
+    State(sh): State<St>,
+    Path(batch_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let q = parse_query(query.as_deref());
+    let limit = match int_param(&q, "limit", 100, 1, 500) {
+        Ok(v) => v,
+        Err(error) => return validation_error(error),
+    };
+    let passed = q.get("cursor").filter(|c| !c.is_empty());
+    let after = match passed {
+        None => None,
+        Some(raw) => match decode_cursor('i', raw) {
+            Some(key) => Some(key),
+            None => return invalid_cursor(raw),
+        },
+    };
+    let Some(b) = sh.world.batch(&batch_id) else {
+        return detail(StatusCode::NOT_FOUND, "Batch not found");
+    };
+    let now = sh.clock.now_us();
+    // The change feed: ascending (updated_at, id), strictly after the cursor's position.
+    let mut changed: Vec<(i64, &Item)> = b
+        .items
+        .iter()
+        .map(|it| (it.updated_us(b.created_us, now), it))
+        .filter(|(u, it)| {
+            after
+                .as_ref()
+                .is_none_or(|(t, id)| *u > *t || (*u == *t && it.id.as_str() > id.as_str()))
+        })
+        .collect();
+    changed.sort_by(|(ua, a), (ub, b)| ua.cmp(ub).then_with(|| a.id.cmp(&b.id)));
+    changed.truncate(limit);
+    let next_cursor = match changed.last() {
+        Some((u, it)) => Some(encode_cursor('i', *u, &it.id)),
+        None => passed.cloned(),
+    };
+    let items = changed
+        .iter()
+        .map(|(_, it)| item_resource(&sh, b, it, now))
+        .collect();
+    let body = BatchDetail {
+        batch: batch_resource(&sh, b, now),
+        items,
+        next_cursor,
+    };
+    axum::Json(body).into_response()
+}
+
+async fn get_result(
+    State(sh): State<St>,
+    Path((batch_id, item_id)): Path<(String, String)>,
+) -> Response {
+    let Some((b, it)) = sh.world.item(&batch_id, &item_id) else {
+        return detail(StatusCode::NOT_FOUND, "Batch or item not found");
+    };
+    let not_ready_once = sh
+        .take_fault(|f| {
+            matches!(f, Fault::NotReadyOnce { batch, item } if *batch == batch_id && *item == item_id)
+        })
+        .is_some();
+    let now = sh.clock.now_us();
+    let status = if not_ready_once {
+        ItemStatus::Running
+    } else {
+        it.status(now)
+    };
+    if status != ItemStatus::Succeeded {
+        let body = json!({ "error": "result_not_ready", "status": status.as_str() });
+        return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+    }
+    if now > it.done_us.saturating_add(sh.retention_us) {
+        return detail(StatusCode::GONE, "Result expired");
+    }
+    match it.delivery {
+        Delivery::Inline => {
+            let layout = sh.layout(&b.id, it);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, layout.len())
+                .body(Body::from_stream(layout.stream(sh.result_delay)))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Delivery::Redirect => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, object_store::presign(&sh, &b.id, &it.id))
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query parameters and cursors.
+
+/// The last value wins for a repeated key, as in FastAPI.
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// An integer query parameter, or pydantic's validation error for it.
+fn int_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    min: i64,
+    max: i64,
+) -> Result<usize, Value> {
+    let Some(raw) = q.get(name) else {
+        return Ok(default);
+    };
+    let loc = json!(["query", name]);
+    let trimmed = raw.trim();
+    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
+    let error = if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        json!({ "type": "int_parsing", "loc": loc, "input": raw,
+                "msg": "Input should be a valid integer, unable to parse string as an integer" })
+    } else {
+        // All digits: an overflow is simply out of range on its side.
+        let n = trimmed
+            .parse::<i64>()
+            .unwrap_or(if trimmed.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            });
+        if n < min {
+            json!({ "type": "greater_than_equal", "loc": loc, "input": raw, "ctx": { "ge": min },
+                    "msg": format!("Input should be greater than or equal to {min}") })
+        } else if n > max {
+            json!({ "type": "less_than_equal", "loc": loc, "input": raw, "ctx": { "le": max },
+                    "msg": format!("Input should be less than or equal to {max}") })
+        } else {
+            return Ok(n as usize);
+        }
+    };
+    Err(error)
+}
+
+fn invalid_cursor(raw: &str) -> Response {
+    validation_error(json!({
+        "type": "value_error", "loc": ["query", "cursor"], "input": raw,
+        "msg": "Value error, invalid cursor", "ctx": { "error": "invalid cursor" }
+    }))
+}
+
+fn validation_error(error: Value) -> Response {
+    let body = json!({ "detail": [error] });
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+}
+
+/// Opaque to clients: base64url of `<kind>1:<micros>:<id>`, the position key of the last row.
+fn encode_cursor(kind: char, micros: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}1:{micros}:{id}"))
+}
+
+fn decode_cursor(kind: char, raw: &str) -> Option<(i64, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let rest = text.strip_prefix(kind)?.strip_prefix("1:")?;
+    let (micros, id) = rest.split_once(':')?;
+    Some((micros.parse().ok()?, id.to_owned()))
+}

@@ -1,0 +1,402 @@
+//! The sandbox: a faithful local server of the extract.page batch API, plus the object store its
+//! results redirect to, for `batchmirror demo`, `batchmirror sandbox` and the tests.
+//!
+//! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
+//! state shared by both listeners. The API routes live in [`extract_page`], presigned downloads in
+//! [`object_store`], the batch timeline and the generated mix in [`data`], and the result bodies in
+//! [`body`]. It is built from the provider's published contracts (`providers.md` §1 and the OpenAPI
+//! seeds) and uses nothing from the rest of the crate: the client must never pass a test because
+//! both sides share a bug.
+
+mod body;
+mod data;
+mod extract_page;
+mod object_store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The API key of [`SandboxSpec::generated`]; `batchmirror sandbox --api-key` overrides it.
+pub const DEFAULT_API_KEY: &str = "sk_sandbox_local";
+
+/// How long [`Sandbox::stop`] lets in-flight responses finish before it gives up on them.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything the sandbox serves, fixed at start.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The only value of `X-API-KEY` the API accepts.
+    pub api_key: String,
+    /// Seeds the result bodies (and, in [`SandboxSpec::generated`], the mix).
+    pub seed: u64,
+    /// The batches, in any order (listings sort them); ids must be unique.
+    pub batches: Vec<BatchSpec>,
+    /// Simulated seconds per real second for item progress (1.0 = real time).
+    pub time_scale: f64,
+    /// Result retention after item completion (documented: 3 days). After it, result → 410.
+    pub retention: Duration,
+    /// Lifetime of presigned object-store URLs (default 300 s), in real time as S3 counts it.
+    pub presign_ttl: Duration,
+    /// Optional delay before each result body is sent (for tests that need downloads in flight).
+    /// The status line and headers go out at once; the first body byte waits this long.
+    pub result_delay: Duration,
+}
+
+/// One batch of the spec.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    /// The batch id as the API shows it (may be any string; routes take it percent-encoded).
+    pub id: String,
+    /// How long ago (simulated) the batch was created, relative to the sandbox start.
+    pub created_ago: Duration,
+    /// The items, in position order.
+    pub items: Vec<ItemSpec>,
+}
+
+/// One item of a batch.
+#[derive(Debug, Clone)]
+pub struct ItemSpec {
+    /// The item id (may be any string; routes take it percent-encoded).
+    pub id: String,
+    /// Simulated seconds from sandbox start until the item finishes; negative = finished that long ago.
+    pub finishes_at: f64,
+    /// What the item ends as.
+    pub outcome: Outcome,
+    /// Approximate size of the result body (the exact size is [`Sandbox::expected`]'s).
+    pub result_bytes: usize,
+    /// How the result endpoint serves it.
+    pub delivery: Delivery,
+}
+
+/// The terminal state of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The item ends `succeeded` and has a result.
+    Succeeded,
+    /// The item ends `failed` with an `error`; its result endpoint answers 409.
+    Failed,
+}
+
+/// How the result endpoint serves a succeeded item (the docs allow both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// 200 `application/json` with the body.
+    Inline,
+    /// 302 with `Location` = a presigned object-store URL.
+    Redirect,
+}
+
+/// A failure injected with [`Sandbox::push_fault`].
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The next API request whose path starts with `path_prefix` (e.g. "/v1/batches" or "/" for
+    /// any) is answered with `status`, an optional `Retry-After` header value verbatim, and a JSON
+    /// body `{"detail": "..."}`. Faults are consumed in FIFO order, one per matching request.
+    /// They apply to the API listener only (see [`Fault::StoreStatus`] for the object store).
+    Status {
+        /// Matched against the raw (still percent-encoded) request path.
+        path_prefix: String,
+        /// The status code to answer with.
+        status: u16,
+        /// Sent verbatim as `Retry-After` when present.
+        retry_after: Option<String>,
+    },
+    /// The next result request for this item answers 409 result_not_ready (as if not yet succeeded).
+    NotReadyOnce {
+        /// Batch id (decoded).
+        batch: String,
+        /// Item id (decoded).
+        item: String,
+    },
+    /// The next object-store request is answered with `status` and an S3-style XML error.
+    StoreStatus {
+        /// The status code to answer with.
+        status: u16,
+    },
+}
+
+/// Counters, snapshot by [`Sandbox::stats`]. Route counters count every request to the route,
+/// whatever its answer (injected faults and 401 included).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// `GET /v1/batches` requests.
+    pub list_requests: u64,
+    /// `GET /v1/batches/{id}` requests.
+    pub detail_requests: u64,
+    /// Result-endpoint requests per (batch id, item id), any outcome.
+    pub result_requests: HashMap<(String, String), u64>,
+    /// Object-store GETs that returned the body (200), per (batch id, item id).
+    pub store_downloads: HashMap<(String, String), u64>,
+    /// Every object-store request.
+    pub store_requests: u64,
+    /// Object-store requests that carried X-API-KEY, Authorization, Cookie or Referer (must stay 0).
+    pub store_requests_with_credentials: u64,
+    /// API requests answered 401.
+    pub unauthorized: u64,
+}
+
+/// One request as received by either listener.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    /// When it arrived.
+    pub at: Instant,
+    /// HTTP method.
+    pub method: String,
+    /// Raw path (percent-encoded as sent, without the query).
+    pub path: String,
+    /// The status answered (0 while the answer is still being computed).
+    pub status: u16,
+}
+
+/// A running sandbox. Dropping it also stops the listeners, without waiting.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    base_url: String,
+    store_url: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Binds the API on `listen` (port 0 = any) and a second loopback listener for the object store.
+    pub async fn start(spec: SandboxSpec, listen: SocketAddr) -> std::io::Result<Sandbox> {
+        let store_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let store_url = url_for(store_listener.local_addr()?);
+        let api_listener = TcpListener::bind(listen).await?;
+        let base_url = url_for(api_listener.local_addr()?);
+
+        let shared = Arc::new(Shared::new(spec, store_url.clone()));
+        let (shutdown, _) = watch::channel(false);
+        let tasks = vec![
+            spawn_server(
+                api_listener,
+                extract_page::router(shared.clone()),
+                shutdown.subscribe(),
+            ),
+            spawn_server(
+                store_listener,
+                object_store::router(shared.clone()),
+                shutdown.subscribe(),
+            ),
+        ];
+        tracing::debug!(%base_url, %store_url, "sandbox started");
+        Ok(Sandbox {
+            shared,
+            base_url,
+            store_url,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// `http://HOST:PORT` of the API, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// `http://127.0.0.1:PORT` of the object store, without a trailing slash.
+    pub fn object_store_url(&self) -> String {
+        self.store_url.clone()
+    }
+
+    /// Queues a fault; see [`Fault`] for which request consumes it.
+    pub fn push_fault(&self, fault: Fault) {
+        self.shared.lock().faults.push_back(fault);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// sha256 (lowercase hex) and length of the result body this item serves, None if no result.
+    /// An item that will succeed later already has its (future) body; a failed item has none.
+    pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
+        let (_, it) = self.shared.world.item(batch, item)?;
+        if it.outcome != Outcome::Succeeded {
+            return None;
+        }
+        Some(self.shared.layout(batch, it).digest())
+    }
+
+    /// Every API and object-store request received, in order of arrival.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    /// Stops both listeners, letting in-flight responses finish for a short grace period.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// For the `batchmirror sandbox` command: start, print `listening on http://HOST:PORT` to stdout
+/// (flush), serve until `shutdown` resolves, then stop.
+pub async fn serve_until(
+    spec: SandboxSpec,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let sandbox = Sandbox::start(spec, listen).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sandbox.base_url())?;
+        out.flush()?;
+    }
+    shutdown.await;
+    sandbox.stop().await;
+    Ok(())
+}
+
+/// A URL a client can connect to: an unspecified bind address is reached over loopback.
+fn url_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn spawn_server(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // `wait_for` also returns when the sender is dropped, so dropping the Sandbox stops it.
+        let signal = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::warn!(%err, "sandbox listener failed");
+        }
+    })
+}
+
+/// The simulated clock: sim_now = wall clock at start + elapsed real time × time_scale.
+pub(crate) struct Clock {
+    start: Instant,
+    start_wall_us: i64,
+    scale: f64,
+}
+
+impl Clock {
+    fn new(scale: f64) -> Clock {
+        let scale = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            0.0
+        };
+        Clock {
+            start: Instant::now(),
+            start_wall_us: chrono::Utc::now().timestamp_micros(),
+            scale,
+        }
+    }
+
+    /// Simulated now, in microseconds since the Unix epoch.
+    pub(crate) fn now_us(&self) -> i64 {
+        self.start_wall_us + (self.start.elapsed().as_secs_f64() * self.scale * 1e6) as i64
+    }
+
+    /// The simulated instant `secs` seconds after the start (negative = before), in microseconds.
+    pub(crate) fn at_us(&self, secs: f64) -> i64 {
+        self.start_wall_us + (secs * 1e6).round() as i64
+    }
+}
+
+/// What the handlers of both listeners share.
+pub(crate) struct Shared {
+    pub(crate) api_key: String,
+    pub(crate) seed: u64,
+    pub(crate) retention_us: i64,
+    pub(crate) presign_ttl: Duration,
+    pub(crate) result_delay: Duration,
+    pub(crate) clock: Clock,
+    pub(crate) world: data::World,
+    /// Keys the presigned URLs; random per sandbox so URLs never outlive it.
+    pub(crate) secret: [u8; 32],
+    pub(crate) store_url: String,
+    mutable: Mutex<Mutable>,
+}
+
+#[derive(Default)]
+pub(crate) struct Mutable {
+    pub(crate) stats: Stats,
+    pub(crate) faults: VecDeque<Fault>,
+    pub(crate) log: Vec<LoggedRequest>,
+}
+
+impl Shared {
+    fn new(spec: SandboxSpec, store_url: String) -> Shared {
+        let clock = Clock::new(spec.time_scale);
+        let world = data::World::new(&spec.batches, &clock);
+        Shared {
+            api_key: spec.api_key,
+            seed: spec.seed,
+            retention_us: i64::try_from(spec.retention.as_micros()).unwrap_or(i64::MAX / 4),
+            presign_ttl: spec.presign_ttl,
+            result_delay: spec.result_delay,
+            clock,
+            world,
+            secret: rand::random(),
+            store_url,
+            mutable: Mutex::new(Mutable::default()),
+        }
+    }
+
+    /// The counters, queue and log; never held across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
+        // A panicking handler must not take the whole sandbox down with a poisoned lock.
+        self.mutable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn layout(&self, batch: &str, item: &data::Item) -> body::Layout {
+        body::Layout::new(self.seed, batch, &item.id, item.result_bytes)
+    }
+
+    /// Appends a log entry at arrival; [`Shared::log_end`] fills in the status.
+    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
+        let mut m = self.lock();
+        m.log.push(LoggedRequest {
+            at: Instant::now(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: 0,
+        });
+        m.log.len() - 1
+    }
+
+    pub(crate) fn log_end(&self, index: usize, status: u16) {
+        if let Some(entry) = self.lock().log.get_mut(index) {
+            entry.status = status;
+        }
+    }
+
+    /// Removes and returns the first queued fault `pick` accepts (FIFO among matching ones).
+    pub(crate) fn take_fault(&self, pick: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        let mut m = self.lock();
+        let index = m.faults.iter().position(pick)?;
+        m.faults.remove(index)
+    }
+}

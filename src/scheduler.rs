@@ -1,0 +1,80 @@
+//! Cron ticks that request passes, and nothing else: the pass loop in `daemon` runs them.
+//!
+//! Passes never overlap: a tick that arrives while a pass runs is skipped (logged), not queued,
+//! so a slow pass cannot build a backlog of passes behind it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::error::Error;
+
+/// Shared between the cron job and the pass loop.
+#[derive(Debug, Default)]
+pub struct PassTrigger {
+    wake: Notify,
+    running: AtomicBool,
+}
+
+impl PassTrigger {
+    /// Asks for a pass unless one is running; at most one request is ever pending.
+    pub fn request(&self) -> bool {
+        if self.running.load(Ordering::SeqCst) {
+            tracing::info!("schedule tick skipped: the previous pass is still running");
+            return false;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Waits for a request.
+    pub async fn requested(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Marks a pass as running (true) or finished (false).
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+}
+
+/// Starts the cron scheduler; each tick calls [`PassTrigger::request`].
+pub async fn start(cron: &str, trigger: Arc<PassTrigger>) -> Result<JobScheduler, Error> {
+    let err = |e: tokio_cron_scheduler::JobSchedulerError| {
+        Error::Runtime(format!("scheduler ({cron}): {e}"))
+    };
+    let sched = JobScheduler::new().await.map_err(err)?;
+    let job = Job::new_async(cron, move |_, _| {
+        let trigger = trigger.clone();
+        Box::pin(async move {
+            trigger.request();
+        })
+    })
+    .map_err(err)?;
+    sched.add(job).await.map_err(err)?;
+    sched.start().await.map_err(err)?;
+    Ok(sched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ticks_during_a_pass_are_skipped_not_queued() {
+        let t = PassTrigger::default();
+        assert!(t.request());
+        t.requested().await;
+        t.set_running(true);
+        assert!(!t.request(), "a tick during a pass must be dropped");
+        t.set_running(false);
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(50), t.requested()).await;
+        assert!(
+            pending.is_err(),
+            "no pass may be queued behind the one that ran"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The command line's exit codes and messages: bad config, unreadable key, unreachable provider,
+//! locked and corrupt ledgers.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
+
+fn run(args: &[&str], config: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = config_text(dir.path(), "http://127.0.0.1:9", "")
+        .replace("concurrency = 4", "concurrency = 0");
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("download.concurrency"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&path, "[download]\nconcurency = 3\n").unwrap();
+    let out = run(&["sync", "--once"], &path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("concurency"), "{}", stderr(&out));
+
+    let out = run(&["status"], &dir.path().join("missing.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn unreadable_key_file_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = config_text(dir.path(), "http://127.0.0.1:9", "").replace(
+        &format!("api_key = \"{KEY}\""),
+        "api_key_file = \"/nonexistent/acme.key\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["run"], &path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/acme.key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_config_prints_the_config_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
+    let out = run(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains("extract_page"));
+    assert!(!all.contains(KEY), "the API key leaked: {all}");
+}
+
+#[test]
+fn unreachable_provider_exits_1_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    // Port 1 on loopback: connection refused at once.
+    std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:1", "")).unwrap();
+    let out = run(&["sync", "--once"], &path);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ep") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains(KEY));
+}
+
+#[test]
+fn a_second_instance_and_a_corrupt_ledger_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:1", "")).unwrap();
+    let held = batchmirror::ledger::Ledger::open(&dir.path().join("ledger.sqlite3")).unwrap();
+    let out = run(&["sync", "--once"], &path);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("another batchmirror"),
+        "{}",
+        stderr(&out)
+    );
+    drop(held);
+
+    let ledger = dir.path().join("ledger.sqlite3");
+    for f in ["ledger.sqlite3-wal", "ledger.sqlite3-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::write(
+        &ledger,
+        b"this is not a database, it is a shopping list\n".repeat(100),
+    )
+    .unwrap();
+    let before = std::fs::read(&ledger).unwrap();
+    let out = run(&["sync", "--once"], &path);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&ledger).unwrap(),
+        before,
+        "a corrupt ledger is never rewritten"
+    );
+}

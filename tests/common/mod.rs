@@ -1,0 +1,132 @@
+//! Shared helpers: sandbox specs, settings for a temp dir, file checks.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use batchmirror::config::{self, Settings};
+use batchmirror::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
+use sha2::{Digest, Sha256};
+
+pub const KEY: &str = "test-key";
+
+/// An item that finished `ago_secs` seconds ago.
+pub fn done_item(id: &str, ago_secs: f64, delivery: Delivery) -> ItemSpec {
+    ItemSpec {
+        id: id.to_owned(),
+        finishes_at: -ago_secs,
+        outcome: Outcome::Succeeded,
+        result_bytes: 3000,
+        delivery,
+    }
+}
+
+pub fn batch(id: &str, items: Vec<ItemSpec>) -> BatchSpec {
+    BatchSpec {
+        id: id.to_owned(),
+        created_ago: Duration::from_secs(2 * 3600),
+        items,
+    }
+}
+
+/// `batches` batches of `items` finished items each, half served inline and half redirected.
+pub fn finished_batches(batches: usize, items: usize) -> Vec<BatchSpec> {
+    (0..batches)
+        .map(|b| {
+            let items = (0..items)
+                .map(|i| {
+                    let d = if i % 2 == 0 {
+                        Delivery::Inline
+                    } else {
+                        Delivery::Redirect
+                    };
+                    done_item(&format!("it-{b}-{i}"), 3600.0 - b as f64, d)
+                })
+                .collect();
+            BatchSpec {
+                id: format!("b-{b:03}"),
+                created_ago: Duration::from_secs(7200 + b as u64 * 60),
+                items,
+            }
+        })
+        .collect()
+}
+
+pub fn spec(batches: Vec<BatchSpec>) -> SandboxSpec {
+    SandboxSpec {
+        api_key: KEY.to_owned(),
+        seed: 11,
+        batches,
+        time_scale: 1.0,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        presign_ttl: Duration::from_secs(300),
+        result_delay: Duration::ZERO,
+    }
+}
+
+pub async fn start(spec: SandboxSpec) -> Sandbox {
+    Sandbox::start(spec, ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("sandbox starts")
+}
+
+/// A config file's text for a mirror in `dir` against `base_url`.
+pub fn config_text(dir: &Path, base_url: &str, extra_download: &str) -> String {
+    format!(
+        r#"
+[ledger]
+path = "{dir}/ledger.sqlite3"
+[storage]
+root = "{dir}/mirror"
+[download]
+concurrency = 4
+{extra_download}
+[[provider]]
+name = "ep"
+kind = "extract_page"
+base_url = "{base_url}"
+api_key = "{KEY}"
+page_size = 5
+max_retries = 3
+"#,
+        dir = dir.display()
+    )
+}
+
+pub fn settings(dir: &Path, base_url: &str) -> Settings {
+    config::load_str(&config_text(dir, base_url, ""), "test", &HashMap::new())
+        .expect("valid test config")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(
+        std::fs::read(path).expect("read mirrored file"),
+    ))
+}
+
+/// Every file under `root`, recursively.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn total(map: &HashMap<(String, String), u64>) -> u64 {
+    map.values().sum()
+}

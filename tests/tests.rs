@@ -1,0 +1,13 @@
+//! Integration tests: the real daemon code in-process (or the real binary) against the sandbox
+//! over loopback HTTP, with a real SQLite ledger in a temp dir.
+
+mod common;
+
+// Full mirror, no re-download, pagination, status.
+mod mirror;
+// 409 / 410 / 429 / redirects / hostile ids: the provider's failure modes.
+mod provider_faults;
+// SIGKILL mid-mirror and SIGTERM drain, on the real binary.
+mod crash;
+// Exit codes and messages of the command line.
+mod cli;
