@@ -194,13 +194,21 @@ impl Downloader {
         };
         let left = deadline - Utc::now();
         let margin = chrono::Duration::from_std(self.settings.alert_margin).unwrap_or_default();
-        if left < margin {
-            tracing::warn!(
-                provider = %item.provider, batch = %item.batch, item = %item.item,
-                deadline = %deadline.to_rfc3339(),
+        if left >= margin {
+            return;
+        }
+        let (p, b, i) = (&item.provider, &item.batch, &item.item);
+        let deadline = deadline.to_rfc3339();
+        match left.to_std() {
+            Ok(left) => tracing::warn!(
+                provider = %p, batch = %b, item = %i, deadline,
                 "item at risk: {} left before the provider deletes it",
-                humantime::format_duration(Duration::from_secs(left.num_seconds().max(0) as u64))
-            );
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ),
+            Err(_) => tracing::warn!(
+                provider = %p, batch = %b, item = %i, deadline,
+                "item past its deadline: trying anyway, the provider may still have it"
+            ),
         }
     }
 

@@ -119,6 +119,10 @@ pub enum ProviderError {
     TooLarge { url: String, cap: u64 },
     #[error("{url}: redirect refused: {message}")]
     Redirect { url: String, message: String },
+    /// A server-supplied id that cannot be sent back in a URL path (`.` or `..` would be
+    /// normalised away and address another resource).
+    #[error("id {id:?} cannot be used in a request path; refusing to send it")]
+    UnaddressableId { id: String },
     #[error("cancelled")]
     Cancelled,
 }
@@ -143,6 +147,7 @@ impl ProviderError {
             | Self::Gone { .. }
             | Self::TooLarge { .. }
             | Self::Redirect { .. }
+            | Self::UnaddressableId { .. }
             | Self::Cancelled => false,
         }
     }

@@ -73,7 +73,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Demo => {
-            telemetry::init(LogFormat::Text, "warn");
+            telemetry::init(LogFormat::Text, "error");
             daemon::cancel_on_signals(shutdown.clone())?;
             let dir = std::env::current_dir().context("current directory")?;
             let summary = daemon::demo(&dir, shutdown).await?;

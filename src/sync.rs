@@ -110,9 +110,10 @@ async fn sync_batch(
     for _ in 0..MAX_ITEM_PAGES {
         let page = match provider.batch_items(&batch.id, cursor.as_deref()).await {
             Ok(p) => p,
-            Err(e) if e.status() == Some(404) => {
-                // A batch listed a moment ago and now unknown: keep what we have, say so.
-                tracing::warn!(provider = %name, batch = %batch.id, "batch not found when reading its items: {e}");
+            Err(e) if !e.is_retryable() && !matches!(e, ProviderError::Cancelled) => {
+                // One batch the provider refuses (gone, hostile id, 4xx) must not stop the others.
+                tracing::error!(provider = %name, batch = %batch.id, "cannot read this batch's items: {e}");
+                report.rejected.push(format!("batch {}: {e}", batch.id));
                 return Ok(());
             }
             Err(e) => return Err(e.into()),

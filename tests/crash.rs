@@ -139,7 +139,7 @@ async fn sigterm_drains_in_flight_downloads_and_exits_zero() {
             Instant::now() < deadline,
             "daemon did not stop after SIGTERM"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(exit.code(), Some(0), "clean stop exits 0");
     let files = files_under(&dir.path().join("mirror"));

@@ -82,14 +82,16 @@ async fn not_ready_and_still_running_items_land_on_a_later_pass() {
 #[tokio::test]
 async fn gone_results_are_lost_in_status_and_never_requested_again() {
     let four_days = 4.0 * 24.0 * 3600.0;
+    let mut old = batch(
+        "old",
+        vec![
+            done_item("x", four_days, Delivery::Inline),
+            done_item("y", four_days, Delivery::Redirect),
+        ],
+    );
+    old.created_ago = Duration::from_secs(5 * 24 * 3600);
     let sandbox = start(spec(vec![
-        batch(
-            "old",
-            vec![
-                done_item("x", four_days, Delivery::Inline),
-                done_item("y", four_days, Delivery::Redirect),
-            ],
-        ),
+        old,
         batch("new", vec![done_item("z", 10.0, Delivery::Inline)]),
     ]))
     .await;
@@ -99,7 +101,7 @@ async fn gone_results_are_lost_in_status_and_never_requested_again() {
     let first = daemon::sync_once(settings.clone(), CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(first.download.lost, 2);
+    assert_eq!(first.download.lost, 2, "{first:?}");
     assert_eq!(first.download.mirrored, 1, "the rest keeps going");
     assert_eq!(first.exit_code(), 1, "a lost item makes sync --once exit 1");
     let status = daemon::status(&settings).await.unwrap();
@@ -158,16 +160,19 @@ async fn hostile_ids_stay_inside_the_root() {
         "../x",
         "a/b",
         ".hidden",
-        "..",
         "ünïcødé€",
         &"L".repeat(300),
         "x\\y",
         "%2e%2e",
+        "con.json.part",
     ];
-    let items = hostile
+    let mut items: Vec<_> = hostile
         .iter()
         .map(|id| done_item(id, 30.0, Delivery::Inline))
         .collect();
+    // `..` cannot be put in a request path at all (URL parsers resolve it away): that item must
+    // fail on its own, recorded, without a request to whatever URL it would collapse into.
+    items.push(done_item("..", 30.0, Delivery::Inline));
     let sandbox = start(spec(vec![batch("../../etc", items)])).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(dir.path(), &sandbox.base_url());
@@ -175,6 +180,14 @@ async fn hostile_ids_stay_inside_the_root() {
         .await
         .unwrap();
     assert_eq!(report.download.mirrored, hostile.len() as u64, "{report:?}");
+    assert_eq!(report.download.failed, 1, "{report:?}");
+    assert!(
+        sandbox
+            .request_log()
+            .iter()
+            .all(|r| r.status != 404 && r.status != 405),
+        "no request went to a URL the id collapsed into"
+    );
 
     let root = dir.path().join("mirror").canonicalize().unwrap();
     let files = files_under(&root);
@@ -183,7 +196,10 @@ async fn hostile_ids_stay_inside_the_root() {
         let f = f.canonicalize().unwrap();
         assert!(f.starts_with(&root), "{} escaped the root", f.display());
         let name = f.file_name().unwrap().to_str().unwrap();
-        assert!(!name.starts_with('.') && name.len() <= 255, "{name}");
+        assert!(
+            !name.starts_with('.') && name.len() <= 255 && name.ends_with(".json"),
+            "{name}"
+        );
     }
     // Nothing was written beside the mirror and ledger.
     let mut top: Vec<_> = std::fs::read_dir(dir.path())
@@ -194,13 +210,10 @@ async fn hostile_ids_stay_inside_the_root() {
     top.sort();
     assert_eq!(top, vec!["mirror"]);
     let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let batch_id = BatchId::parse("../../etc").unwrap();
     for id in hostile {
         let row = ledger
-            .item(
-                &ep(),
-                &BatchId::parse("../../etc").unwrap(),
-                &ItemId::parse(id).unwrap(),
-            )
+            .item(&ep(), &batch_id, &ItemId::parse(id).unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -208,14 +221,29 @@ async fn hostile_ids_stay_inside_the_root() {
         assert_eq!(row.sha256.as_deref(), Some(sha.as_str()), "{id}");
         assert_eq!(sha256_file(&root.join(row.path.unwrap())), sha, "{id}");
     }
+    let dotdot = ledger
+        .item(&ep(), &batch_id, &ItemId::parse("..").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dotdot.state, ItemState::Failed);
+    assert!(
+        dotdot
+            .last_error
+            .unwrap()
+            .contains("cannot be used in a request path")
+    );
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured_before_the_next_request() {
-    for retry_after in [
-        "2".to_owned(),
-        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3)),
-    ] {
+    for http_date in [false, true] {
+        // Computed when used: a date made earlier would be partly spent by the first round.
+        let retry_after = if http_date {
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3))
+        } else {
+            "2".to_owned()
+        };
         let sandbox = start(spec(finished_batches(1, 2))).await;
         sandbox.push_fault(Fault::Status {
             path_prefix: "/v1/batches".into(),

@@ -47,11 +47,14 @@ impl std::fmt::Display for DemoSummary {
 
 /// Runs the demo in `dir` (the mirror goes to `dir/demo-mirror`, replacing an earlier demo's).
 pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, Error> {
-    let spec = SandboxSpec::generated(30, 10, 16 * 1024, 7);
+    let mut settings = config::load_str(DEMO_CONFIG, "config/demo.toml", &HashMap::new())?;
+    let mut spec = SandboxSpec::generated(30, 10, 16 * 1024, 7);
+    if let Some(p) = settings.providers.first() {
+        spec.api_key = p.api_key.expose().to_owned();
+    }
     let sandbox = Sandbox::start(spec, ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| Error::Runtime(format!("cannot start the sandbox: {e}")))?;
-    let mut settings = config::load_str(DEMO_CONFIG, "config/demo.toml", &HashMap::new())?;
     let root = dir.join("demo-mirror");
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(|e| {
@@ -85,6 +88,16 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
     let mut summary = DemoSummary::default();
     loop {
         let pass = mirror.pass(&cancel).await?;
+        if let Some(Err(e)) = pass
+            .providers
+            .iter()
+            .map(|p| &p.listing)
+            .find(|l| l.is_err())
+        {
+            return Err(Error::Runtime(format!(
+                "the demo could not list the sandbox: {e}"
+            )));
+        }
         summary.passes += 1;
         summary.bytes += pass.download.bytes;
         let s = mirror

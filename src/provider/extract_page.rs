@@ -50,12 +50,19 @@ impl ExtractPage {
     }
 
     /// Builds `<base>/v1/<segments…>` with every segment percent-encoded, so ids stay one segment.
-    fn url(&self, segments: &[&str]) -> url::Url {
+    /// `.` and `..` (even percent-encoded) are resolved away by URL parsers, so an id equal to one
+    /// would address another resource: it is refused instead.
+    fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
+            return Err(ProviderError::UnaddressableId {
+                id: (*bad).to_owned(),
+            });
+        }
         let mut u = self.base.clone();
         if let Ok(mut path) = u.path_segments_mut() {
             path.pop_if_empty().push("v1").extend(segments);
         }
-        u
+        Ok(u)
     }
 
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
@@ -197,7 +204,7 @@ impl Provider for ExtractPage {
     }
 
     async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
-        let mut url = self.url(&["batches"]);
+        let mut url = self.url(&["batches"])?;
         url.query_pairs_mut()
             .append_pair("limit", &self.page_size.to_string());
         if let Some(c) = cursor {
@@ -224,7 +231,7 @@ impl Provider for ExtractPage {
         batch: &BatchId,
         cursor: Option<&str>,
     ) -> Result<ItemPage, ProviderError> {
-        let mut url = self.url(&["batches", batch.as_str()]);
+        let mut url = self.url(&["batches", batch.as_str()])?;
         let limit = self.page_size.clamp(1, MAX_ITEMS_PAGE);
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());
@@ -269,7 +276,7 @@ impl Provider for ExtractPage {
         batch: &BatchId,
         item: &ItemId,
     ) -> Result<ResultBody, ProviderError> {
-        let url = self.url(&["batches", batch.as_str(), "items", item.as_str(), "result"]);
+        let url = self.url(&["batches", batch.as_str(), "items", item.as_str(), "result"])?;
         let resp = self.get(&url).await?;
         if !resp.status().is_redirection() {
             return Ok(http::body_of(resp, &url));
