@@ -218,44 +218,62 @@ impl Downloader {
             self.ledger.release(std::slice::from_ref(item)).await?;
             return Ok(Outcome::Retrying);
         };
-        let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
-        let error = match provider.fetch_result(&item.batch, &item.item).await {
-            Ok(body) => {
-                let cap = self.settings.max_body_bytes;
-                if body.content_length.is_some_and(|n| n > cap) {
-                    ItemError::TooLarge(format!(
-                        "{}: announced {} bytes, cap is {cap}",
-                        body.url,
-                        body.content_length.unwrap_or(0)
-                    ))
-                } else {
-                    match self
-                        .storage
-                        .write_atomic(&rel, body.stream, cap, self.settings.validate_json)
-                        .await
-                    {
-                        Ok(published) => {
-                            self.ledger
-                                .mark_mirrored(item, &published, Utc::now())
-                                .await?;
-                            tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
-                            return Ok(Outcome::Mirrored(published.bytes));
-                        }
-                        Err(WriteError::Body(e)) => ItemError::Provider(e),
-                        Err(WriteError::TooLarge { cap }) => ItemError::TooLarge(format!(
-                            "{}: body exceeds the {cap}-byte cap",
-                            body.url
-                        )),
-                        Err(WriteError::InvalidJson(m)) => {
-                            ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
-                        }
-                        Err(WriteError::Storage(e)) => ItemError::Disk(e.to_string()),
-                    }
-                }
+        // Sidecars first: the result file appearing is what marks the whole item complete, for
+        // start-up recovery too.
+        for suffix in provider.sidecars() {
+            let rel = match Storage::sidecar_path(&item.provider, &item.batch, &item.item, &suffix)
+            {
+                Ok(rel) => rel,
+                Err(e) => return self.record(item, ItemError::Disk(e.to_string())).await,
+            };
+            let body = provider.fetch_sidecar(item, &suffix).await;
+            let validate = self.settings.validate_json && suffix.ends_with("json");
+            if let Err(e) = self.fetch_to(&rel, body, validate).await {
+                return self.record(item, e).await;
             }
-            Err(e) => ItemError::Provider(e),
-        };
-        self.record(item, error).await
+        }
+        let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
+        let body = provider.fetch_result(item).await;
+        match self.fetch_to(&rel, body, self.settings.validate_json).await {
+            Ok(published) => {
+                self.ledger
+                    .mark_mirrored(item, &published, Utc::now())
+                    .await?;
+                tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
+                Ok(Outcome::Mirrored(published.bytes))
+            }
+            Err(e) => self.record(item, e).await,
+        }
+    }
+
+    /// Streams one body into `rel`, enforcing the cap and, if asked, that it is JSON.
+    async fn fetch_to(
+        &self,
+        rel: &std::path::Path,
+        body: Result<crate::provider::ResultBody, ProviderError>,
+        validate_json: bool,
+    ) -> Result<crate::model::Published, ItemError> {
+        let body = body.map_err(ItemError::Provider)?;
+        let cap = self.settings.max_body_bytes;
+        if let Some(n) = body.content_length.filter(|n| *n > cap) {
+            return Err(ItemError::TooLarge(format!(
+                "{}: announced {n} bytes, cap is {cap}",
+                body.url
+            )));
+        }
+        self.storage
+            .write_atomic(rel, body.stream, cap, validate_json)
+            .await
+            .map_err(|e| match e {
+                WriteError::Body(e) => ItemError::Provider(e),
+                WriteError::TooLarge { cap } => {
+                    ItemError::TooLarge(format!("{}: body exceeds the {cap}-byte cap", body.url))
+                }
+                WriteError::InvalidJson(m) => {
+                    ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
+                }
+                WriteError::Storage(e) => ItemError::Disk(e.to_string()),
+            })
     }
 
     async fn record(&self, item: &DueItem, error: ItemError) -> Result<Outcome, LedgerError> {

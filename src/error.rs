@@ -106,6 +106,8 @@ pub enum ProviderError {
         status: u16,
         body: String,
         retry_after: Option<Duration>,
+        /// The provider's own word on retrying (Talonic's `retryable`), which wins over the status.
+        retryable: Option<bool>,
     },
     #[error("{url}: result not ready yet ({body})")]
     NotReady { url: String, body: String },
@@ -141,7 +143,9 @@ impl ProviderError {
     /// here; `Gone` never.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => is_retryable_status(*status),
+            Self::Status {
+                status, retryable, ..
+            } => retryable.unwrap_or_else(|| is_retryable_status(*status)),
             Self::Transport { .. } | Self::Malformed { .. } => true,
             Self::NotReady { .. }
             | Self::Gone { .. }

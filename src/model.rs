@@ -261,6 +261,9 @@ pub struct RemoteItem {
     pub deadline: Option<DateTime<Utc>>,
     /// The provider's own error text for a failed item.
     pub error: Option<String>,
+    /// Opaque adapter data needed to fetch the result later (LlamaCloud's parse job id, Talonic's
+    /// document id); kept in the ledger and handed back in [`DueItem`].
+    pub locator: Option<String>,
 }
 
 /// A page of the batch listing.
@@ -283,6 +286,9 @@ pub struct ItemPage {
     pub next_cursor: Option<String>,
     /// True when the provider says there is more to read right now.
     pub has_more: bool,
+    /// True when `next_cursor` resumes a change feed and may be kept across passes. Offset or page
+    /// cursors are not: items earlier in the list change too, so each pass reads from the start.
+    pub feed_cursor: bool,
 }
 
 /// An item the downloader has claimed, with everything it needs to fetch and place it.
@@ -293,6 +299,8 @@ pub struct DueItem {
     pub item: ItemId,
     pub deadline: Option<DateTime<Utc>>,
     pub attempts: u32,
+    /// The adapter's [`RemoteItem::locator`], as last listed.
+    pub locator: Option<String>,
 }
 
 /// What a durable write produced: recorded in the ledger when an item becomes `Mirrored`.

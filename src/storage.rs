@@ -106,6 +106,31 @@ impl Storage {
         p
     }
 
+    /// A file kept beside the item's result: `<item>.<suffix>`. The suffix comes from the adapter,
+    /// never the server; it must be `[a-z0-9._-]+`, and neither `json` nor ending in `.part`.
+    pub fn sidecar_path(
+        provider: &ProviderName,
+        batch: &BatchId,
+        item: &ItemId,
+        suffix: &str,
+    ) -> Result<PathBuf, StorageError> {
+        let ok = !suffix.is_empty()
+            && suffix != "json"
+            && !suffix.ends_with(PART_SUFFIX)
+            && !suffix.starts_with('.')
+            && suffix.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            });
+        let mut p = PathBuf::from(provider.as_str());
+        p.push(safe_component(batch.as_str()));
+        p.push(format!("{}.{suffix}", safe_component(item.as_str())));
+        if ok {
+            Ok(p)
+        } else {
+            Err(StorageError::OutsideRoot { path: p })
+        }
+    }
+
     /// Joins a relative path to the root, refusing anything that could leave it.
     pub fn resolve(&self, rel: &Path) -> Result<PathBuf, StorageError> {
         let ok = rel.components().count() > 0

@@ -124,13 +124,15 @@ async fn sync_batch(
             .next_cursor
             .as_deref()
             .filter(|n| Some(*n) != cursor.as_deref());
+        // Only a change-feed cursor is worth keeping; a page cursor is good for this pass only.
+        let keep = next.filter(|_| page.feed_cursor);
         ledger
             .apply_item_page(
                 name,
                 &batch.id,
                 page.batch.as_ref(),
                 &page.items,
-                next,
+                keep,
                 Utc::now(),
             )
             .await?;

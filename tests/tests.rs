@@ -11,3 +11,9 @@ mod provider_faults;
 mod crash;
 // Exit codes and messages of the command line.
 mod cli;
+// The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).
+mod provider_llamacloud;
+// The Talonic adapter against its sandbox.
+mod provider_talonic;
+// The PerfectParser adapter against its sandbox.
+mod provider_perfectparser;

@@ -63,14 +63,63 @@ impl fmt::Display for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     ExtractPage,
+    LlamaCloud,
+    Talonic,
+    PerfectParser,
 }
 
 impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        Self::ExtractPage,
+        Self::LlamaCloud,
+        Self::Talonic,
+        Self::PerfectParser,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ExtractPage => "extract_page",
+            Self::LlamaCloud => "llamacloud",
+            Self::Talonic => "talonic",
+            Self::PerfectParser => "perfectparser",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The largest page the API's listing accepts (documented, or the SDK's bound).
+    pub fn max_page_size(self) -> u32 {
+        match self {
+            Self::ExtractPage => 200,
+            Self::LlamaCloud => 1000,
+            Self::Talonic | Self::PerfectParser => 100,
+        }
+    }
+
+    /// Requests per minute when the config names none: PerfectParser documents 150/min per key;
+    /// the others document no overall limit.
+    pub fn default_requests_per_minute(self) -> u32 {
+        match self {
+            Self::PerfectParser => 150,
+            _ => 600,
+        }
+    }
+}
+
+/// Keys that only some kinds take; empty or `None` for the others (validation refuses them there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderOptions {
+    /// LlamaCloud: `project_id` query parameter sent with every call.
+    pub project_id: Option<String>,
+    /// LlamaCloud: `organization_id` query parameter sent with every call.
+    pub organization_id: Option<String>,
+    /// LlamaCloud: parse-result formats mirrored per item; the first is the item's `.json`
+    /// result ("json"), others are stored beside it ("markdown" → `.md`, "text" → `.txt`).
+    pub result_formats: Vec<String>,
+    /// PerfectParser: export files stored beside each document ("json", "csv", "xlsx").
+    pub export_formats: Vec<String>,
 }
 
 /// How log lines are written.
@@ -134,6 +183,8 @@ pub struct ProviderSettings {
     pub retention: Duration,
     /// Attempts per request for transient failures (1 = no retry).
     pub max_retries: u32,
+    /// Kind-specific keys.
+    pub options: ProviderOptions,
 }
 
 /// Loads and validates the config file at `path`, with `BATCHMIRROR__…` overrides from the process
@@ -329,6 +380,24 @@ impl fmt::Display for Settings {
             writeln!(f, "page_size = {}", p.page_size)?;
             writeln!(f, "retention = {}", toml_duration(p.retention))?;
             writeln!(f, "max_retries = {}", p.max_retries)?;
+            let o = &p.options;
+            for (k, v) in [
+                ("project_id", &o.project_id),
+                ("organization_id", &o.organization_id),
+            ] {
+                if let Some(v) = v {
+                    writeln!(f, "{k} = {}", toml_str(v))?;
+                }
+            }
+            for (k, v) in [
+                ("result_formats", &o.result_formats),
+                ("export_formats", &o.export_formats),
+            ] {
+                if !v.is_empty() {
+                    let list: Vec<String> = v.iter().map(|s| toml_str(s)).collect();
+                    writeln!(f, "{k} = [{}]", list.join(", "))?;
+                }
+            }
         }
         Ok(())
     }

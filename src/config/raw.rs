@@ -23,7 +23,6 @@ pub(super) mod defaults {
     pub const VALIDATE_JSON: bool = true;
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_LEVEL: &str = "info";
-    pub const REQUESTS_PER_MINUTE: i64 = 600;
     pub const PAGE_SIZE: i64 = 200;
     pub const RETENTION: &str = "3d";
     pub const MAX_RETRIES: i64 = 5;
@@ -144,22 +143,24 @@ pub(super) struct RawProvider {
     pub api_key_env: Option<String>,
     #[serde(default)]
     pub api_key: Option<String>,
-    #[serde(default = "default_requests_per_minute")]
-    pub requests_per_minute: i64,
-    #[serde(default = "default_page_size")]
-    pub page_size: i64,
+    /// Default by kind ([`super::ProviderKind::default_requests_per_minute`]).
+    #[serde(default)]
+    pub requests_per_minute: Option<i64>,
+    /// Default: the kind's largest page, at most 200.
+    #[serde(default)]
+    pub page_size: Option<i64>,
     #[serde(default = "default_retention")]
     pub retention: String,
     #[serde(default = "default_max_retries")]
     pub max_retries: i64,
-}
-
-fn default_requests_per_minute() -> i64 {
-    defaults::REQUESTS_PER_MINUTE
-}
-
-fn default_page_size() -> i64 {
-    defaults::PAGE_SIZE
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub result_formats: Option<Vec<String>>,
+    #[serde(default)]
+    pub export_formats: Option<Vec<String>>,
 }
 
 fn default_retention() -> String {

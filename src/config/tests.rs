@@ -227,11 +227,12 @@ fn bad_provider_entries_name_their_key() {
         let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
         assert_eq!(key, want, "{text}: {message}");
     }
-    let text = p("").replace("extract_page", "talonic");
-    let (_, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    let text = p("").replace("extract_page", "docsy");
+    let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider[0].kind");
     assert_eq!(
         message,
-        "unsupported kind \"talonic\": supported kinds are extract_page"
+        "unsupported kind \"docsy\": supported kinds are extract_page, llamacloud, talonic, perfectparser"
     );
 }
 

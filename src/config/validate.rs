@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawBytes, RawConfig, RawDownload, RawProvider};
 use super::{
-    DownloadSettings, LogFormat, LogSettings, ProviderKind, ProviderSettings, Secret, Settings,
+    DownloadSettings, LogFormat, LogSettings, ProviderKind, ProviderOptions, ProviderSettings,
+    Secret, Settings,
 };
 use crate::error::ConfigError;
 use crate::model::ProviderName;
@@ -129,17 +130,30 @@ fn validate_provider(
 ) -> Result<ProviderSettings, ConfigError> {
     let key = |field: &str| format!("provider[{i}].{field}");
     let name = ProviderName::parse(&p.name).map_err(|m| ConfigError::invalid(key("name"), m))?;
-    let kind = match p.kind.as_str() {
-        "extract_page" => ProviderKind::ExtractPage,
-        other => {
-            return Err(ConfigError::invalid(
-                key("kind"),
-                format!("unsupported kind {other:?}: supported kinds are extract_page"),
-            ));
-        }
-    };
+    let kind = ProviderKind::parse(&p.kind).ok_or_else(|| {
+        let kinds: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        ConfigError::invalid(
+            key("kind"),
+            format!(
+                "unsupported kind {:?}: supported kinds are {}",
+                p.kind,
+                kinds.join(", ")
+            ),
+        )
+    })?;
+    // TEMPORARY until their adapters land (issue 4): parsed, but refused.
+    if kind != ProviderKind::ExtractPage {
+        return Err(ConfigError::invalid(
+            key("kind"),
+            format!(
+                "kind {:?} is not available in this build yet: supported kinds are extract_page",
+                p.kind
+            ),
+        ));
+    }
     let base_url = validate_base_url(&key("base_url"), &p.base_url)?;
     let api_key = resolve_api_key(i, p, env)?;
+    let max_page = i64::from(kind.max_page_size());
     Ok(ProviderSettings {
         name,
         kind,
@@ -147,13 +161,112 @@ fn validate_provider(
         api_key,
         requests_per_minute: int_in_range(
             &key("requests_per_minute"),
-            p.requests_per_minute,
+            p.requests_per_minute
+                .unwrap_or(i64::from(kind.default_requests_per_minute())),
             1,
             i64::from(u32::MAX),
         )? as u32,
-        page_size: int_in_range(&key("page_size"), p.page_size, 1, 200)? as u32,
+        page_size: int_in_range(
+            &key("page_size"),
+            p.page_size
+                .unwrap_or(max_page.min(raw::defaults::PAGE_SIZE)),
+            1,
+            max_page,
+        )? as u32,
         retention: duration(&key("retention"), &p.retention, true)?,
         max_retries: int_in_range(&key("max_retries"), p.max_retries, 1, 20)? as u32,
+        options: provider_options(kind, p, &key)?,
+    })
+}
+
+/// Kind-specific keys: each is accepted only for its kind, and lists only hold known values.
+fn provider_options(
+    kind: ProviderKind,
+    p: &RawProvider,
+    key: &dyn Fn(&str) -> String,
+) -> Result<ProviderOptions, ConfigError> {
+    let only_for = |field: &str, present: bool, owner: ProviderKind| {
+        if present && kind != owner {
+            Err(ConfigError::invalid(
+                key(field),
+                format!(
+                    "only applies to kind {}; remove it from this {} provider",
+                    owner.as_str(),
+                    kind.as_str()
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    only_for(
+        "project_id",
+        p.project_id.is_some(),
+        ProviderKind::LlamaCloud,
+    )?;
+    only_for(
+        "organization_id",
+        p.organization_id.is_some(),
+        ProviderKind::LlamaCloud,
+    )?;
+    only_for(
+        "result_formats",
+        p.result_formats.is_some(),
+        ProviderKind::LlamaCloud,
+    )?;
+    only_for(
+        "export_formats",
+        p.export_formats.is_some(),
+        ProviderKind::PerfectParser,
+    )?;
+    let list = |field: &str, values: &Option<Vec<String>>, allowed: &[&str], default: &[&str]| {
+        let values = values
+            .clone()
+            .unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
+        for v in &values {
+            if !allowed.contains(&v.as_str()) {
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!("unknown format {v:?}: use any of {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(values)
+    };
+    let result_formats = if kind == ProviderKind::LlamaCloud {
+        let f = list(
+            "result_formats",
+            &p.result_formats,
+            &["json", "markdown", "text"],
+            &["json"],
+        )?;
+        if f.first().map(String::as_str) != Some("json") {
+            return Err(ConfigError::invalid(
+                key("result_formats"),
+                "must start with \"json\" (the item's result); add markdown or text after it",
+            ));
+        }
+        f
+    } else {
+        Vec::new()
+    };
+    let export_formats = list(
+        "export_formats",
+        &p.export_formats,
+        &["json", "csv", "xlsx"],
+        &[],
+    )?;
+    let nonempty = |field: &str, v: &Option<String>| match v {
+        Some(s) if s.trim().is_empty() => {
+            Err(ConfigError::invalid(key(field), "must not be empty"))
+        }
+        _ => Ok(v.clone()),
+    };
+    Ok(ProviderOptions {
+        project_id: nonempty("project_id", &p.project_id)?,
+        organization_id: nonempty("organization_id", &p.organization_id)?,
+        result_formats,
+        export_formats,
     })
 }
 

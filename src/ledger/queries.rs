@@ -194,18 +194,20 @@ pub(crate) fn apply_item_page(conn: &mut Connection, a: ItemPageArgs<'_>) -> Res
             opt_ms(it.deadline),
             error,
             a.now,
+            it.locator,
         ];
         if old_state.is_none() {
             tx.prepare_cached(
                 "INSERT INTO items (provider, batch_id, item_id, remote_status, state, deadline,
-                                    attempts, next_attempt_at, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, ?8)",
+                                    attempts, next_attempt_at, last_error, updated_at, locator)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, ?8, ?9)",
             )?
             .execute(args)?;
         } else {
             tx.prepare_cached(
                 "UPDATE items SET remote_status = ?4, state = ?5, deadline = COALESCE(?6, deadline),
-                                  last_error = COALESCE(?7, last_error), updated_at = ?8
+                                  last_error = COALESCE(?7, last_error), updated_at = ?8,
+                                  locator = COALESCE(?9, locator)
                  WHERE provider = ?1 AND batch_id = ?2 AND item_id = ?3",
             )?
             .execute(args)?;
@@ -269,7 +271,7 @@ pub(crate) fn claim_sql(with_deadline: bool, n_providers: usize) -> String {
         format!(" AND provider IN ({})", marks.join(", "))
     };
     format!(
-        "SELECT provider, batch_id, item_id, deadline, attempts FROM items
+        "SELECT provider, batch_id, item_id, deadline, attempts, locator FROM items
          WHERE state = 'ready' AND {deadline}
            AND (next_attempt_at IS NULL OR next_attempt_at <= ?1){providers}
          ORDER BY {order} LIMIT ?2"

@@ -35,7 +35,7 @@ pub(crate) fn cursor(conn: &Connection, provider: &str, scope: &str) -> Result<O
 
 pub(crate) fn in_flight(conn: &Connection) -> Result<Vec<DueItem>> {
     conn.prepare_cached(
-        "SELECT provider, batch_id, item_id, deadline, attempts FROM items
+        "SELECT provider, batch_id, item_id, deadline, attempts, locator FROM items
          WHERE state = 'downloading' ORDER BY deadline IS NULL, deadline",
     )?
     .query_map([], due_item)?
@@ -93,7 +93,7 @@ pub(crate) fn summary(
 
 pub(crate) fn at_risk(conn: &Connection, horizon: i64, limit: usize) -> Result<Vec<DueItem>> {
     conn.prepare_cached(&format!(
-        "SELECT provider, batch_id, item_id, deadline, attempts FROM items
+        "SELECT provider, batch_id, item_id, deadline, attempts, locator FROM items
          WHERE state IN {NOT_FINAL} AND deadline <= ?1 ORDER BY deadline LIMIT ?2"
     ))?
     .query_map(params![horizon, limit_i64(limit)], due_item)?

@@ -48,7 +48,7 @@ fn attempts(row: &Row<'_>, col: usize) -> rusqlite::Result<u32> {
     u32::try_from(n).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(col, n))
 }
 
-/// Decodes `provider, batch_id, item_id, deadline, attempts`.
+/// Decodes `provider, batch_id, item_id, deadline, attempts, locator`.
 pub(crate) fn due_item(row: &Row<'_>) -> rusqlite::Result<DueItem> {
     Ok(DueItem {
         provider: parsed(row, 0, ProviderName::parse)?,
@@ -56,6 +56,7 @@ pub(crate) fn due_item(row: &Row<'_>) -> rusqlite::Result<DueItem> {
         item: parsed(row, 2, ItemId::parse)?,
         deadline: ts(row, 3)?,
         attempts: attempts(row, 4)?,
+        locator: row.get(5)?,
     })
 }
 

@@ -58,6 +58,7 @@ CREATE TABLE items (
     sha256           TEXT,
     path             TEXT,
     last_error       TEXT,
+    locator          TEXT,
     updated_at       INTEGER NOT NULL,
     PRIMARY KEY (provider, batch_id, item_id),
     FOREIGN KEY (provider, batch_id) REFERENCES batches (provider, batch_id)

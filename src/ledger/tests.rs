@@ -38,6 +38,7 @@ fn batch(id: &str, status: BatchStatus, total: Option<u64>) -> RemoteBatch {
 
 fn item(id: &str, status: RemoteStatus, deadline: Option<i64>) -> RemoteItem {
     RemoteItem {
+        locator: None,
         id: i(id),
         status,
         deadline: deadline.map(t),

@@ -11,13 +11,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
-use super::{Provider, ResultBody};
-use crate::config::ProviderSettings;
+use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, ItemId, ItemPage, ProviderName, RemoteBatch, RemoteItem,
-    RemoteStatus,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
+    RemoteItem, RemoteStatus,
 };
 
 /// The documented maximum page size of the batch detail's item feed.
@@ -33,7 +32,9 @@ pub struct ExtractPage {
 }
 
 impl ExtractPage {
-    pub fn new(settings: &ProviderSettings, clients: Clients) -> Self {
+    pub fn new(ctx: &AdapterContext) -> Self {
+        let settings = &ctx.settings;
+        let clients = ctx.clients.clone();
         let mut base = settings.base_url.clone();
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
@@ -135,6 +136,7 @@ impl ExtractPage {
             status,
             deadline,
             error,
+            locator: None,
         })
     }
 }
@@ -268,14 +270,12 @@ impl Provider for ExtractPage {
             rejected,
             has_more: page_len >= limit as usize && next_cursor.is_some(),
             next_cursor,
+            feed_cursor: true,
         })
     }
 
-    async fn fetch_result(
-        &self,
-        batch: &BatchId,
-        item: &ItemId,
-    ) -> Result<ResultBody, ProviderError> {
+    async fn fetch_result(&self, due: &DueItem) -> Result<ResultBody, ProviderError> {
+        let (batch, item) = (&due.batch, &due.item);
         let url = self.url(&["batches", batch.as_str(), "items", item.as_str(), "result"])?;
         let resp = self.get(&url).await?;
         if !resp.status().is_redirection() {

@@ -126,6 +126,7 @@ pub async fn check_status(resp: Response, url: &url::Url) -> Result<Response, Pr
             status: status.as_u16(),
             body,
             retry_after,
+            retryable: None,
         },
     })
 }
@@ -173,6 +174,20 @@ pub fn wait_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Op
             .into(),
     };
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Slows the provider's limiter when a success says the quota is spent: `X-RateLimit-Remaining: 0`
+/// with `X-RateLimit-Reset` (Unix seconds or ISO-8601) holds every request until the reset.
+pub fn observe_rate_headers(limiter: &super::retry::Limiter, headers: &HeaderMap, now: SystemTime) {
+    let remaining = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if remaining == Some(0)
+        && let Some(wait) = wait_hint(StatusCode::TOO_MANY_REQUESTS, headers, now)
+    {
+        limiter.pause_for(wait.min(Duration::from_secs(15 * 60)));
+    }
 }
 
 /// Fetches a presigned URL with the credential-free client and returns its streamed body.

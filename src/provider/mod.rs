@@ -6,7 +6,10 @@
 
 pub mod extract_page;
 pub mod http;
+pub mod llamacloud;
+pub mod perfectparser;
 pub mod retry;
+pub mod talonic;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use futures_util::Stream;
 
 use crate::config::{DownloadSettings, ProviderKind, ProviderSettings};
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, ItemId, ItemPage, ProviderName};
+use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
 
 /// A result body as it arrives: decoded bytes, streamed.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
@@ -57,11 +60,35 @@ pub trait Provider: Send + Sync {
     ) -> Result<ItemPage, ProviderError>;
 
     /// Starts fetching an item's result. `NotReady` and `Gone` are errors the caller acts on.
-    async fn fetch_result(
+    /// `item` is the ledger's claimed row: ids plus the adapter's own locator.
+    async fn fetch_result(&self, item: &DueItem) -> Result<ResultBody, ProviderError>;
+
+    /// Suffixes of further files kept beside each item's `<item>.json` as `<item>.<suffix>`
+    /// (a metadata record, other formats, exports). `[a-z0-9._-]+`, fixed per provider.
+    fn sidecars(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Fetches one of [`Provider::sidecars`] for an item.
+    async fn fetch_sidecar(
         &self,
-        batch: &BatchId,
-        item: &ItemId,
-    ) -> Result<ResultBody, ProviderError>;
+        item: &DueItem,
+        suffix: &str,
+    ) -> Result<ResultBody, ProviderError> {
+        let _ = item;
+        Err(ProviderError::Malformed {
+            url: String::new(),
+            message: format!("this provider has no sidecar {suffix:?}"),
+        })
+    }
+}
+
+/// What an adapter is built from: its settings, the HTTP clients, and the provider's limiter (so
+/// an adapter can slow it down from rate-limit headers before the server refuses anything).
+pub struct AdapterContext {
+    pub settings: ProviderSettings,
+    pub clients: http::Clients,
+    pub limiter: Arc<retry::Limiter>,
 }
 
 /// Builds the configured provider, wrapped in retry and rate limiting. The only match on kinds.
@@ -69,12 +96,17 @@ pub fn build(
     settings: &ProviderSettings,
     download: &DownloadSettings,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
-    let clients = http::Clients::new(download)?;
-    let adapter: Arc<dyn Provider> = match settings.kind {
-        ProviderKind::ExtractPage => Arc::new(extract_page::ExtractPage::new(settings, clients)),
+    let policy = retry::RetryPolicy::from_settings(settings);
+    let ctx = AdapterContext {
+        settings: settings.clone(),
+        clients: http::Clients::new(download)?,
+        limiter: Arc::new(retry::Limiter::new(policy.requests_per_minute)),
     };
-    Ok(Arc::new(retry::Retrying::new(
-        adapter,
-        retry::RetryPolicy::from_settings(settings),
-    )))
+    let adapter: Arc<dyn Provider> = match settings.kind {
+        ProviderKind::ExtractPage => Arc::new(extract_page::ExtractPage::new(&ctx)),
+        ProviderKind::LlamaCloud => Arc::new(llamacloud::LlamaCloud::new(&ctx)),
+        ProviderKind::Talonic => Arc::new(talonic::Talonic::new(&ctx)),
+        ProviderKind::PerfectParser => Arc::new(perfectparser::PerfectParser::new(&ctx)),
+    };
+    Ok(Arc::new(retry::Retrying::new(adapter, policy, ctx.limiter)))
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, ItemId, ItemPage, ProviderName};
+use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
 
 /// Longest wait we accept from a server before retrying; longer hints are capped.
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -96,12 +96,12 @@ impl Limiter {
 pub struct Retrying {
     inner: Arc<dyn Provider>,
     policy: RetryPolicy,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
 }
 
 impl Retrying {
-    pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy) -> Self {
-        let limiter = Limiter::new(policy.requests_per_minute);
+    /// `limiter` is the provider's one limiter, shared with the adapter.
+    pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
         Self {
             inner,
             policy,
@@ -167,13 +167,24 @@ impl Provider for Retrying {
             .await
     }
 
-    async fn fetch_result(
-        &self,
-        batch: &BatchId,
-        item: &ItemId,
-    ) -> Result<ResultBody, ProviderError> {
-        self.call("fetching a result", || self.inner.fetch_result(batch, item))
+    async fn fetch_result(&self, item: &DueItem) -> Result<ResultBody, ProviderError> {
+        self.call("fetching a result", || self.inner.fetch_result(item))
             .await
+    }
+
+    fn sidecars(&self) -> Vec<String> {
+        self.inner.sidecars()
+    }
+
+    async fn fetch_sidecar(
+        &self,
+        item: &DueItem,
+        suffix: &str,
+    ) -> Result<ResultBody, ProviderError> {
+        self.call("fetching a sidecar", || {
+            self.inner.fetch_sidecar(item, suffix)
+        })
+        .await
     }
 }
 
@@ -212,7 +223,7 @@ mod tests {
         ) -> Result<ItemPage, ProviderError> {
             unreachable!()
         }
-        async fn fetch_result(&self, _: &BatchId, _: &ItemId) -> Result<ResultBody, ProviderError> {
+        async fn fetch_result(&self, _: &DueItem) -> Result<ResultBody, ProviderError> {
             unreachable!()
         }
     }
@@ -242,8 +253,9 @@ mod tests {
             status: 503,
             body: String::new(),
             retry_after: None,
+            retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(3));
+        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
         assert!(r.list_batches(None).await.is_ok());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
 
@@ -251,7 +263,7 @@ mod tests {
             url: "u".into(),
             message: "reset".into(),
         });
-        let r = Retrying::new(inner.clone(), policy(3));
+        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
         assert!(r.list_batches(None).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
@@ -263,8 +275,9 @@ mod tests {
             status: 404,
             body: String::new(),
             retry_after: None,
+            retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(5));
+        let r = Retrying::new(inner.clone(), policy(5), Arc::new(Limiter::new(60_000)));
         assert!(r.list_batches(None).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     }
@@ -276,8 +289,9 @@ mod tests {
             status: 429,
             body: String::new(),
             retry_after: Some(Duration::from_secs(40)),
+            retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(3));
+        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
         let start = Instant::now();
         assert!(r.list_batches(None).await.is_ok());
         assert!(start.elapsed() >= Duration::from_secs(40));

@@ -11,7 +11,10 @@
 mod body;
 mod data;
 mod extract_page;
+pub mod llamacloud;
 mod object_store;
+pub mod perfectparser;
+pub mod talonic;
 #[cfg(test)]
 mod tests;
 

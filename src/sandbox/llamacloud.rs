@@ -1,0 +1,1 @@
+//! The llamacloud API sandbox. (Being written.)

@@ -1,0 +1,1 @@
+//! The perfectparser API sandbox. (Being written.)

@@ -1,0 +1,1 @@
+//! The talonic API sandbox. (Being written.)

@@ -1,0 +1,1 @@
+//! The llamacloud adapter against its sandbox. (Being written.)

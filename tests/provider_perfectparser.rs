@@ -1,0 +1,1 @@
+//! The perfectparser adapter against its sandbox. (Being written.)

@@ -1,0 +1,1 @@
+//! The talonic adapter against its sandbox. (Being written.)
