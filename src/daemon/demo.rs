@@ -78,6 +78,10 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
         sandbox.base_url(),
         root.display()
     );
+    println!(
+        "the sandbox account has one batch already past its 3-day retention: its items are \
+         reported LOST below, exactly as for a real account; one batch is still running"
+    );
     let names: Vec<_> = settings
         .providers
         .iter()
