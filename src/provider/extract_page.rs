@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
+use super::wire::{self, entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -50,20 +51,9 @@ impl ExtractPage {
         }
     }
 
-    /// Builds `<base>/v1/<segments…>` with every segment percent-encoded, so ids stay one segment.
-    /// `.` and `..` (even percent-encoded) are resolved away by URL parsers, so an id equal to one
-    /// would address another resource: it is refused instead.
+    /// `<base>/v1/<segments…>`, each segment percent-encoded (see [`wire::path_url`]).
     fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
-        if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
-            return Err(ProviderError::UnaddressableId {
-                id: (*bad).to_owned(),
-            });
-        }
-        let mut u = self.base.clone();
-        if let Ok(mut path) = u.path_segments_mut() {
-            path.pop_if_empty().push("v1").extend(segments);
-        }
-        Ok(u)
+        wire::path_url(&self.base, "v1", segments)
     }
 
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
@@ -139,26 +129,6 @@ impl ExtractPage {
             locator: None,
         })
     }
-}
-
-fn timestamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// Parses each entry on its own: a bad entry is reported, not fatal to the page.
-fn entries<T: for<'de> Deserialize<'de>>(values: Vec<serde_json::Value>) -> (Vec<T>, Vec<String>) {
-    let mut ok = Vec::with_capacity(values.len());
-    let mut bad = Vec::new();
-    for v in values {
-        let id = v.get("id").map(|i| i.to_string()).unwrap_or_default();
-        match serde_json::from_value::<T>(v) {
-            Ok(t) => ok.push(t),
-            Err(e) => bad.push(format!("entry {id}: {e}")),
-        }
-    }
-    (ok, bad)
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ pub mod llamacloud;
 pub mod perfectparser;
 pub mod retry;
 pub mod talonic;
+pub mod wire;
 
 use std::pin::Pin;
 use std::sync::Arc;
