@@ -149,6 +149,9 @@ pub enum RemoteStatus {
     Failed,
     Cancelled,
     Skipped,
+    /// A status word the adapter does not know. The item stays pending (polled again, never given
+    /// up) and carries the word in its error, so it shows in the ledger instead of vanishing.
+    Unrecognized,
 }
 
 impl RemoteStatus {
@@ -160,6 +163,7 @@ impl RemoteStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Skipped => "skipped",
+            Self::Unrecognized => "unrecognized",
         }
     }
 
@@ -171,6 +175,7 @@ impl RemoteStatus {
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
             "skipped" => Self::Skipped,
+            "unrecognized" => Self::Unrecognized,
             _ => return None,
         })
     }
@@ -178,7 +183,7 @@ impl RemoteStatus {
     /// The ledger state an item enters when first seen (or seen again) with this remote status.
     pub fn initial_state(self) -> ItemState {
         match self {
-            Self::Pending | Self::Running => ItemState::Pending,
+            Self::Pending | Self::Running | Self::Unrecognized => ItemState::Pending,
             Self::Succeeded => ItemState::Ready,
             Self::Failed | Self::Cancelled | Self::Skipped => ItemState::Skipped,
         }

@@ -49,10 +49,13 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    /// True when every provider answered and every item tried was mirrored (or not ready yet).
+    /// True when every provider answered with nothing refused, and every item tried was mirrored
+    /// (or not ready yet).
     pub fn ok(&self) -> bool {
         let d = &self.download;
-        self.providers.iter().all(|p| p.listing.is_ok())
+        self.providers
+            .iter()
+            .all(|p| p.listing.as_ref().is_ok_and(|l| l.rejected.is_empty()))
             && d.failed == 0
             && d.lost == 0
             && d.retrying == 0
@@ -65,8 +68,16 @@ impl PassReport {
 
     fn log(&self) {
         for p in &self.providers {
-            if let Err(e) = &p.listing {
-                tracing::error!(provider = %p.name, "provider unreachable this pass: {e}");
+            match &p.listing {
+                Err(e) => {
+                    tracing::error!(provider = %p.name, "provider unreachable this pass: {e}")
+                }
+                Ok(l) if !l.rejected.is_empty() => tracing::error!(
+                    provider = %p.name,
+                    refused = l.rejected.len(),
+                    "the provider answered entries that were refused (see above)"
+                ),
+                Ok(_) => {}
             }
         }
         let d = &self.download;

@@ -180,7 +180,7 @@ pub(crate) fn apply_item_page(conn: &mut Connection, a: ItemPageArgs<'_>) -> Res
             None => None,
         };
         let state = merged_state(old_state, it.status);
-        let error = if state == ItemState::Skipped {
+        let error = if state == ItemState::Skipped || it.status == RemoteStatus::Unrecognized {
             it.error.as_deref()
         } else {
             None

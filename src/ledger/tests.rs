@@ -497,3 +497,24 @@ async fn generic_cursors_save_and_clear() {
     l.save_cursor(&acme, "batches", None).await.unwrap();
     assert_eq!(l.cursor(&acme, "batches").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn an_unrecognized_status_is_kept_pending_with_its_error_then_follows_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_in(dir.path());
+    let mut odd = item("x", RemoteStatus::Unrecognized, Some(100));
+    odd.error = Some("unknown item status \"frobbed\"".into());
+    seed(&l, &[odd]).await;
+    let row = l
+        .item(&p("acme"), &b("b1"), &i("x"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ItemState::Pending, "never given up on");
+    assert!(
+        row.last_error.unwrap().contains("frobbed"),
+        "recorded, not silent"
+    );
+    seed(&l, &[item("x", RemoteStatus::Succeeded, Some(100))]).await;
+    assert_eq!(state_of(&l, "x").await, ItemState::Ready);
+}

@@ -100,7 +100,7 @@ impl ExtractPage {
             "succeeded" => RemoteStatus::Succeeded,
             "failed" => RemoteStatus::Failed,
             "cancelled" | "canceled" => RemoteStatus::Cancelled,
-            other => return Err(format!("item {id}: unknown status {other:?}")),
+            _ => RemoteStatus::Unrecognized,
         };
         // Results expire `retention` after the item completed; the batch's expiry is the fallback.
         let deadline = w
@@ -113,14 +113,21 @@ impl ExtractPage {
                     .map(|r| t + r)
             })
             .or(batch_expires);
-        let error = w.error.map(|e| match e {
-            serde_json::Value::Object(o) => {
-                let code = o.get("code").and_then(|v| v.as_str()).unwrap_or("error");
-                let msg = o.get("message").and_then(|v| v.as_str()).unwrap_or("");
-                format!("{code}: {msg}").trim_end_matches(": ").to_owned()
-            }
-            other => other.to_string(),
-        });
+        let error = if status == RemoteStatus::Unrecognized {
+            Some(format!(
+                "unknown item status {:?}; kept pending and polled again",
+                w.status
+            ))
+        } else {
+            w.error.map(|e| match e {
+                serde_json::Value::Object(o) => {
+                    let code = o.get("code").and_then(|v| v.as_str()).unwrap_or("error");
+                    let msg = o.get("message").and_then(|v| v.as_str()).unwrap_or("");
+                    format!("{code}: {msg}").trim_end_matches(": ").to_owned()
+                }
+                other => other.to_string(),
+            })
+        };
         Ok(RemoteItem {
             id,
             status,
@@ -229,7 +236,16 @@ impl Provider for ExtractPage {
         let mut items = Vec::with_capacity(raw.len());
         for w in raw {
             match self.item(w, info.expires_at) {
-                Ok(i) => items.push(i),
+                Ok(i) => {
+                    if i.status == RemoteStatus::Unrecognized {
+                        rejected.push(format!(
+                            "item {}: {}",
+                            i.id,
+                            i.error.as_deref().unwrap_or("")
+                        ));
+                    }
+                    items.push(i)
+                }
                 Err(e) => rejected.push(e),
             }
         }
