@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DownloadSettings;
 use crate::error::{LedgerError, ProviderError};
 use crate::ledger::Ledger;
-use crate::model::{DueItem, ProviderName};
+use crate::model::{DueItem, Progress, ProviderName};
 use crate::provider::Provider;
 use crate::storage::{Storage, WriteError};
+use futures_util::StreamExt;
 
 /// Attempts after which a body that keeps arriving malformed fails the item.
 const MAX_MALFORMED_ATTEMPTS: u32 = 3;
@@ -68,6 +69,7 @@ pub struct Downloader {
     storage: Arc<Storage>,
     providers: Arc<HashMap<ProviderName, Arc<dyn Provider>>>,
     settings: DownloadSettings,
+    progress: Progress,
 }
 
 impl Downloader {
@@ -76,6 +78,7 @@ impl Downloader {
         storage: Arc<Storage>,
         providers: &[Arc<dyn Provider>],
         settings: DownloadSettings,
+        progress: Progress,
     ) -> Self {
         let providers = providers
             .iter()
@@ -86,6 +89,7 @@ impl Downloader {
             storage,
             providers: Arc::new(providers),
             settings,
+            progress,
         }
     }
 
@@ -261,8 +265,10 @@ impl Downloader {
                 body.url
             )));
         }
+        let progress = self.progress.clone();
+        let stream = body.stream.inspect(move |_| progress());
         self.storage
-            .write_atomic(rel, body.stream, cap, validate_json)
+            .write_atomic(rel, stream, cap, validate_json)
             .await
             .map_err(|e| match e {
                 WriteError::Body(e) => ItemError::Provider(e),

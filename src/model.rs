@@ -7,6 +7,14 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+/// Called whenever real work advances (a page listed, a chunk downloaded): feeds the watchdog.
+pub type Progress = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// A progress callback that does nothing.
+pub fn no_progress() -> Progress {
+    std::sync::Arc::new(|| {})
+}
+
 /// A configured provider's name: appears in paths and in status. `[A-Za-z0-9_-]{1,64}`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProviderName(String);

@@ -9,6 +9,8 @@ mod mirror;
 mod provider_faults;
 // SIGKILL mid-mirror and SIGTERM drain, on the real binary.
 mod crash;
+// sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.
+mod systemd;
 // Exit codes and messages of the command line.
 mod cli;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).

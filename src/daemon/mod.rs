@@ -5,6 +5,7 @@
 
 mod demo;
 mod status;
+mod systemd;
 
 pub use demo::{DemoSummary, demo};
 pub use status::{StatusReport, status};
@@ -19,6 +20,7 @@ use crate::config::Settings;
 use crate::download::{DownloadReport, Downloader};
 use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
+use crate::model::Progress;
 use crate::provider::{self, Provider};
 use crate::scheduler::{self, PassTrigger};
 use crate::storage::Storage;
@@ -31,6 +33,7 @@ pub struct Mirror {
     storage: Arc<Storage>,
     providers: Vec<Arc<dyn Provider>>,
     downloader: Downloader,
+    progress: Progress,
 }
 
 /// The outcome of one provider's listing in a pass.
@@ -59,6 +62,23 @@ impl PassReport {
             && d.failed == 0
             && d.lost == 0
             && d.retrying == 0
+    }
+
+    /// One line for `systemctl status` and logs.
+    pub fn summary(&self) -> String {
+        let d = &self.download;
+        let unreachable = self.providers.iter().filter(|p| p.listing.is_err()).count();
+        format!(
+            "last pass {}: mirrored {} ({:.1} MB), lost {}, failed {}, retrying {}, {} provider(s) unreachable, took {:.1}s",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ"),
+            d.mirrored,
+            d.bytes as f64 / 1e6,
+            d.lost,
+            d.failed,
+            d.retrying,
+            unreachable,
+            self.elapsed.as_secs_f64()
+        )
     }
 
     /// `sync --once` exit code per the command-line contract.
@@ -98,6 +118,11 @@ impl PassReport {
 impl Mirror {
     /// Locks and checks the ledger, repairs what a crash left, and builds the providers.
     pub async fn open(settings: Settings) -> Result<Self, Error> {
+        Self::open_with_progress(settings, crate::model::no_progress()).await
+    }
+
+    /// [`Mirror::open`], with `progress` called as listing and downloads advance.
+    pub async fn open_with_progress(settings: Settings, progress: Progress) -> Result<Self, Error> {
         let path = settings.ledger_path.clone();
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await
@@ -113,6 +138,7 @@ impl Mirror {
             storage.clone(),
             &providers,
             settings.download.clone(),
+            progress.clone(),
         );
         let mirror = Self {
             settings,
@@ -120,6 +146,7 @@ impl Mirror {
             storage,
             providers,
             downloader,
+            progress,
         };
         mirror.recover().await?;
         Ok(mirror)
@@ -173,7 +200,7 @@ impl Mirror {
         let started = Instant::now();
         let listings = futures_util::future::join_all(self.providers.iter().map(|p| async move {
             let result = tokio::select! {
-                r = sync::list_provider(p.as_ref(), &self.ledger) => r,
+                r = sync::list_provider(p.as_ref(), &self.ledger, &self.progress) => r,
                 () = cancel.cancelled() => Err(ListError::Provider(crate::error::ProviderError::Cancelled)),
             };
             (p.name().clone(), result)
@@ -220,29 +247,55 @@ pub async fn sync_once(
 }
 
 /// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
+/// Under systemd it reports readiness, status and stopping, and feeds the watchdog from progress.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     let cron = settings.schedule_cron.clone();
-    let mirror = Mirror::open(settings).await?;
+    let heartbeat = Arc::new(systemd::Heartbeat::default());
+    let progress: Progress = {
+        let hb = heartbeat.clone();
+        Arc::new(move || hb.beat())
+    };
+    let mirror = Mirror::open_with_progress(settings, progress).await?;
     let trigger = Arc::new(PassTrigger::default());
     let mut sched = scheduler::start(&cron, trigger.clone()).await?;
     tracing::info!(schedule = %cron, providers = mirror.providers.len(), "batchmirror running");
+    systemd::ready(&format!(
+        "ready: {} provider(s), schedule {cron}",
+        mirror.providers.len()
+    ));
+    let watchdog = systemd::spawn_watchdog(heartbeat.clone(), shutdown.clone());
+    let stopping = {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            systemd::stopping();
+        })
+    };
+    let mut idle = tokio::time::interval(systemd::idle_beat_every());
     trigger.request();
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            _ = idle.tick() => heartbeat.beat(),
             () = trigger.requested() => {
                 trigger.set_running(true);
                 let pass = mirror.pass(&shutdown).await;
                 trigger.set_running(false);
-                if let Err(e) = pass {
+                match pass {
+                    Ok(report) => systemd::status(&report.summary()),
                     // The ledger or the disk failed under us: stop, and let the supervisor restart.
-                    break Err(e);
+                    Err(e) => break Err(e),
                 }
             }
         }
     };
     if let Err(e) = sched.shutdown().await {
         tracing::warn!("scheduler did not stop cleanly: {e}");
+    }
+    shutdown.cancel();
+    let _ = stopping.await;
+    if let Some(w) = watchdog {
+        let _ = w.await;
     }
     tracing::info!("batchmirror stopped");
     result

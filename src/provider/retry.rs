@@ -19,8 +19,9 @@ use crate::config::ProviderSettings;
 use crate::error::ProviderError;
 use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
 
-/// Longest wait we accept from a server before retrying; longer hints are capped.
-const MAX_SERVER_WAIT: Duration = Duration::from_secs(15 * 60);
+/// Longest wait we accept from a server before retrying; longer hints are capped (and the
+/// watchdog, fed by progress, must outlast it: see systemd/batchmirror.service).
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// How a provider's requests are retried and paced.
 #[derive(Debug, Clone)]
