@@ -224,6 +224,7 @@ impl Downloader {
         };
         // Sidecars first: the result file appearing is what marks the whole item complete, for
         // start-up recovery too.
+        let mut sidecar_notes = Vec::new();
         for suffix in provider.sidecars() {
             let rel = match Storage::sidecar_path(&item.provider, &item.batch, &item.item, &suffix)
             {
@@ -232,8 +233,15 @@ impl Downloader {
             };
             let body = provider.fetch_sidecar(item, &suffix).await;
             let validate = self.settings.validate_json && suffix.ends_with("json");
-            if let Err(e) = self.fetch_to(&rel, body, validate).await {
-                return self.record(item, e).await;
+            match self.fetch_to(&rel, body, validate).await {
+                Ok(_) => {}
+                // A sidecar the provider no longer has (or refuses) must not cost the result
+                // itself: say so, keep it on the item, and go on.
+                Err(ItemError::Provider(e)) if !e.is_retryable() => {
+                    tracing::warn!(provider = %item.provider, batch = %item.batch, item = %item.item, "sidecar {suffix} not mirrored: {e}");
+                    sidecar_notes.push(format!("sidecar {suffix}: {e}"));
+                }
+                Err(e) => return self.record(item, e).await,
             }
         }
         let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
@@ -243,6 +251,11 @@ impl Downloader {
                 self.ledger
                     .mark_mirrored(item, &published, Utc::now())
                     .await?;
+                if !sidecar_notes.is_empty() {
+                    self.ledger
+                        .note_error(item, &sidecar_notes.join("; "))
+                        .await?;
+                }
                 tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
                 Ok(Outcome::Mirrored(published.bytes))
             }

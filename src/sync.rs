@@ -71,14 +71,14 @@ pub async fn list_provider(
                 progress();
             }
         }
-        if !page.batches.is_empty() && handled.iter().all(|h| *h) {
+        let answered = !page.batches.is_empty() || !page.rejected.is_empty();
+        if !page.batches.is_empty() && page.rejected.is_empty() && handled.iter().all(|h| *h) {
             report.stopped_early = true;
             break;
         }
         match page.next_cursor {
-            Some(next) if !page.batches.is_empty() && cursor.as_deref() != Some(&next) => {
-                cursor = Some(next)
-            }
+            // A page of refused entries still moves the listing on: later pages may be fine.
+            Some(next) if answered && cursor.as_deref() != Some(&next) => cursor = Some(next),
             _ => break,
         }
     }
@@ -140,7 +140,7 @@ async fn sync_batch(
                 Utc::now(),
             )
             .await?;
-        let progressed = next.is_some() && !page.items.is_empty();
+        let progressed = next.is_some() && (!page.items.is_empty() || !page.rejected.is_empty());
         if !(page.has_more && progressed) {
             break;
         }

@@ -370,6 +370,12 @@ impl Ledger {
         self.finish(item, outcome, queries::now_ms()).await
     }
 
+    /// Records a note on an item without changing its state (a sidecar that could not be kept).
+    pub async fn note_error(&self, item: &DueItem, note: &str) -> Result<(), LedgerError> {
+        let (due, note) = (item.clone(), note.to_owned());
+        self.run(move |c| queries::note_error(c, &due, &note)).await
+    }
+
     /// A permanent error: Failed, attempts+1, last_error.
     pub async fn mark_failed(&self, item: &DueItem, error: &str) -> Result<(), LedgerError> {
         self.finish(item, Outcome::Failed(error.to_owned()), queries::now_ms())

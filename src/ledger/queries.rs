@@ -444,3 +444,17 @@ pub(crate) fn explain_claim(conn: &Connection) -> Result<Vec<String>> {
 pub(crate) fn now_ms() -> i64 {
     ms(chrono::Utc::now())
 }
+
+/// Sets `last_error` on one item, whatever its state.
+pub(crate) fn note_error(conn: &mut Connection, item: &DueItem, note: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE items SET last_error = ?4 WHERE provider = ?1 AND batch_id = ?2 AND item_id = ?3",
+    )?
+    .execute(params![
+        item.provider.as_str(),
+        item.batch.as_str(),
+        item.item.as_str(),
+        note
+    ])?;
+    Ok(())
+}

@@ -155,6 +155,13 @@ pub fn wait_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Op
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
+    // Stainless SDKs (LlamaCloud) honour this millisecond form first.
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_millis(ms as u64));
+    }
     if let Some(v) = header("retry-after") {
         if let Ok(secs) = v.parse::<u64>() {
             return Some(Duration::from_secs(secs));
@@ -261,6 +268,14 @@ mod tests {
         assert_eq!(
             wait_hint(s, &headers(&[("retry-after", "soon")]), now),
             None
+        );
+        assert_eq!(
+            wait_hint(
+                s,
+                &headers(&[("retry-after-ms", "1500"), ("retry-after", "9")]),
+                now
+            ),
+            Some(Duration::from_millis(1500))
         );
     }
 
