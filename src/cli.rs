@@ -60,10 +60,14 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+fn batchmirror_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::sandbox::KINDS)
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
     /// Which provider API to serve.
-    #[arg(long, default_value = "extract_page", value_parser = ["extract_page"])]
+    #[arg(long, default_value = "extract_page", value_parser = batchmirror_kinds())]
     pub provider: String,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -83,17 +83,18 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::Sandbox(a) => {
             telemetry::init(LogFormat::Text, "info");
-            let mut spec = batchmirror::sandbox::SandboxSpec::generated(
-                a.batches,
-                a.items_per_batch,
-                a.result_bytes,
-                a.seed,
-            );
-            spec.api_key = a.api_key;
+            let generated = batchmirror::sandbox::Generated {
+                batches: a.batches,
+                items_per_batch: a.items_per_batch,
+                result_bytes: a.result_bytes,
+                seed: a.seed,
+                api_key: a.api_key,
+            };
             daemon::cancel_on_signals(shutdown.clone())?;
-            batchmirror::sandbox::serve_until(spec, a.listen, shutdown.cancelled_owned())
+            let stop = shutdown.cancelled_owned();
+            batchmirror::sandbox::serve_until(&a.provider, &generated, a.listen, stop)
                 .await
-                .context("sandbox")?;
+                .with_context(|| format!("{} sandbox", a.provider))?;
             Ok(0)
         }
     }

@@ -142,7 +142,7 @@ fn validate_provider(
         )
     })?;
     // TEMPORARY until their adapters land (issue 4): parsed, but refused.
-    if kind != ProviderKind::ExtractPage {
+    if !matches!(kind, ProviderKind::ExtractPage | ProviderKind::LlamaCloud) {
         return Err(ConfigError::invalid(
             key("kind"),
             format!(

@@ -310,8 +310,8 @@ pub fn cancel_on_signals(token: CancellationToken) -> Result<(), Error> {
         .map_err(|e| Error::Runtime(format!("SIGINT handler: {e}")))?;
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received: finishing downloads in flight"),
-            _ = int.recv() => tracing::info!("SIGINT received: finishing downloads in flight"),
+            _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received: stopping"),
         }
         token.cancel();
     });

@@ -11,16 +11,17 @@
 mod body;
 mod data;
 mod extract_page;
+mod launch;
 pub mod llamacloud;
 mod object_store;
 pub mod perfectparser;
 pub mod talonic;
+
+pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -247,24 +248,6 @@ impl Sandbox {
             }
         }
     }
-}
-
-/// For the `batchmirror sandbox` command: start, print `listening on http://HOST:PORT` to stdout
-/// (flush), serve until `shutdown` resolves, then stop.
-pub async fn serve_until(
-    spec: SandboxSpec,
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let sandbox = Sandbox::start(spec, listen).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", sandbox.base_url())?;
-        out.flush()?;
-    }
-    shutdown.await;
-    sandbox.stop().await;
-    Ok(())
 }
 
 /// A URL a client can connect to: an unspecified bind address is reached over loopback.

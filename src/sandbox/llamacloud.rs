@@ -1,1 +1,0 @@
-//! The llamacloud API sandbox. (Being written.)
