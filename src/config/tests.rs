@@ -33,10 +33,50 @@ fn invalid(err: ConfigError) -> (String, String) {
     }
 }
 
+/// The variables `config/example.toml`'s providers read their keys from.
+fn example_env() -> HashMap<String, String> {
+    env(&[
+        ("ACME_API_KEY", SECRET),
+        ("LLAMA_CLOUD_API_KEY", SECRET),
+        ("TALONIC_API_KEY", SECRET),
+        ("PERFECTPARSER_API_KEY", SECRET),
+    ])
+}
+
+#[test]
+fn the_example_has_one_block_per_kind_with_its_own_keys() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+    let s = load_with_env(path, &example_env()).unwrap();
+    let kinds: Vec<_> = s.providers.iter().map(|p| p.kind).collect();
+    for kind in [ProviderKind::ExtractPage, ProviderKind::LlamaCloud] {
+        assert!(
+            kinds.contains(&kind),
+            "no {} block in example.toml",
+            kind.as_str()
+        );
+    }
+    let llama = s
+        .providers
+        .iter()
+        .find(|p| p.kind == ProviderKind::LlamaCloud)
+        .unwrap();
+    assert_eq!(llama.options.result_formats, ["json"]);
+    assert_eq!(llama.retention, Duration::from_secs(2 * 24 * 3600));
+    // A key that belongs to another kind is refused, naming it.
+    let text = std::fs::read_to_string(path).unwrap().replacen(
+        "\nkind = \"extract_page\"\n",
+        "\nkind = \"extract_page\"\nexport_formats = [\"csv\"]\n",
+        1,
+    );
+    let (key, message) = invalid(load_text(&text, &example_env()).unwrap_err());
+    assert_eq!(key, "provider[0].export_formats");
+    assert!(message.contains("perfectparser"), "{message}");
+}
+
 #[test]
 fn every_file_in_config_dir_loads() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    let acme = env(&[("ACME_API_KEY", SECRET)]);
+    let acme = example_env();
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -53,7 +93,7 @@ fn every_file_in_config_dir_loads() {
 #[test]
 fn example_documents_the_defaults() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
-    let s = load_with_env(path, &env(&[("ACME_API_KEY", SECRET)])).unwrap();
+    let s = load_with_env(path, &example_env()).unwrap();
     let d = load_text(&provider_block("api_key = \"k\""), &HashMap::new()).unwrap();
     assert_eq!(s.ledger_path, d.ledger_path);
     assert_eq!(s.storage_root, d.storage_root);
