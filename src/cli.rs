@@ -46,6 +46,13 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Validate the config and print it with secrets redacted.
     CheckConfig(ConfigArg),
+    /// Print a shell completion script.
+    ///
+    /// Example: batchmirror completions bash > /etc/bash_completion.d/batchmirror
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]

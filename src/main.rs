@@ -72,6 +72,11 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             eprintln!("config {} is valid", c.config.display());
             Ok(0)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "batchmirror", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Demo => {
             telemetry::init(LogFormat::Text, "error");
             daemon::cancel_on_signals(shutdown.clone())?;

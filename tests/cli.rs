@@ -78,6 +78,20 @@ fn check_config_prints_the_config_without_the_key() {
 }
 
 #[test]
+fn completions_are_printed_for_bash() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_batchmirror()") && script.contains("check-config"),
+        "{script}"
+    );
+}
+
+#[test]
 fn unreachable_provider_exits_1_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
