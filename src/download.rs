@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DownloadSettings;
 use crate::error::{LedgerError, ProviderError};
 use crate::ledger::Ledger;
-use crate::model::{DueItem, Progress, ProviderName};
+use crate::model::{DueItem, Observer, ProviderName};
 use crate::provider::Provider;
 use crate::storage::{Storage, WriteError};
 use futures_util::StreamExt;
@@ -69,7 +69,7 @@ pub struct Downloader {
     storage: Arc<Storage>,
     providers: Arc<HashMap<ProviderName, Arc<dyn Provider>>>,
     settings: DownloadSettings,
-    progress: Progress,
+    observer: Arc<dyn Observer>,
 }
 
 impl Downloader {
@@ -78,7 +78,7 @@ impl Downloader {
         storage: Arc<Storage>,
         providers: &[Arc<dyn Provider>],
         settings: DownloadSettings,
-        progress: Progress,
+        observer: Arc<dyn Observer>,
     ) -> Self {
         let providers = providers
             .iter()
@@ -89,7 +89,7 @@ impl Downloader {
             storage,
             providers: Arc::new(providers),
             settings,
-            progress,
+            observer,
         }
     }
 
@@ -256,6 +256,7 @@ impl Downloader {
                         .note_error(item, &sidecar_notes.join("; "))
                         .await?;
                 }
+                self.observer.mirrored(&item.provider, published.bytes);
                 tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
                 Ok(Outcome::Mirrored(published.bytes))
             }
@@ -278,8 +279,8 @@ impl Downloader {
                 body.url
             )));
         }
-        let progress = self.progress.clone();
-        let stream = body.stream.inspect(move |_| progress());
+        let observer = self.observer.clone();
+        let stream = body.stream.inspect(move |_| observer.progress());
         self.storage
             .write_atomic(rel, stream, cap, validate_json)
             .await

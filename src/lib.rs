@@ -10,6 +10,7 @@
 //! - [`provider`]: the [`provider::Provider`] trait, one adapter per API, retry and rate limiting.
 //! - [`storage`]: the mirror layout on disk and atomic, durable publishing.
 //! - [`sync`]: one listing pass: provider pages into ledger rows.
+//! - [`metrics`]: Prometheus counters and gauges, and the `/metrics` endpoint.
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod download;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod model;
 pub mod provider;
 #[cfg(feature = "sandbox")]

@@ -7,12 +7,25 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-/// Called whenever real work advances (a page listed, a chunk downloaded): feeds the watchdog.
-pub type Progress = std::sync::Arc<dyn Fn() + Send + Sync>;
+/// What the daemon reports as it works: progress for the watchdog, events for metrics. Every
+/// method does nothing by default.
+pub trait Observer: Send + Sync {
+    /// Real work advanced (a page listed, a chunk downloaded).
+    fn progress(&self) {}
+    /// One exchange with a provider: `outcome` is the HTTP status of a refusal, `ok`, or
+    /// `transport` when no status came back.
+    fn request(&self, _provider: &ProviderName, _outcome: &str) {}
+    /// A request is being retried after a transient failure.
+    fn retry(&self, _provider: &ProviderName) {}
+    /// An item's result became durable.
+    fn mirrored(&self, _provider: &ProviderName, _bytes: u64) {}
+}
 
-/// A progress callback that does nothing.
-pub fn no_progress() -> Progress {
-    std::sync::Arc::new(|| {})
+/// An observer that ignores everything.
+pub fn no_observer() -> std::sync::Arc<dyn Observer> {
+    struct Nothing;
+    impl Observer for Nothing {}
+    std::sync::Arc::new(Nothing)
 }
 
 /// A configured provider's name: appears in paths and in status. `[A-Za-z0-9_-]{1,64}`.

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::error::{Error, ProviderError};
 use crate::ledger::Ledger;
-use crate::model::{BatchId, Progress, RemoteBatch};
+use crate::model::{BatchId, Observer, RemoteBatch};
 use crate::provider::Provider;
 
 /// Most item pages read for one batch in one pass; a feed longer than this resumes next pass.
@@ -49,7 +49,7 @@ impl From<crate::error::LedgerError> for ListError {
 pub async fn list_provider(
     provider: &dyn Provider,
     ledger: &Ledger,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> Result<ListReport, ListError> {
     let name = provider.name().clone();
     let mut report = ListReport::default();
@@ -57,7 +57,7 @@ pub async fn list_provider(
     let mut cursor: Option<String> = None;
     loop {
         let page = provider.list_batches(cursor.as_deref()).await?;
-        progress();
+        observer.progress();
         report.pages += 1;
         report.batches += page.batches.len() as u64;
         note_rejected(&name.to_string(), None, &page.rejected, &mut report);
@@ -68,7 +68,7 @@ pub async fn list_provider(
             visited.insert(batch.id.clone());
             if !was_handled {
                 sync_batch(provider, ledger, batch, &mut report).await?;
-                progress();
+                observer.progress();
             }
         }
         let answered = !page.batches.is_empty() || !page.rejected.is_empty();
@@ -96,7 +96,7 @@ pub async fn list_provider(
             expires_at: None,
         };
         sync_batch(provider, ledger, &known, &mut report).await?;
-        progress();
+        observer.progress();
     }
     Ok(report)
 }

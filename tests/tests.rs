@@ -11,6 +11,8 @@ mod provider_faults;
 mod crash;
 // sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.
 mod systemd;
+// The Prometheus endpoint and /healthz.
+mod metrics;
 // Exit codes and messages of the command line.
 mod cli;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).

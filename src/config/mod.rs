@@ -141,6 +141,16 @@ pub struct Settings {
     pub download: DownloadSettings,
     pub log: LogSettings,
     pub providers: Vec<ProviderSettings>,
+    /// The Prometheus endpoint, when `[metrics]` is configured.
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// Where `/metrics` and `/healthz` are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+    /// A non-loopback `listen` is refused unless this is set.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +380,11 @@ impl fmt::Display for Settings {
         };
         writeln!(f, "format = {}", toml_str(format))?;
         writeln!(f, "level = {}", toml_str(&self.log.level))?;
+        if let Some(m) = &self.metrics {
+            writeln!(f, "\n[metrics]")?;
+            writeln!(f, "listen = {}", toml_str(&m.listen.to_string()))?;
+            writeln!(f, "allow_remote = {}", m.allow_remote)?;
+        }
         for p in &self.providers {
             writeln!(f, "\n[[provider]]")?;
             writeln!(f, "name = {}", toml_str(p.name.as_str()))?;

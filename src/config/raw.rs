@@ -44,6 +44,17 @@ pub(super) struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub provider: Vec<RawProvider>,
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`: present means enabled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: String,
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Deserialize)]

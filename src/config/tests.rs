@@ -384,3 +384,30 @@ fn unreadable_or_invalid_files_are_load_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn metrics_stay_on_loopback_unless_allowed() {
+    let base = provider_block("api_key = \"k\"");
+    let s = load_text(
+        &format!("{base}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n"),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert_eq!(s.metrics.unwrap().listen.port(), 9464);
+    let (key, message) = invalid(
+        load_text(
+            &format!("{base}\n[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
+            &HashMap::new(),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(key, "metrics.listen");
+    assert!(message.contains("allow_remote"), "{message}");
+    let s = load_text(
+        &format!("{base}\n[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n"),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert!(s.metrics.unwrap().allow_remote);
+    assert!(load_text(&base, &HashMap::new()).unwrap().metrics.is_none());
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawBytes, RawConfig, RawDownload, RawProvider};
 use super::{
-    DownloadSettings, LogFormat, LogSettings, ProviderKind, ProviderOptions, ProviderSettings,
-    Secret, Settings,
+    DownloadSettings, LogFormat, LogSettings, MetricsSettings, ProviderKind, ProviderOptions,
+    ProviderSettings, Secret, Settings,
 };
 use crate::error::ConfigError;
 use crate::model::ProviderName;
@@ -70,6 +70,33 @@ pub(super) fn validate(
         download,
         log: LogSettings { format, level },
         providers,
+        metrics: raw.metrics.as_ref().map(validate_metrics).transpose()?,
+    })
+}
+
+/// The metrics address must parse, and stay on loopback unless remote access is asked for.
+fn validate_metrics(m: &raw::RawMetrics) -> Result<MetricsSettings, ConfigError> {
+    let listen: std::net::SocketAddr = m.listen.trim().parse().map_err(|e| {
+        ConfigError::invalid(
+            "metrics.listen",
+            format!(
+                "{:?} is not an address ({e}); use e.g. \"127.0.0.1:9464\"",
+                m.listen
+            ),
+        )
+    })?;
+    if !listen.ip().is_loopback() && !m.allow_remote {
+        return Err(ConfigError::invalid(
+            "metrics.listen",
+            format!(
+                "{listen} is not a loopback address: metrics reveal your account's activity; \
+                 bind 127.0.0.1, or set metrics.allow_remote = true if this is intended"
+            ),
+        ));
+    }
+    Ok(MetricsSettings {
+        listen,
+        allow_remote: m.allow_remote,
     })
 }
 

@@ -20,7 +20,8 @@ use crate::config::Settings;
 use crate::download::{DownloadReport, Downloader};
 use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
-use crate::model::Progress;
+use crate::metrics::Metrics;
+use crate::model::Observer;
 use crate::provider::{self, Provider};
 use crate::scheduler::{self, PassTrigger};
 use crate::storage::Storage;
@@ -33,7 +34,7 @@ pub struct Mirror {
     storage: Arc<Storage>,
     providers: Vec<Arc<dyn Provider>>,
     downloader: Downloader,
-    progress: Progress,
+    observer: Arc<dyn Observer>,
 }
 
 /// The outcome of one provider's listing in a pass.
@@ -118,11 +119,11 @@ impl PassReport {
 impl Mirror {
     /// Locks and checks the ledger, repairs what a crash left, and builds the providers.
     pub async fn open(settings: Settings) -> Result<Self, Error> {
-        Self::open_with_progress(settings, crate::model::no_progress()).await
+        Self::open_with(settings, crate::model::no_observer()).await
     }
 
-    /// [`Mirror::open`], with `progress` called as listing and downloads advance.
-    pub async fn open_with_progress(settings: Settings, progress: Progress) -> Result<Self, Error> {
+    /// [`Mirror::open`], reporting progress and events to `observer`.
+    pub async fn open_with(settings: Settings, observer: Arc<dyn Observer>) -> Result<Self, Error> {
         let path = settings.ledger_path.clone();
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await
@@ -131,14 +132,14 @@ impl Mirror {
         let providers = settings
             .providers
             .iter()
-            .map(|p| provider::build(p, &settings.download))
+            .map(|p| provider::build(p, &settings.download, observer.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let downloader = Downloader::new(
             ledger.clone(),
             storage.clone(),
             &providers,
             settings.download.clone(),
-            progress.clone(),
+            observer.clone(),
         );
         let mirror = Self {
             settings,
@@ -146,7 +147,7 @@ impl Mirror {
             storage,
             providers,
             downloader,
-            progress,
+            observer,
         };
         mirror.recover().await?;
         Ok(mirror)
@@ -200,7 +201,7 @@ impl Mirror {
         let started = Instant::now();
         let listings = futures_util::future::join_all(self.providers.iter().map(|p| async move {
             let result = tokio::select! {
-                r = sync::list_provider(p.as_ref(), &self.ledger, &self.progress) => r,
+                r = sync::list_provider(p.as_ref(), &self.ledger, self.observer.as_ref()) => r,
                 () = cancel.cancelled() => Err(ListError::Provider(crate::error::ProviderError::Cancelled)),
             };
             (p.name().clone(), result)
@@ -251,11 +252,33 @@ pub async fn sync_once(
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     let cron = settings.schedule_cron.clone();
     let heartbeat = Arc::new(systemd::Heartbeat::default());
-    let progress: Progress = {
-        let hb = heartbeat.clone();
-        Arc::new(move || hb.beat())
+    let metrics = settings
+        .metrics
+        .as_ref()
+        .map(|_| Arc::new(Metrics::default()));
+    let observer: Arc<dyn Observer> = Arc::new(DaemonObserver {
+        heartbeat: heartbeat.clone(),
+        metrics: metrics.clone(),
+    });
+    let metrics_listen = settings.metrics.as_ref().map(|m| m.listen);
+    let names: Vec<_> = settings
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
+        .collect();
+    let mirror = Mirror::open_with(settings, observer).await?;
+    let endpoint = match (metrics_listen, &metrics) {
+        (Some(listen), Some(m)) => {
+            let hb = heartbeat.clone();
+            // Healthy while the pass loop or its work made progress in the last 15 minutes.
+            let healthy = Arc::new(move || hb.age() < std::time::Duration::from_secs(15 * 60));
+            let served = crate::metrics::serve(listen, m.clone(), healthy, shutdown.clone())
+                .await
+                .map_err(|e| Error::Runtime(format!("cannot serve metrics on {listen}: {e}")))?;
+            Some(served)
+        }
+        _ => None,
     };
-    let mirror = Mirror::open_with_progress(settings, progress).await?;
     let trigger = Arc::new(PassTrigger::default());
     let mut sched = scheduler::start(&cron, trigger.clone()).await?;
     tracing::info!(schedule = %cron, providers = mirror.providers.len(), "batchmirror running");
@@ -282,7 +305,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 let pass = mirror.pass(&shutdown).await;
                 trigger.set_running(false);
                 match pass {
-                    Ok(report) => systemd::status(&report.summary()),
+                    Ok(report) => {
+                        systemd::status(&report.summary());
+                        if let Some(m) = &metrics {
+                            let now = chrono::Utc::now();
+                            let margin = mirror.settings.download.alert_margin;
+                            let summaries = mirror.ledger.summary(&names, now, margin).await?;
+                            m.observe_pass(report.elapsed.as_secs_f64(), &summaries);
+                        }
+                    }
                     // The ledger or the disk failed under us: stop, and let the supervisor restart.
                     Err(e) => break Err(e),
                 }
@@ -297,8 +328,43 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(w) = watchdog {
         let _ = w.await;
     }
+    if let Some(e) = endpoint {
+        let _ = e.await;
+    }
     tracing::info!("batchmirror stopped");
     result
+}
+
+/// The daemon's observer: every event is progress for the watchdog, and feeds metrics if enabled.
+struct DaemonObserver {
+    heartbeat: Arc<systemd::Heartbeat>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Observer for DaemonObserver {
+    fn progress(&self) {
+        self.heartbeat.beat();
+    }
+
+    fn request(&self, provider: &crate::model::ProviderName, outcome: &str) {
+        self.heartbeat.beat();
+        if let Some(m) = &self.metrics {
+            m.request(provider, outcome);
+        }
+    }
+
+    fn retry(&self, provider: &crate::model::ProviderName) {
+        if let Some(m) = &self.metrics {
+            m.retry(provider);
+        }
+    }
+
+    fn mirrored(&self, provider: &crate::model::ProviderName, bytes: u64) {
+        self.heartbeat.beat();
+        if let Some(m) = &self.metrics {
+            m.mirrored(provider, bytes);
+        }
+    }
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

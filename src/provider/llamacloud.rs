@@ -468,6 +468,7 @@ mod tests {
             clients: Clients::new(&settings.download).unwrap(),
             settings: settings.providers[0].clone(),
             limiter: std::sync::Arc::new(crate::provider::retry::Limiter::new(600)),
+            observer: crate::model::no_observer(),
         };
         let due = DueItem {
             provider: ctx.settings.name.clone(),

@@ -21,7 +21,7 @@ use futures_util::Stream;
 
 use crate::config::{DownloadSettings, ProviderKind, ProviderSettings};
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
+use crate::model::{BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName};
 
 /// A result body as it arrives: decoded bytes, streamed.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
@@ -90,18 +90,21 @@ pub struct AdapterContext {
     pub settings: ProviderSettings,
     pub clients: http::Clients,
     pub limiter: Arc<retry::Limiter>,
+    pub observer: Arc<dyn Observer>,
 }
 
 /// Builds the configured provider, wrapped in retry and rate limiting. The only match on kinds.
 pub fn build(
     settings: &ProviderSettings,
     download: &DownloadSettings,
+    observer: Arc<dyn Observer>,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     let policy = retry::RetryPolicy::from_settings(settings);
     let ctx = AdapterContext {
         settings: settings.clone(),
         clients: http::Clients::new(download)?,
         limiter: Arc::new(retry::Limiter::new(policy.requests_per_minute)),
+        observer,
     };
     let adapter: Arc<dyn Provider> = match settings.kind {
         ProviderKind::ExtractPage => Arc::new(extract_page::ExtractPage::new(&ctx)),
@@ -109,5 +112,10 @@ pub fn build(
         ProviderKind::Talonic => Arc::new(talonic::Talonic::new(&ctx)),
         ProviderKind::PerfectParser => Arc::new(perfectparser::PerfectParser::new(&ctx)),
     };
-    Ok(Arc::new(retry::Retrying::new(adapter, policy, ctx.limiter)))
+    Ok(Arc::new(retry::Retrying::new(
+        adapter,
+        policy,
+        ctx.limiter,
+        ctx.observer,
+    )))
 }

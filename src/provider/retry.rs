@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
+use crate::model::{BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName};
 
 /// Longest wait we accept from a server before retrying; longer hints are capped (and the
 /// watchdog, fed by progress, must outlast it: see systemd/batchmirror.service).
@@ -98,15 +98,22 @@ pub struct Retrying {
     inner: Arc<dyn Provider>,
     policy: RetryPolicy,
     limiter: Arc<Limiter>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Retrying {
     /// `limiter` is the provider's one limiter, shared with the adapter.
-    pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
+    pub fn new(
+        inner: Arc<dyn Provider>,
+        policy: RetryPolicy,
+        limiter: Arc<Limiter>,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
         Self {
             inner,
             policy,
             limiter,
+            observer,
         }
     }
 
@@ -119,10 +126,18 @@ impl Retrying {
         let mut attempt = 1u32;
         loop {
             self.limiter.acquire().await;
+            let name = self.inner.name();
             let err = match op().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.observer.request(name, "ok");
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
+            match err.status() {
+                Some(s) => self.observer.request(name, &s.to_string()),
+                None => self.observer.request(name, "transport"),
+            }
             if let Some(wait) = err.retry_after() {
                 // Honoured even when we give up: the next caller must not hit the server early.
                 self.limiter.pause_for(wait.min(MAX_SERVER_WAIT));
@@ -142,6 +157,7 @@ impl Retrying {
                 delay_ms = delay.as_millis() as u64,
                 "{what} failed, retrying: {err}"
             );
+            self.observer.retry(name);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -256,7 +272,12 @@ mod tests {
             retry_after: None,
             retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
+        let r = Retrying::new(
+            inner.clone(),
+            policy(3),
+            Arc::new(Limiter::new(60_000)),
+            crate::model::no_observer(),
+        );
         assert!(r.list_batches(None).await.is_ok());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
 
@@ -264,7 +285,12 @@ mod tests {
             url: "u".into(),
             message: "reset".into(),
         });
-        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
+        let r = Retrying::new(
+            inner.clone(),
+            policy(3),
+            Arc::new(Limiter::new(60_000)),
+            crate::model::no_observer(),
+        );
         assert!(r.list_batches(None).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
@@ -278,7 +304,12 @@ mod tests {
             retry_after: None,
             retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(5), Arc::new(Limiter::new(60_000)));
+        let r = Retrying::new(
+            inner.clone(),
+            policy(5),
+            Arc::new(Limiter::new(60_000)),
+            crate::model::no_observer(),
+        );
         assert!(r.list_batches(None).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     }
@@ -292,7 +323,12 @@ mod tests {
             retry_after: Some(Duration::from_secs(40)),
             retryable: None,
         });
-        let r = Retrying::new(inner.clone(), policy(3), Arc::new(Limiter::new(60_000)));
+        let r = Retrying::new(
+            inner.clone(),
+            policy(3),
+            Arc::new(Limiter::new(60_000)),
+            crate::model::no_observer(),
+        );
         let start = Instant::now();
         assert!(r.list_batches(None).await.is_ok());
         assert!(start.elapsed() >= Duration::from_secs(40));
