@@ -292,7 +292,12 @@ impl Downloader {
                 WriteError::InvalidJson(m) => {
                     ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
                 }
-                WriteError::Storage(e) => ItemError::Disk(e.to_string()),
+                WriteError::Storage(e) => {
+                    if e.is_disk_full() {
+                        self.observer.disk_full(&e.to_string());
+                    }
+                    ItemError::Disk(e.to_string())
+                }
             })
     }
 
@@ -311,6 +316,7 @@ impl Downloader {
             ItemError::Provider(e @ ProviderError::Gone { .. }) => {
                 tracing::error!(provider = %p, batch = %b, item = %i, "LOST: the provider no longer has this result: {e}");
                 self.ledger.mark_lost(item, &e.to_string()).await?;
+                self.observer.lost(item, &e.to_string());
                 Ok(Outcome::Lost)
             }
             ItemError::Provider(e) if e.is_retryable() => {

@@ -10,6 +10,7 @@
 //! - [`provider`]: the [`provider::Provider`] trait, one adapter per API, retry and rate limiting.
 //! - [`storage`]: the mirror layout on disk and atomic, durable publishing.
 //! - [`sync`]: one listing pass: provider pages into ledger rows.
+//! - [`alerts`]: one alert per event (item at risk or lost, provider failing, disk full).
 //! - [`metrics`]: Prometheus counters and gauges, and the `/metrics` endpoint.
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
 //! - [`scheduler`]: cron ticks that request passes.
@@ -17,6 +18,7 @@
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
 //! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -19,6 +19,14 @@ pub trait Observer: Send + Sync {
     fn retry(&self, _provider: &ProviderName) {}
     /// An item's result became durable.
     fn mirrored(&self, _provider: &ProviderName, _bytes: u64) {}
+    /// An item's result is gone for good.
+    fn lost(&self, _item: &DueItem, _error: &str) {}
+    /// An item not yet mirrored is within the alert margin of its deadline.
+    fn at_risk(&self, _item: &DueItem) {}
+    /// Writing the mirror failed because the disk is full.
+    fn disk_full(&self, _error: &str) {}
+    /// A provider's listing in a pass ended, with its error if it failed.
+    fn provider_listed(&self, _provider: &ProviderName, _error: Option<&str>) {}
 }
 
 /// An observer that ignores everything.

@@ -13,6 +13,8 @@ mod crash;
 mod systemd;
 // The Prometheus endpoint and /healthz.
 mod metrics;
+// Alerts: once per event, never blocking.
+mod alerts;
 // Exit codes and messages of the command line.
 mod cli;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).

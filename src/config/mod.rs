@@ -143,6 +143,19 @@ pub struct Settings {
     pub providers: Vec<ProviderSettings>,
     /// The Prometheus endpoint, when `[metrics]` is configured.
     pub metrics: Option<MetricsSettings>,
+    /// Where alerts go, when `[alerts]` is configured.
+    pub alerts: Option<AlertSettings>,
+}
+
+/// Alert targets: a command given the event as JSON on stdin, and/or a webhook given it as a POST.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Program and arguments, run without a shell.
+    pub command: Vec<String>,
+    /// The webhook URL; may carry a token, so it is kept redacted.
+    pub webhook_url: Option<Secret>,
+    /// How long a provider must keep failing before it is alerted about.
+    pub provider_failing_after: Duration,
 }
 
 /// Where `/metrics` and `/healthz` are served.
@@ -380,6 +393,21 @@ impl fmt::Display for Settings {
         };
         writeln!(f, "format = {}", toml_str(format))?;
         writeln!(f, "level = {}", toml_str(&self.log.level))?;
+        if let Some(a) = &self.alerts {
+            writeln!(f, "\n[alerts]")?;
+            let argv: Vec<String> = a.command.iter().map(|s| toml_str(s)).collect();
+            if !argv.is_empty() {
+                writeln!(f, "command = [{}]", argv.join(", "))?;
+            }
+            if let Some(w) = &a.webhook_url {
+                writeln!(f, "webhook_url = {}", toml_str(&w.to_string()))?;
+            }
+            writeln!(
+                f,
+                "provider_failing_after = {}",
+                toml_duration(a.provider_failing_after)
+            )?;
+        }
         if let Some(m) = &self.metrics {
             writeln!(f, "\n[metrics]")?;
             writeln!(f, "listen = {}", toml_str(&m.listen.to_string()))?;

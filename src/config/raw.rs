@@ -46,6 +46,24 @@ pub(super) struct RawConfig {
     pub provider: Vec<RawProvider>,
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub alerts: Option<RawAlerts>,
+}
+
+/// `[alerts]`: present means enabled. No `Debug`: the webhook URL may hold a token.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default = "default_provider_failing_after")]
+    pub provider_failing_after: String,
+}
+
+fn default_provider_failing_after() -> String {
+    "30m".into()
 }
 
 /// `[metrics]`: present means enabled.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawBytes, RawConfig, RawDownload, RawProvider};
 use super::{
-    DownloadSettings, LogFormat, LogSettings, MetricsSettings, ProviderKind, ProviderOptions,
-    ProviderSettings, Secret, Settings,
+    AlertSettings, DownloadSettings, LogFormat, LogSettings, MetricsSettings, ProviderKind,
+    ProviderOptions, ProviderSettings, Secret, Settings,
 };
 use crate::error::ConfigError;
 use crate::model::ProviderName;
@@ -71,6 +71,47 @@ pub(super) fn validate(
         log: LogSettings { format, level },
         providers,
         metrics: raw.metrics.as_ref().map(validate_metrics).transpose()?,
+        alerts: raw.alerts.as_ref().map(validate_alerts).transpose()?,
+    })
+}
+
+fn validate_alerts(a: &raw::RawAlerts) -> Result<AlertSettings, ConfigError> {
+    let command = a.command.clone().unwrap_or_default();
+    if command.first().is_some_and(|p| p.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            "alerts.command",
+            "the program name is empty",
+        ));
+    }
+    let webhook_url = match &a.webhook_url {
+        Some(u) => {
+            // Unlike a base URL, a webhook may carry its token in the query.
+            let ok =
+                url::Url::parse(u.trim()).is_ok_and(|p| matches!(p.scheme(), "http" | "https"));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "alerts.webhook_url",
+                    "not an http(s) URL (its value is not shown: it may hold a token)",
+                ));
+            }
+            Some(Secret::new(u.trim()))
+        }
+        None => None,
+    };
+    if command.is_empty() && webhook_url.is_none() {
+        return Err(ConfigError::invalid(
+            "alerts",
+            "set command (argv list, e.g. [\"/usr/local/bin/page-me\"]) and/or webhook_url, or remove [alerts]",
+        ));
+    }
+    Ok(AlertSettings {
+        command,
+        webhook_url,
+        provider_failing_after: duration(
+            "alerts.provider_failing_after",
+            &a.provider_failing_after,
+            true,
+        )?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
 
 mod demo;
+mod observer;
 mod status;
 mod systemd;
 
@@ -20,12 +21,12 @@ use crate::config::Settings;
 use crate::download::{DownloadReport, Downloader};
 use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
-use crate::metrics::Metrics;
 use crate::model::Observer;
 use crate::provider::{self, Provider};
 use crate::scheduler::{self, PassTrigger};
 use crate::storage::Storage;
 use crate::sync::{self, ListError, ListReport};
+use observer::DaemonObserver;
 
 /// An opened mirror: ledger locked and recovered, storage ready, providers built.
 pub struct Mirror {
@@ -216,12 +217,18 @@ impl Mirror {
             };
             let error = listing.as_ref().err().map(String::as_str);
             self.ledger.record_pass(&name, Utc::now(), error).await?;
+            self.observer.provider_listed(&name, error);
             providers.push(ProviderPass {
                 name: name.to_string(),
                 listing,
             });
         }
         let download = self.downloader.drain(Utc::now(), cancel).await?;
+        // Items near their deadline, downloadable or not yet: each is alerted about once.
+        let margin = self.settings.download.alert_margin;
+        for item in self.ledger.at_risk(Utc::now(), margin, 1000).await? {
+            self.observer.at_risk(&item);
+        }
         // Batches whose last items just landed are done: mark them so the next pass skips them.
         for p in &self.providers {
             for batch in self.ledger.unhandled_batches(p.name()).await? {
@@ -243,8 +250,12 @@ pub async fn sync_once(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<PassReport, Error> {
-    let mirror = Mirror::open(settings).await?;
-    mirror.pass(&shutdown).await
+    let observer = Arc::new(DaemonObserver::new(&settings, None));
+    let mirror = Mirror::open_with(settings, observer.clone()).await?;
+    observer.attach(&mirror.ledger);
+    let report = mirror.pass(&shutdown).await;
+    observer.flush().await;
+    report
 }
 
 /// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
@@ -252,21 +263,16 @@ pub async fn sync_once(
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     let cron = settings.schedule_cron.clone();
     let heartbeat = Arc::new(systemd::Heartbeat::default());
-    let metrics = settings
-        .metrics
-        .as_ref()
-        .map(|_| Arc::new(Metrics::default()));
-    let observer: Arc<dyn Observer> = Arc::new(DaemonObserver {
-        heartbeat: heartbeat.clone(),
-        metrics: metrics.clone(),
-    });
+    let observer = Arc::new(DaemonObserver::new(&settings, Some(heartbeat.clone())));
+    let metrics = observer.metrics();
     let metrics_listen = settings.metrics.as_ref().map(|m| m.listen);
     let names: Vec<_> = settings
         .providers
         .iter()
         .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
         .collect();
-    let mirror = Mirror::open_with(settings, observer).await?;
+    let mirror = Mirror::open_with(settings, observer.clone()).await?;
+    observer.attach(&mirror.ledger);
     let endpoint = match (metrics_listen, &metrics) {
         (Some(listen), Some(m)) => {
             let hb = heartbeat.clone();
@@ -331,40 +337,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(e) = endpoint {
         let _ = e.await;
     }
+    observer.flush().await;
     tracing::info!("batchmirror stopped");
     result
-}
-
-/// The daemon's observer: every event is progress for the watchdog, and feeds metrics if enabled.
-struct DaemonObserver {
-    heartbeat: Arc<systemd::Heartbeat>,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Observer for DaemonObserver {
-    fn progress(&self) {
-        self.heartbeat.beat();
-    }
-
-    fn request(&self, provider: &crate::model::ProviderName, outcome: &str) {
-        self.heartbeat.beat();
-        if let Some(m) = &self.metrics {
-            m.request(provider, outcome);
-        }
-    }
-
-    fn retry(&self, provider: &crate::model::ProviderName) {
-        if let Some(m) = &self.metrics {
-            m.retry(provider);
-        }
-    }
-
-    fn mirrored(&self, provider: &crate::model::ProviderName, bytes: u64) {
-        self.heartbeat.beat();
-        if let Some(m) = &self.metrics {
-            m.mirrored(provider, bytes);
-        }
-    }
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -401,6 +401,20 @@ impl Ledger {
         self.run(|c| reads::in_flight(c)).await
     }
 
+    /// Claims the right to fire the alert `key` (e.g. `lost:<provider>/<batch>/<item>`): true the
+    /// first time only, across restarts, so each event alerts once.
+    pub async fn claim_alert(&self, key: &str, now: DateTime<Utc>) -> Result<bool, LedgerError> {
+        let key = key.to_owned();
+        self.run(move |c| queries::claim_alert(c, &key, ms(now)))
+            .await
+    }
+
+    /// Forgets `key`, so the event may alert again (a provider failing again after recovering).
+    pub async fn clear_alert(&self, key: &str) -> Result<(), LedgerError> {
+        let key = key.to_owned();
+        self.run(move |c| queries::clear_alert(c, &key)).await
+    }
+
     /// Records that a pass over `provider` ended at `at`, with its error if it had one.
     pub async fn record_pass(
         &self,

@@ -458,3 +458,16 @@ pub(crate) fn note_error(conn: &mut Connection, item: &DueItem, note: &str) -> R
     ])?;
     Ok(())
 }
+
+pub(crate) fn claim_alert(conn: &mut Connection, key: &str, now: i64) -> Result<bool> {
+    let n = conn
+        .prepare_cached("INSERT OR IGNORE INTO alerts_fired (key, fired_at) VALUES (?1, ?2)")?
+        .execute(params![key, now])?;
+    Ok(n == 1)
+}
+
+pub(crate) fn clear_alert(conn: &mut Connection, key: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM alerts_fired WHERE key = ?1")?
+        .execute(params![key])?;
+    Ok(())
+}

@@ -79,6 +79,11 @@ CREATE TABLE provider_state (
     last_pass_at  INTEGER,
     last_error    TEXT
 );
+
+CREATE TABLE alerts_fired (
+    key       TEXT PRIMARY KEY NOT NULL,
+    fired_at  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// True when SQLite says the file is not a database or is damaged.

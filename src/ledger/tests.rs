@@ -518,3 +518,13 @@ async fn an_unrecognized_status_is_kept_pending_with_its_error_then_follows_the_
     seed(&l, &[item("x", RemoteStatus::Succeeded, Some(100))]).await;
     assert_eq!(state_of(&l, "x").await, ItemState::Ready);
 }
+
+#[tokio::test]
+async fn each_alert_is_claimed_once_until_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_in(dir.path());
+    assert!(l.claim_alert("lost:a/b/c", t(0)).await.unwrap());
+    assert!(!l.claim_alert("lost:a/b/c", t(1)).await.unwrap());
+    l.clear_alert("lost:a/b/c").await.unwrap();
+    assert!(l.claim_alert("lost:a/b/c", t(2)).await.unwrap());
+}
