@@ -48,7 +48,11 @@ fn the_example_has_one_block_per_kind_with_its_own_keys() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
     let s = load_with_env(path, &example_env()).unwrap();
     let kinds: Vec<_> = s.providers.iter().map(|p| p.kind).collect();
-    for kind in [ProviderKind::ExtractPage, ProviderKind::LlamaCloud] {
+    for kind in [
+        ProviderKind::ExtractPage,
+        ProviderKind::LlamaCloud,
+        ProviderKind::PerfectParser,
+    ] {
         assert!(
             kinds.contains(&kind),
             "no {} block in example.toml",
@@ -62,6 +66,13 @@ fn the_example_has_one_block_per_kind_with_its_own_keys() {
         .unwrap();
     assert_eq!(llama.options.result_formats, ["json"]);
     assert_eq!(llama.retention, Duration::from_secs(2 * 24 * 3600));
+    let pp = s
+        .providers
+        .iter()
+        .find(|p| p.kind == ProviderKind::PerfectParser)
+        .unwrap();
+    assert_eq!(pp.options.export_formats, ["csv"]);
+    assert_eq!(pp.requests_per_minute, 150);
     // A key that belongs to another kind is refused, naming it.
     let text = std::fs::read_to_string(path).unwrap().replacen(
         "\nkind = \"extract_page\"\n",

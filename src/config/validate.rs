@@ -210,7 +210,10 @@ fn validate_provider(
         )
     })?;
     // TEMPORARY until their adapters land (issue 4): parsed, but refused.
-    if !matches!(kind, ProviderKind::ExtractPage | ProviderKind::LlamaCloud) {
+    if !matches!(
+        kind,
+        ProviderKind::ExtractPage | ProviderKind::LlamaCloud | ProviderKind::PerfectParser
+    ) {
         return Err(ConfigError::invalid(
             key("kind"),
             format!(

@@ -170,8 +170,11 @@ pub fn wait_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Op
             return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
         }
     }
-    let throttled =
-        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    // On a 503 the reset time is a wait only if the quota is spent: PerfectParser sends it on every
+    // answer, and waiting out a whole window for a passing 503 would stall every request.
+    let spent = header("x-ratelimit-remaining").is_some_and(|r| r == "0");
+    let throttled = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && spent);
     let reset = header("x-ratelimit-reset").filter(|_| throttled)?;
     let at = match reset.parse::<u64>() {
         Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
@@ -294,6 +297,18 @@ mod tests {
                 now
             ),
             Some(Duration::from_secs(20))
+        );
+        // A 503 with quota left is not told to wait until the reset.
+        assert_eq!(
+            wait_hint(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &headers(&[
+                    ("x-ratelimit-reset", "1700000012"),
+                    ("x-ratelimit-remaining", "5")
+                ]),
+                now
+            ),
+            None
         );
         // On a success the reset header is only information, not an order to wait.
         assert_eq!(

@@ -1,21 +1,285 @@
-//! PerfectParser adapter. (Being written.)
+//! The PerfectParser adapter (`providers.md` §4): extraction listing, extraction status with its
+//! `documents[]`, per-document results (`{document:{…, extracted_data}}`, streamed as the item's
+//! JSON) and per-document exports as sidecars.
+//!
+//! It also owns the client side of the documented per-key quota: every response's
+//! `X-RateLimit-Remaining`/`X-RateLimit-Reset` feed both the shared limiter (via
+//! [`http::observe_rate_headers`]) and a local [`Budget`] that counts requests still in flight, so
+//! concurrent downloads stop *before* the server would refuse one. Wire types are private and
+//! parsed entry by entry: one malformed entry is rejected with a reason, the rest goes on.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
+use super::http::{self, Clients};
+use super::retry::Limiter;
 use super::{AdapterContext, Provider, ResultBody};
-use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, DueItem, ItemPage, ProviderName};
+use crate::config::Secret;
+use crate::error::{ProviderError, redact_url};
+use crate::model::{
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
+    RemoteItem, RemoteStatus,
+};
+
+/// The documented maximum of `limit` on `GET /v1/extractions`.
+const MAX_PAGE: u32 = 100;
+/// Longest the local budget holds requests for one window (a later reset is capped to it).
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(15 * 60);
 
 pub struct PerfectParser {
     name: ProviderName,
+    base: url::Url,
+    key: Secret,
+    clients: Clients,
+    page_size: u32,
+    retention: Duration,
+    exports: Vec<String>,
+    limiter: Arc<Limiter>,
+    budget: Budget,
 }
 
 impl PerfectParser {
     pub fn new(ctx: &AdapterContext) -> Self {
+        let settings = &ctx.settings;
+        let mut base = settings.base_url.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
         Self {
-            name: ctx.settings.name.clone(),
+            name: settings.name.clone(),
+            base,
+            key: settings.api_key.clone(),
+            clients: ctx.clients.clone(),
+            page_size: settings.page_size.clamp(1, MAX_PAGE),
+            retention: settings.retention,
+            exports: settings.options.export_formats.clone(),
+            limiter: ctx.limiter.clone(),
+            budget: Budget::default(),
         }
     }
+
+    /// `<base>/v1/<segments…>`, each segment percent-encoded; `.`/`..` are refused (a URL parser
+    /// would resolve them away and address another resource).
+    fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
+            return Err(ProviderError::UnaddressableId {
+                id: (*bad).to_owned(),
+            });
+        }
+        let mut u = self.base.clone();
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty().push("v1").extend(segments);
+        }
+        Ok(u)
+    }
+
+    /// One GET with the key, paced by the budget; rate headers are observed on every answer.
+    async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
+        let ticket = self.budget.acquire().await;
+        let sent = self
+            .clients
+            .api
+            .get(url.clone())
+            .header("X-API-Key", self.key.expose())
+            .header("Accept", "application/json")
+            .send()
+            .await;
+        let resp = sent.map_err(|e| http::transport(url, e))?;
+        let now = SystemTime::now();
+        http::observe_rate_headers(&self.limiter, resp.headers(), now);
+        self.budget
+            .observe(ticket, resp.status().as_u16(), resp.headers(), now);
+        let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
+        match http::check_status(resp, url).await {
+            // Every answer carries X-RateLimit-Reset: only on a 429 does it name a wait (a 503
+            // would otherwise hold every request until the quota window ends).
+            Err(ProviderError::Status {
+                url,
+                status,
+                body,
+                retryable,
+                ..
+            }) if status != 429 && !retry_after => Err(ProviderError::Status {
+                url,
+                status,
+                body,
+                retry_after: None,
+                retryable,
+            }),
+            other => other,
+        }
+    }
+
+    /// A result or export GET: a 404 `RESOURCE_NOT_FOUND` for a listed document means it is gone.
+    async fn get_document(&self, url: &url::Url) -> Result<ResultBody, ProviderError> {
+        match self.get(url).await {
+            Ok(resp) => Ok(http::body_of(resp, url)),
+            Err(ProviderError::Status {
+                status: 404,
+                body,
+                url,
+                ..
+            }) if error_code(&body)
+                .is_some_and(|c| c.eq_ignore_ascii_case("RESOURCE_NOT_FOUND")) =>
+            {
+                Err(ProviderError::Gone { url, body })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn batch(&self, w: &WireExtraction) -> Result<RemoteBatch, String> {
+        let id = BatchId::parse(&w.extraction_id)
+            .map_err(|e| format!("extraction {:?}: {e}", w.extraction_id))?;
+        let status = match w.status.as_str() {
+            "queued" | "pending" => BatchStatus::Pending,
+            "processing" => BatchStatus::Running,
+            // `partial`: some documents failed; what succeeded is mirrored, nothing else will come.
+            "completed" | "partial" => BatchStatus::Completed,
+            "failed" => BatchStatus::Failed,
+            "cancelled" | "canceled" => BatchStatus::Cancelled,
+            other => {
+                return Err(format!(
+                    "extraction {id}: unknown status {other:?} (expected queued, pending, \
+                     processing, completed, failed or partial); skipped until it changes"
+                ));
+            }
+        };
+        let total = w
+            .file_count
+            .or_else(|| w.document_summary.as_ref().and_then(|s| s.total));
+        Ok(RemoteBatch {
+            id,
+            status,
+            total_items: total,
+            created_at: w.created_at.as_deref().and_then(timestamp),
+            expires_at: None,
+        })
+    }
+
+    fn item(&self, w: WireDocument, batch: &RemoteBatch, raw: &str) -> Result<RemoteItem, String> {
+        let id = ItemId::parse(&w.document_id)
+            .map_err(|e| format!("document {:?}: {e}", w.document_id))?;
+        let mut error = w.error_message.filter(|m| !m.is_empty());
+        let status = match w.status.as_str() {
+            "completed" => RemoteStatus::Succeeded,
+            "failed" => RemoteStatus::Failed,
+            // A terminal extraction (`partial` above all) will not finish its other documents:
+            // polling them would never end.
+            "queued" | "pending" | "processing" if batch.status.is_terminal() => {
+                error.get_or_insert_with(|| {
+                    format!("the extraction ended {raw:?} before this document completed")
+                });
+                RemoteStatus::Skipped
+            }
+            "queued" | "pending" => RemoteStatus::Pending,
+            "processing" => RemoteStatus::Running,
+            other => return Err(format!("document {id}: unknown status {other:?}")),
+        };
+        // Retention is undocumented: the configured retention runs from the document's completion.
+        let deadline = (status == RemoteStatus::Succeeded)
+            .then(|| w.updated_at.as_deref().and_then(timestamp))
+            .flatten()
+            .and_then(|t| {
+                chrono::Duration::from_std(self.retention)
+                    .ok()
+                    .map(|r| t + r)
+            });
+        Ok(RemoteItem {
+            id,
+            status,
+            deadline,
+            error,
+            locator: None,
+        })
+    }
+}
+
+/// The `code` of an error body, whatever its shape: `{"error":{"code"}}`, `{"code"}`,
+/// `{"error":"CODE"}`. None when the body is not JSON or names no code (the raw text is kept).
+fn error_code(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = v
+        .pointer("/error/code")
+        .or_else(|| v.get("code"))
+        .or_else(|| v.get("error").filter(|e| e.is_string()))?;
+    code.as_str().map(str::to_owned)
+}
+
+fn timestamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Parses each entry on its own: a bad entry is reported, not fatal to the page.
+fn entries<T: for<'de> Deserialize<'de>>(
+    values: Vec<serde_json::Value>,
+    id_key: &str,
+) -> (Vec<T>, Vec<String>) {
+    let mut ok = Vec::with_capacity(values.len());
+    let mut bad = Vec::new();
+    for v in values {
+        let id = v.get(id_key).map(|i| i.to_string()).unwrap_or_default();
+        match serde_json::from_value::<T>(v) {
+            Ok(t) => ok.push(t),
+            Err(e) => bad.push(format!("entry {id}: {e}")),
+        }
+    }
+    (ok, bad)
+}
+
+#[derive(Deserialize)]
+struct WireList {
+    extractions: Vec<serde_json::Value>,
+    #[serde(default)]
+    pagination: Option<WirePagination>,
+}
+
+#[derive(Deserialize)]
+struct WirePagination {
+    #[serde(default)]
+    has_next_page: Option<bool>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireSummary {
+    #[serde(default)]
+    total: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WireExtraction {
+    extraction_id: String,
+    status: String,
+    #[serde(default)]
+    file_count: Option<u64>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    document_summary: Option<WireSummary>,
+}
+
+#[derive(Deserialize)]
+struct WireDetail {
+    extraction: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireDocument {
+    document_id: String,
+    status: String,
+    #[serde(default)]
+    error_message: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
 }
 
 #[async_trait]
@@ -23,13 +287,208 @@ impl Provider for PerfectParser {
     fn name(&self) -> &ProviderName {
         &self.name
     }
-    async fn list_batches(&self, _cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
-        Err(ProviderError::Cancelled)
+
+    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+        let mut url = self.url(&["extractions"])?;
+        url.query_pairs_mut()
+            .append_pair("limit", &self.page_size.to_string());
+        if let Some(c) = cursor {
+            url.query_pairs_mut().append_pair("cursor", c);
+        }
+        let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
+        let (raw, mut rejected) = entries::<WireExtraction>(wire.extractions, "extraction_id");
+        let mut batches = Vec::with_capacity(raw.len());
+        for w in &raw {
+            match self.batch(w) {
+                Ok(b) => batches.push(b),
+                Err(e) => rejected.push(e),
+            }
+        }
+        let next_cursor = wire.pagination.and_then(|p| {
+            let more = p.has_next_page.unwrap_or(true);
+            p.next_cursor.filter(|c| more && !c.is_empty())
+        });
+        Ok(BatchPage {
+            batches,
+            rejected,
+            next_cursor,
+        })
     }
-    async fn batch_items(&self, _: &BatchId, _: Option<&str>) -> Result<ItemPage, ProviderError> {
-        Err(ProviderError::Cancelled)
+
+    async fn batch_items(
+        &self,
+        batch: &BatchId,
+        _cursor: Option<&str>,
+    ) -> Result<ItemPage, ProviderError> {
+        let url = self.url(&["extractions", batch.as_str()])?;
+        let malformed = |message: String| ProviderError::Malformed {
+            url: redact_url(&url),
+            message,
+        };
+        let mut wire: WireDetail = http::read_json(self.get(&url).await?, &url).await?;
+        let documents = match wire.extraction.remove("documents") {
+            Some(serde_json::Value::Array(d)) => d,
+            Some(serde_json::Value::Null) | None => Vec::new(),
+            Some(other) => return Err(malformed(format!("documents is not a list: {other}"))),
+        };
+        let head: WireExtraction =
+            serde_json::from_value(serde_json::Value::Object(wire.extraction))
+                .map_err(|e| malformed(format!("extraction: {e}")))?;
+        let info = self.batch(&head).map_err(malformed)?;
+        if info.id != *batch {
+            return Err(malformed(format!(
+                "asked for extraction {batch}, got {}",
+                info.id
+            )));
+        }
+        let (raw, mut rejected) = entries::<WireDocument>(documents, "document_id");
+        let mut items = Vec::with_capacity(raw.len());
+        for w in raw {
+            match self.item(w, &info, &head.status) {
+                Ok(i) => items.push(i),
+                Err(e) => rejected.push(e),
+            }
+        }
+        Ok(ItemPage {
+            batch: Some(info),
+            items,
+            rejected,
+            next_cursor: None,
+            has_more: false,
+            feed_cursor: false,
+        })
     }
-    async fn fetch_result(&self, _: &DueItem) -> Result<ResultBody, ProviderError> {
-        Err(ProviderError::Cancelled)
+
+    async fn fetch_result(&self, due: &DueItem) -> Result<ResultBody, ProviderError> {
+        let (ext, doc) = (due.batch.as_str(), due.item.as_str());
+        let url = self.url(&["extractions", ext, "documents", doc])?;
+        self.get_document(&url).await
+    }
+
+    fn sidecars(&self) -> Vec<String> {
+        self.exports.iter().map(|f| format!("export.{f}")).collect()
+    }
+
+    async fn fetch_sidecar(
+        &self,
+        due: &DueItem,
+        suffix: &str,
+    ) -> Result<ResultBody, ProviderError> {
+        let format = suffix
+            .strip_prefix("export.")
+            .filter(|f| self.exports.iter().any(|e| e == f))
+            .ok_or_else(|| ProviderError::Malformed {
+                url: String::new(),
+                message: format!("this provider has no sidecar {suffix:?}"),
+            })?;
+        let (ext, doc) = (due.batch.as_str(), due.item.as_str());
+        let mut url = self.url(&["extractions", ext, "documents", doc, "export"])?;
+        url.query_pairs_mut().append_pair("format", format);
+        self.get_document(&url).await
+    }
+}
+
+/// The client's picture of the server's per-key window: what is left of it, when it resets, and
+/// how many requests are out. A response's `Remaining` does not count requests sent after it was
+/// served, so those still in flight are subtracted: the budget reaches 0 before the server does.
+#[derive(Default)]
+struct Budget {
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    remaining: Option<u64>,
+    reset: Option<SystemTime>,
+    in_flight: u64,
+}
+
+/// One request counted as in flight until observed or dropped (a transport error, a cancel).
+struct Ticket<'a> {
+    budget: &'a Budget,
+    open: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let mut s = self.budget.lock();
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Budget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits while the window is known to be spent, then takes one request from it.
+    async fn acquire(&self) -> Ticket<'_> {
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                let now = SystemTime::now();
+                if s.reset.is_none_or(|r| now >= r) {
+                    s.remaining = None;
+                    s.reset = None;
+                }
+                match (s.remaining, s.reset) {
+                    (Some(0), Some(reset)) => reset.duration_since(now).unwrap_or_default(),
+                    (left, _) => {
+                        s.remaining = left.map(|n| n.saturating_sub(1));
+                        s.in_flight += 1;
+                        break;
+                    }
+                }
+            };
+            tracing::debug!(
+                ?wait,
+                "PerfectParser quota spent: waiting for the window to reset"
+            );
+            tokio::time::sleep(wait.min(MAX_BUDGET_WAIT)).await;
+        }
+        Ticket {
+            budget: self,
+            open: true,
+        }
+    }
+
+    fn observe(
+        &self,
+        mut ticket: Ticket<'_>,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        now: SystemTime,
+    ) {
+        ticket.open = false;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        // A hostile or absurd reset is capped, never trusted to overflow or stall for hours.
+        let reset = header("x-ratelimit-reset")
+            .and_then(|t| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(t)))
+            .map(|t| t.min(now + MAX_BUDGET_WAIT));
+        let remaining = match header("x-ratelimit-remaining") {
+            _ if status == 429 => Some(0),
+            r => r,
+        };
+        let (Some(reset), Some(remaining)) = (reset, remaining) else {
+            return;
+        };
+        if reset <= now || s.reset.is_some_and(|cur| reset < cur) {
+            return; // a late answer from a window already over
+        }
+        let estimate = remaining.saturating_sub(s.in_flight);
+        s.remaining = match s.remaining {
+            Some(cur) if s.reset == Some(reset) => Some(cur.min(estimate)),
+            _ => Some(estimate),
+        };
+        s.reset = Some(reset);
     }
 }

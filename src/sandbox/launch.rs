@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use super::llamacloud::{LlamaSandbox, LlamaSpec};
+use super::perfectparser::{PerfectSandbox, PerfectSpec};
 use super::{Sandbox, SandboxSpec};
 
 /// The provider kinds a sandbox exists for, as config names them.
-pub const KINDS: [&str; 2] = ["extract_page", "llamacloud"];
+pub const KINDS: [&str; 3] = ["extract_page", "llamacloud", "perfectparser"];
 
 /// The size and identity of a generated sandbox account.
 #[derive(Debug, Clone)]
@@ -63,6 +64,15 @@ pub async fn start_generated(
             let mut spec = LlamaSpec::generated(b, n, bytes, seed);
             spec.api_key = g.api_key.clone();
             let sb = LlamaSandbox::start(spec, listen).await?;
+            Ok(Running {
+                base_url: sb.base_url(),
+                stop: Box::new(move || Box::pin(sb.stop())),
+            })
+        }
+        "perfectparser" => {
+            let mut spec = PerfectSpec::generated(b, n, bytes, seed);
+            spec.api_key = g.api_key.clone();
+            let sb = PerfectSandbox::start(spec, listen).await?;
             Ok(Running {
                 base_url: sb.base_url(),
                 stop: Box::new(move || Box::pin(sb.stop())),

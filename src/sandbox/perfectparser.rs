@@ -1,1 +1,0 @@
-//! The perfectparser API sandbox. (Being written.)

@@ -1,0 +1,411 @@
+//! The PerfectParser routes as documented (`providers.md` §4.2): extraction listing with opaque
+//! cursors and filters, status, results, one document, document exports and credits, behind
+//! `X-API-Key` auth and the per-key quota, with `{"error":{"code","message"}}` errors, named
+//! envelopes, injected faults and the request log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::world::{DocStatus, DocumentBody, Extraction, export, ts};
+use super::{PerfectFault, Shared};
+
+type St = Arc<Shared>;
+
+/// Export formats the API offers.
+pub(crate) const FORMATS: [&str; 3] = ["json", "csv", "xlsx"];
+const STATUSES: [&str; 6] = [
+    "queued",
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "partial",
+];
+
+pub(crate) fn router(shared: St) -> Router {
+    let api = Router::new()
+        .route("/v1/extractions", get(list))
+        .route("/v1/extractions/{id}", get(status))
+        .route("/v1/extractions/{id}/results", get(results))
+        .route("/v1/extractions/{id}/documents/{doc}", get(document))
+        .route(
+            "/v1/extractions/{id}/documents/{doc}/export",
+            get(export_doc),
+        )
+        .route("/v1/credits", get(credits))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route") })
+        .with_state(shared.clone());
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(shared, gate))
+}
+
+/// Logs and counts the request, checks the key and the quota, serves an injected fault if one
+/// matches, and puts the rate-limit headers on every answer.
+async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let index = sh.log_begin(req.method().as_str(), &path);
+    count_route(&sh, &path, req.uri().query());
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let authorized = key == sh.api_key;
+    let quota = sh.quota(&key, authorized);
+    let mut resp = if !authorized {
+        sh.lock().stats.unauthorized += 1;
+        error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Missing or invalid API key",
+        )
+    } else if !quota.allowed {
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            &format!("Rate limit of {} requests per window exceeded", quota.limit),
+        )
+    } else {
+        match sh.take_fault(&path) {
+            Some(PerfectFault::Status { status, code, .. }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                error(status, &code, "Injected fault")
+            }
+            Some(PerfectFault::Raw { status, body, .. }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+            }
+            None => next.run(req).await,
+        }
+    };
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", quota.limit.to_string()),
+        ("x-ratelimit-remaining", quota.remaining.to_string()),
+        ("x-ratelimit-reset", quota.reset.to_string()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    sh.log_end(index, resp.status().as_u16());
+    resp
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn count_route(sh: &Shared, path: &str, query: Option<&str>) {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut m = sh.lock();
+    match segs.as_slice() {
+        ["", "v1", "extractions"] => m.stats.list_requests += 1,
+        ["", "v1", "credits"] => m.stats.credits_requests += 1,
+        ["", "v1", "extractions", e] => *m.stats.status_requests.entry(decode(e)).or_default() += 1,
+        ["", "v1", "extractions", _, "results"] => m.stats.results_requests += 1,
+        ["", "v1", "extractions", e, "documents", d] => {
+            *m.stats
+                .document_requests
+                .entry((decode(e), decode(d)))
+                .or_default() += 1;
+        }
+        ["", "v1", "extractions", e, "documents", d, "export"] => {
+            let format = parse_query(query).remove("format").unwrap_or_default();
+            *m.stats
+                .export_requests
+                .entry((decode(e), decode(d), format))
+                .or_default() += 1;
+        }
+        _ => {}
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "RESOURCE_NOT_FOUND",
+        &format!("{what} not found"),
+    )
+}
+
+fn invalid(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", message)
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The list entry of an extraction (also the head of its status and results).
+fn summary(e: &Extraction, now: i64) -> serde_json::Map<String, Value> {
+    let mut counts = [0u64; 3]; // completed, failed, processing (queued included)
+    for d in &e.documents {
+        match d.status(now) {
+            DocStatus::Completed => counts[0] += 1,
+            DocStatus::Failed => counts[1] += 1,
+            DocStatus::Queued | DocStatus::Processing => counts[2] += 1,
+        }
+    }
+    let v = json!({
+        "extraction_id": e.id,
+        "parser_id": e.parser_id,
+        "parser_name": "Invoices",
+        "status": e.status(now),
+        "file_count": e.documents.len(),
+        "page_count": e.page_count(),
+        "credits_used": e.page_count(),
+        "created_at": ts(e.created_us),
+        "updated_at": ts(e.updated_us(now)),
+        "completed_at": e.completed_us(now).map(ts),
+        "document_summary": {
+            "total": e.documents.len(), "completed": counts[0],
+            "failed": counts[1], "processing": counts[2],
+        },
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+    let q = parse_query(query.as_deref());
+    let limit = match q.get("limit").map(|l| l.trim().parse::<usize>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return invalid("limit must be an integer between 1 and 100"),
+    };
+    let status = q.get("status").filter(|s| !s.is_empty());
+    if let Some(s) = status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return invalid(&format!(
+            "unknown status {s:?}: use one of {}",
+            STATUSES.join(", ")
+        ));
+    }
+    let since = match q.get("since").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.timestamp_micros()),
+            Err(_) => return invalid("since must be an ISO-8601 timestamp"),
+        },
+    };
+    let after = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => match decode_cursor(raw) {
+            Some(k) => Some(k),
+            None => return invalid("invalid cursor"),
+        },
+    };
+    let parser = q.get("parser_id").filter(|p| !p.is_empty());
+    let now = sh.clock.now_us();
+    let mut page: Vec<&Extraction> = sh
+        .world
+        .extractions
+        .iter()
+        .filter(|e| {
+            after.as_ref().is_none_or(|(t, id)| {
+                e.created_us < *t || (e.created_us == *t && e.id.as_str() > id.as_str())
+            })
+        })
+        .filter(|e| parser.is_none_or(|p| *p == e.parser_id))
+        .filter(|e| status.is_none_or(|s| *s == e.status(now)))
+        .filter(|e| since.is_none_or(|t| e.updated_us(now) > t))
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = more
+        .then(|| page.last().map(|e| encode_cursor(e.created_us, &e.id)))
+        .flatten();
+    let body = json!({
+        "extractions": page.iter().map(|e| summary(e, now)).collect::<Vec<_>>(),
+        "pagination": { "limit": limit, "has_next_page": more, "next_cursor": next_cursor },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
+    let Some(e) = sh.world.extraction(&id) else {
+        return not_found("Extraction");
+    };
+    let now = sh.clock.now_us();
+    let mut head = summary(e, now);
+    let docs: Vec<Value> = e
+        .documents
+        .iter()
+        .map(|d| {
+            json!({
+                "document_id": d.id, "filename": d.filename, "status": d.status(now).as_str(),
+                "page_count": d.page_count, "credits_used": d.page_count,
+                "error_message": d.error_message(now), "created_at": ts(e.created_us),
+                "updated_at": ts(d.updated_us(e.created_us, now)),
+            })
+        })
+        .collect();
+    head.insert("documents".into(), Value::Array(docs));
+    axum::Json(json!({ "extraction": head })).into_response()
+}
+
+/// All documents with their data so far (finished ones only carry `extracted_data`).
+async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
+    let Some(e) = sh.world.extraction(&id) else {
+        return not_found("Extraction");
+    };
+    let now = sh.clock.now_us();
+    let head = Value::Object(summary(e, now)).to_string();
+    let mut out = head.as_bytes()[..head.len() - 1].to_vec();
+    out.extend_from_slice(b",\"documents\":[");
+    for (i, d) in e.documents.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let expired = now > d.done_us.saturating_add(sh.retention_us);
+        let body = DocumentBody::new(sh.seed, e, d, now);
+        let meta = json!({
+            "document_id": d.id, "filename": d.filename, "status": d.status(now).as_str(),
+            "page_count": d.page_count, "credits_used": d.page_count,
+            "confidence": (d.status(now) == DocStatus::Completed).then(|| d.confidence(sh.seed, &e.id)),
+            "processing_time_ms": d.status(now).is_terminal().then(|| d.processing_ms(sh.seed, &e.id)),
+            "error_message": d.error_message(now),
+        })
+        .to_string();
+        out.extend_from_slice(&meta.as_bytes()[..meta.len() - 1]);
+        out.extend_from_slice(b",\"extracted_data\":");
+        if expired {
+            out.extend_from_slice(b"null");
+        } else {
+            out.extend_from_slice(&body.data_bytes());
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    let mut body = b"{\"extraction\":".to_vec();
+    body.extend_from_slice(&out);
+    body.push(b'}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>) -> Response {
+    let Some((e, d)) = sh.world.document(&id, &doc) else {
+        return not_found("Document");
+    };
+    let now = sh.clock.now_us();
+    if d.status(now) == DocStatus::Completed && now > d.done_us.saturating_add(sh.retention_us) {
+        return not_found("Document");
+    }
+    let body = DocumentBody::new(sh.seed, e, d, now);
+    let len = body.len();
+    let DocumentBody { head, data, tail } = body;
+    let delay = if data.is_some() {
+        sh.result_delay
+    } else {
+        std::time::Duration::ZERO
+    };
+    let middle = match data {
+        Some(l) => l.stream(delay).boxed(),
+        None => futures_util::stream::empty().boxed(),
+    };
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(head)])
+        .chain(middle)
+        .chain(futures_util::stream::iter([Ok(tail)]));
+    sh.lock()
+        .stats
+        .document_downloads
+        .entry((e.id.clone(), d.id.clone()))
+        .and_modify(|n| *n += 1)
+        .or_insert(1);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn export_doc(
+    State(sh): State<St>,
+    Path((id, doc)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let format = parse_query(query.as_deref())
+        .remove("format")
+        .unwrap_or_else(|| "json".to_owned());
+    if !FORMATS.contains(&format.as_str()) {
+        return invalid(&format!("unknown format {format:?}: use json, csv or xlsx"));
+    }
+    let Some((e, d)) = sh.world.document(&id, &doc) else {
+        return not_found("Document");
+    };
+    let now = sh.clock.now_us();
+    match d.status(now) {
+        DocStatus::Completed if now > d.done_us.saturating_add(sh.retention_us) => {
+            not_found("Document")
+        }
+        DocStatus::Completed => {
+            let (content_type, bytes) = export(sh.seed, e, d, &format);
+            let name = format!("{}.{format}", d.id);
+            let disposition = format!("attachment; filename=\"{}\"", name.replace('"', ""));
+            let mut resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        other => invalid(&format!(
+            "document is {}: nothing to export yet",
+            other.as_str()
+        )),
+    }
+}
+
+async fn credits(State(sh): State<St>) -> Response {
+    let used: u64 = sh
+        .world
+        .extractions
+        .iter()
+        .map(Extraction::page_count)
+        .sum();
+    let body = json!({
+        "credits": { "credits_available": 10_000u64.saturating_sub(used), "credits_used": used,
+                     "plan_credits": 10_000, "purchased_credits": 0 },
+    });
+    axum::Json(body).into_response()
+}
+
+/// Opaque to clients: base64url of `e1:<created micros>:<id>`, the last row's position.
+fn encode_cursor(micros: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("e1:{micros}:{id}"))
+}
+
+fn decode_cursor(raw: &str) -> Option<(i64, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (micros, id) = text.strip_prefix("e1:")?.split_once(':')?;
+    Some((micros.parse().ok()?, id.to_owned()))
+}

@@ -1,0 +1,431 @@
+//! The PerfectParser sandbox's world: extractions and their documents placed on the simulated
+//! clock (status at an instant, last change), the deterministic generated mix of
+//! [`PerfectSpec::generated`], and the bytes served for documents and exports (JSON built around
+//! [`Layout`], CSV, and a minimal stored-ZIP XLSX workbook).
+//!
+//! Nothing here does I/O; the routes read it through [`World`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::super::Clock;
+use super::super::body::Layout;
+use super::super::data::{SplitMix, hash_ids};
+use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
+
+/// Simulated seconds a document spends `processing` before it finishes.
+const RUN_SECS: f64 = 2.0;
+const DAY: u64 = 24 * 3600;
+
+impl PerfectSpec {
+    /// `extractions` extractions of `docs` documents with ~`result_bytes`-byte `extracted_data`,
+    /// deterministic for `seed`. Mix (newest first in listings): the newest (when >= 2) still
+    /// `processing`, its documents completing over the next few seconds; the oldest (when >= 3)
+    /// completed more than `retention` ago (its documents answer 404 `RESOURCE_NOT_FOUND`); the
+    /// second oldest (when >= 4) `partial`, every third document failed; the rest `completed`
+    /// within the last day. Ids like `ext_000007`, `doc_000007_0003`, parser `prs_invoices`.
+    pub fn generated(extractions: usize, docs: usize, result_bytes: usize, seed: u64) -> Self {
+        let retention = Duration::from_secs(7 * DAY);
+        let mut rng = SplitMix::new(seed ^ 0x9e9f_ec70_0000_0004);
+        let n = extractions;
+        let out = (0..n)
+            .map(|k| {
+                let number = k + 1;
+                let expired = n >= 3 && k == 0;
+                let running = n >= 2 && k == n - 1;
+                let partial = n >= 4 && k == 1;
+                let created_ago = if expired {
+                    retention.as_secs_f64() + 2.0 * 3600.0
+                } else if running {
+                    20.0
+                } else {
+                    (DAY as f64 - 600.0) * (1.0 - k as f64 / n as f64) + 3600.0 * rng.unit()
+                };
+                let documents = (0..docs)
+                    .map(|j| {
+                        let finishes_at = if running {
+                            1.0 + 4.0 * j as f64 / docs.max(1) as f64
+                        } else {
+                            -(created_ago - 30.0 - rng.unit() * 600.0)
+                        };
+                        let outcome = if partial && j % 3 == 1 {
+                            DocOutcome::Failed
+                        } else {
+                            DocOutcome::Completed
+                        };
+                        DocumentSpec {
+                            id: format!("doc_{number:06}_{j:04}"),
+                            filename: format!("invoice_{number:03}_{j:03}.pdf"),
+                            finishes_at,
+                            outcome,
+                            result_bytes: jitter(&mut rng, result_bytes),
+                            page_count: 1 + rng.below(4) as u32,
+                        }
+                    })
+                    .collect();
+                ExtractionSpec {
+                    id: format!("ext_{number:06}"),
+                    parser_id: "prs_invoices".to_owned(),
+                    created_ago: Duration::from_secs_f64(created_ago.max(0.0)),
+                    documents,
+                    status_override: None,
+                }
+            })
+            .collect();
+        PerfectSpec {
+            api_key: DEFAULT_API_KEY.to_owned(),
+            seed,
+            extractions: out,
+            time_scale: 1.0,
+            retention,
+            result_delay: Duration::ZERO,
+            requests_per_minute: 150,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+fn jitter(rng: &mut SplitMix, bytes: usize) -> usize {
+    let spread = (bytes / 20) as u64;
+    if spread == 0 {
+        return bytes;
+    }
+    (bytes as u64 - spread + rng.below(2 * spread + 1)) as usize
+}
+
+/// A document's status at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DocStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl DocStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DocStatus::Queued => "queued",
+            DocStatus::Processing => "processing",
+            DocStatus::Completed => "completed",
+            DocStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn is_terminal(self) -> bool {
+        matches!(self, DocStatus::Completed | DocStatus::Failed)
+    }
+}
+
+pub(crate) struct World {
+    /// Listing order: newest `created_at` first, ties by id.
+    pub(crate) extractions: Vec<Extraction>,
+    index: HashMap<String, usize>,
+}
+
+pub(crate) struct Extraction {
+    pub(crate) id: String,
+    pub(crate) parser_id: String,
+    pub(crate) created_us: i64,
+    pub(crate) status_override: Option<String>,
+    pub(crate) documents: Vec<Document>,
+    index: HashMap<String, usize>,
+}
+
+pub(crate) struct Document {
+    pub(crate) id: String,
+    pub(crate) filename: String,
+    pub(crate) running_us: i64,
+    pub(crate) done_us: i64,
+    pub(crate) outcome: DocOutcome,
+    pub(crate) result_bytes: usize,
+    pub(crate) page_count: u32,
+}
+
+impl World {
+    pub(crate) fn new(specs: &[ExtractionSpec], clock: &Clock) -> World {
+        let mut extractions: Vec<Extraction> = specs
+            .iter()
+            .map(|e| {
+                let created_us = clock.at_us(-e.created_ago.as_secs_f64());
+                let documents: Vec<Document> = e
+                    .documents
+                    .iter()
+                    .map(|d| Document {
+                        id: d.id.clone(),
+                        filename: d.filename.clone(),
+                        running_us: clock.at_us(d.finishes_at - RUN_SECS).max(created_us),
+                        done_us: clock.at_us(d.finishes_at).max(created_us),
+                        outcome: d.outcome,
+                        result_bytes: d.result_bytes,
+                        page_count: d.page_count.max(1),
+                    })
+                    .collect();
+                let index = documents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.id.clone(), i))
+                    .collect();
+                Extraction {
+                    id: e.id.clone(),
+                    parser_id: e.parser_id.clone(),
+                    created_us,
+                    status_override: e.status_override.clone(),
+                    documents,
+                    index,
+                }
+            })
+            .collect();
+        extractions.sort_by(|a, b| b.created_us.cmp(&a.created_us).then(a.id.cmp(&b.id)));
+        let index = extractions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+        World { extractions, index }
+    }
+
+    pub(crate) fn extraction(&self, id: &str) -> Option<&Extraction> {
+        self.index.get(id).map(|&i| &self.extractions[i])
+    }
+
+    /// The document, only when it belongs to that extraction.
+    pub(crate) fn document(&self, ext: &str, doc: &str) -> Option<(&Extraction, &Document)> {
+        let e = self.extraction(ext)?;
+        let d = e.index.get(doc)?;
+        Some((e, &e.documents[*d]))
+    }
+}
+
+impl Extraction {
+    /// The documented extraction status, derived from the documents unless overridden.
+    pub(crate) fn status(&self, now: i64) -> String {
+        if let Some(s) = &self.status_override {
+            return s.clone();
+        }
+        let statuses: Vec<DocStatus> = self.documents.iter().map(|d| d.status(now)).collect();
+        let count = |s: DocStatus| statuses.iter().filter(|x| **x == s).count();
+        let total = statuses.len();
+        let word = if statuses.iter().all(|s| s.is_terminal()) {
+            match (count(DocStatus::Completed), count(DocStatus::Failed)) {
+                (_, 0) => "completed",
+                (0, _) => "failed",
+                _ => "partial",
+            }
+        } else if count(DocStatus::Queued) == total {
+            "queued"
+        } else {
+            "processing"
+        };
+        word.to_owned()
+    }
+
+    pub(crate) fn updated_us(&self, now: i64) -> i64 {
+        self.documents
+            .iter()
+            .map(|d| d.updated_us(self.created_us, now))
+            .max()
+            .unwrap_or(self.created_us)
+    }
+
+    /// When every document is terminal, the last completion.
+    pub(crate) fn completed_us(&self, now: i64) -> Option<i64> {
+        let all = self.documents.iter().all(|d| d.status(now).is_terminal());
+        all.then(|| self.updated_us(now))
+    }
+
+    pub(crate) fn page_count(&self) -> u64 {
+        self.documents.iter().map(|d| u64::from(d.page_count)).sum()
+    }
+}
+
+impl Document {
+    pub(crate) fn status(&self, now: i64) -> DocStatus {
+        if now >= self.done_us {
+            match self.outcome {
+                DocOutcome::Completed => DocStatus::Completed,
+                DocOutcome::Failed => DocStatus::Failed,
+            }
+        } else if now >= self.running_us {
+            DocStatus::Processing
+        } else {
+            DocStatus::Queued
+        }
+    }
+
+    pub(crate) fn updated_us(&self, created_us: i64, now: i64) -> i64 {
+        match self.status(now) {
+            DocStatus::Queued => created_us,
+            DocStatus::Processing => self.running_us,
+            DocStatus::Completed | DocStatus::Failed => self.done_us,
+        }
+    }
+
+    pub(crate) fn error_message(&self, now: i64) -> Option<&'static str> {
+        (self.status(now) == DocStatus::Failed)
+            .then_some("The document could not be parsed: no text layer and OCR failed.")
+    }
+
+    pub(crate) fn confidence(&self, seed: u64, ext: &str) -> f64 {
+        let h = hash_ids(seed ^ 0xc0f1, ext, &self.id);
+        0.80 + (h % 20) as f64 / 100.0
+    }
+
+    pub(crate) fn processing_ms(&self, seed: u64, ext: &str) -> u64 {
+        800 + hash_ids(seed ^ 0x7135, ext, &self.id) % 9000
+    }
+}
+
+pub(crate) fn ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `GET …/documents/:id`: `{"document":{…,"extracted_data":<layout>,…}}` as (head, data, tail),
+/// so a large `extracted_data` is streamed and never materialised.
+pub(crate) struct DocumentBody {
+    pub(crate) head: Bytes,
+    pub(crate) data: Option<Layout>,
+    pub(crate) tail: Bytes,
+}
+
+impl DocumentBody {
+    pub(crate) fn new(seed: u64, e: &Extraction, d: &Document, now: i64) -> DocumentBody {
+        let status = d.status(now);
+        let meta = json!({
+            "extraction_id": e.id,
+            "document_id": d.id,
+            "filename": d.filename,
+            "file_type": "application/pdf",
+            "file_size": 40_000 + u64::from(d.page_count) * 25_000,
+            "status": status.as_str(),
+            "page_count": d.page_count,
+            "credits_used": d.page_count,
+            "confidence": (status == DocStatus::Completed).then(|| d.confidence(seed, &e.id)),
+            "processing_time_ms": status.is_terminal().then(|| d.processing_ms(seed, &e.id)),
+        });
+        let rest = json!({
+            "error_message": d.error_message(now),
+            "created_at": ts(e.created_us),
+            "updated_at": ts(d.updated_us(e.created_us, now)),
+        });
+        let inner = |v: &serde_json::Value| {
+            let s = v.to_string();
+            s[1..s.len() - 1].to_owned()
+        };
+        let data = (status == DocStatus::Completed).then(|| layout(seed, e, d));
+        let head = format!(
+            "{{\"document\":{{{},\"extracted_data\":{}",
+            inner(&meta),
+            if data.is_some() { "" } else { "null" }
+        );
+        let tail = format!(",{}}}}}", inner(&rest));
+        DocumentBody {
+            head: Bytes::from(head),
+            data,
+            tail: Bytes::from(tail),
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        (self.head.len() + self.tail.len()) as u64 + self.data.as_ref().map_or(0, Layout::len)
+    }
+
+    pub(crate) fn digest(&self) -> (String, u64) {
+        let mut h = Sha256::new();
+        h.update(&self.head);
+        if let Some(l) = &self.data {
+            for f in l.frames() {
+                h.update(&f);
+            }
+        }
+        h.update(&self.tail);
+        (hex::encode(h.finalize()), self.len())
+    }
+
+    /// The extracted data materialised (for `/results` and exports).
+    pub(crate) fn data_bytes(&self) -> Vec<u8> {
+        match &self.data {
+            Some(l) => l.frames().flat_map(|f| f.to_vec()).collect(),
+            None => b"null".to_vec(),
+        }
+    }
+}
+
+pub(crate) fn layout(seed: u64, e: &Extraction, d: &Document) -> Layout {
+    Layout::new(seed, &e.id, &d.id, d.result_bytes)
+}
+
+/// The parser's fields for one document: (field, value, confidence), deterministic.
+fn fields(seed: u64, e: &Extraction, d: &Document) -> Vec<(&'static str, String, String)> {
+    let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
+    let mut conf = || format!("0.{}", 80 + rng.below(20));
+    let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
+    vec![
+        ("invoice_number", format!("INV-{}", cents % 100_000), conf()),
+        ("vendor_name", "Acme, \"Global\" Ltd".to_owned(), conf()),
+        ("invoice_date", "2026-11-02".to_owned(), conf()),
+        (
+            "total_amount",
+            format!("{}.{:02}", cents / 100, cents % 100),
+            conf(),
+        ),
+        ("currency", "EUR".to_owned(), conf()),
+    ]
+}
+
+const COLUMNS: [&str; 5] = ["document_id", "filename", "field", "value", "confidence"];
+
+fn rows(seed: u64, e: &Extraction, d: &Document) -> Vec<[String; 5]> {
+    fields(seed, e, d)
+        .into_iter()
+        .map(|(f, v, c)| [d.id.clone(), d.filename.clone(), f.to_owned(), v, c])
+        .collect()
+}
+
+/// The export of one completed document in `format`: (content type, bytes).
+pub(crate) fn export(
+    seed: u64,
+    e: &Extraction,
+    d: &Document,
+    format: &str,
+) -> (&'static str, Vec<u8>) {
+    match format {
+        "csv" => {
+            let cell = |s: &str| {
+                if s.contains([',', '"', '\n']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_owned()
+                }
+            };
+            let mut out = COLUMNS.join(",") + "\r\n";
+            for r in rows(seed, e, d) {
+                out += &r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(",");
+                out += "\r\n";
+            }
+            ("text/csv; charset=utf-8", out.into_bytes())
+        }
+        "xlsx" => (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            super::xlsx::workbook(&COLUMNS, &rows(seed, e, d)),
+        ),
+        _ => {
+            let fields: serde_json::Map<String, serde_json::Value> = fields(seed, e, d)
+                .into_iter()
+                .map(|(f, v, _)| (f.to_owned(), json!(v)))
+                .collect();
+            let body = json!({
+                "extraction_id": e.id,
+                "parser_id": e.parser_id,
+                "documents": [{ "document_id": d.id, "filename": d.filename, "data": fields }],
+            });
+            ("application/json", body.to_string().into_bytes())
+        }
+    }
+}
