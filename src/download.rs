@@ -309,7 +309,7 @@ impl Downloader {
                 tracing::info!(provider = %p, batch = %b, item = %i, "result not ready yet: {body}");
                 let next = Utc::now() + chrono::Duration::milliseconds(1);
                 self.ledger
-                    .mark_retry(item, &format!("not ready (409): {body}"), next)
+                    .mark_retry(item, &format!("not ready yet: {body}"), next)
                     .await?;
                 Ok(Outcome::NotReady)
             }

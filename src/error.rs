@@ -111,8 +111,13 @@ pub enum ProviderError {
     },
     #[error("{url}: result not ready yet ({body})")]
     NotReady { url: String, body: String },
-    #[error("{url}: result is gone (HTTP 410): {body}")]
-    Gone { url: String, body: String },
+    /// The provider no longer has the result: 410, or the 404 a provider uses for that.
+    #[error("{url}: result is gone (HTTP {status}): {body}")]
+    Gone {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("{url}: {message}")]
     Transport { url: String, message: String },
     #[error("{url}: response does not match the API: {message}")]
@@ -169,7 +174,7 @@ impl ProviderError {
         match self {
             Self::Status { status, .. } => Some(*status),
             Self::NotReady { .. } => Some(409),
-            Self::Gone { .. } => Some(410),
+            Self::Gone { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -225,6 +230,7 @@ mod tests {
         }
         let gone = ProviderError::Gone {
             url: "u".into(),
+            status: 410,
             body: String::new(),
         };
         assert!(!gone.is_retryable());

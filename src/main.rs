@@ -83,7 +83,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let dir = std::env::current_dir().context("current directory")?;
             let summary = daemon::demo(&dir, shutdown).await?;
             println!("demo: {summary}");
-            println!("results are in ./demo-mirror; try `ls demo-mirror/demo/*/ | head`");
+            println!(
+                "results are in ./demo-mirror/<provider>/<batch>/<item>.json; try `ls demo-mirror/*/`"
+            );
             Ok(0)
         }
         Command::Sandbox(a) => {

@@ -140,3 +140,31 @@ async fn the_daemon_runs_a_pass_at_start_and_stops_cleanly_on_cancel() {
     // The lock is released: a second daemon may open the ledger now.
     drop(Ledger::open(&ledger_path).expect("lock released on stop"));
 }
+
+#[tokio::test]
+async fn the_demo_mirrors_every_provider_and_reports_its_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = daemon::demo(dir.path(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.failed, 0, "{summary}");
+    assert!(
+        summary.lost > 0,
+        "each account has an expired batch: {summary}"
+    );
+    assert!(summary.mirrored > 300, "{summary}");
+    for provider in ["demo", "llama", "talonic", "perfect"] {
+        let files = files_under(&dir.path().join("demo-mirror").join(provider));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == "json")),
+            "nothing mirrored for {provider}"
+        );
+    }
+    // Running it again replaces the previous demo instead of failing on its ledger.
+    let again = daemon::demo(dir.path(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(again.mirrored, summary.mirrored);
+}

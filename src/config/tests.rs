@@ -51,6 +51,7 @@ fn the_example_has_one_block_per_kind_with_its_own_keys() {
     for kind in [
         ProviderKind::ExtractPage,
         ProviderKind::LlamaCloud,
+        ProviderKind::Talonic,
         ProviderKind::PerfectParser,
     ] {
         assert!(
@@ -260,7 +261,7 @@ fn bad_provider_entries_name_their_key() {
         ),
         (p("max_retries = 21"), "provider[0].max_retries"),
         (p("retention = \"soon\""), "provider[0].retention"),
-        (p("").replace("extract_page", "talonic"), "provider[0].kind"),
+        (p("").replace("extract_page", "Talonic"), "provider[0].kind"),
         (
             p("").replace("https://x.test", "ftp://x.test"),
             "provider[0].base_url",

@@ -209,19 +209,6 @@ fn validate_provider(
             ),
         )
     })?;
-    // TEMPORARY until their adapters land (issue 4): parsed, but refused.
-    if !matches!(
-        kind,
-        ProviderKind::ExtractPage | ProviderKind::LlamaCloud | ProviderKind::PerfectParser
-    ) {
-        return Err(ConfigError::invalid(
-            key("kind"),
-            format!(
-                "kind {:?} is not available in this build yet: supported kinds are extract_page",
-                p.kind
-            ),
-        ));
-    }
     let base_url = validate_base_url(&key("base_url"), &p.base_url)?;
     let api_key = resolve_api_key(i, p, env)?;
     let max_page = i64::from(kind.max_page_size());

@@ -1,5 +1,6 @@
-//! `batchmirror demo`: starts the bundled sandbox on loopback with a few hundred items, mirrors
-//! them into `./demo-mirror` pass by pass while the sandbox's running batch finishes, and sums up.
+//! `batchmirror demo`: starts a bundled sandbox on loopback for each provider in
+//! `config/demo.toml` (one per supported API), mirrors them all into `./demo-mirror` pass by pass
+//! while their running batches finish, and sums up.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Mirror;
 use crate::config;
 use crate::error::Error;
-use crate::sandbox::{Sandbox, SandboxSpec};
+use crate::sandbox::{self, Generated};
 
 /// The demo's config, embedded so `demo` needs no file.
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -48,13 +49,6 @@ impl std::fmt::Display for DemoSummary {
 /// Runs the demo in `dir` (the mirror goes to `dir/demo-mirror`, replacing an earlier demo's).
 pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, Error> {
     let mut settings = config::load_str(DEMO_CONFIG, "config/demo.toml", &HashMap::new())?;
-    let mut spec = SandboxSpec::generated(30, 10, 16 * 1024, 7);
-    if let Some(p) = settings.providers.first() {
-        spec.api_key = p.api_key.expose().to_owned();
-    }
-    let sandbox = Sandbox::start(spec, ([127, 0, 0, 1], 0).into())
-        .await
-        .map_err(|e| Error::Runtime(format!("cannot start the sandbox: {e}")))?;
     let root = dir.join("demo-mirror");
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(|e| {
@@ -67,20 +61,38 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
     }
     settings.storage_root = root.clone();
     settings.ledger_path = root.join(".batchmirror").join("ledger.sqlite3");
+    // One generated sandbox account per configured provider, each on its own loopback port.
+    let mut sandboxes = Vec::new();
     for p in &mut settings.providers {
+        let kind = p.kind.as_str();
+        // extract.page gets the big account (three listing pages); the others a small one each,
+        // so PerfectParser's documented 150 requests/min is enough for the whole demo.
+        let big = kind == "extract_page";
+        let generated = Generated {
+            batches: if big { 30 } else { 5 },
+            items_per_batch: if big { 10 } else { 6 },
+            result_bytes: 16 * 1024,
+            seed: 7,
+            api_key: p.api_key.expose().to_owned(),
+        };
+        let sandbox = sandbox::start_generated(kind, &generated, ([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| Error::Runtime(format!("cannot start the {kind} sandbox: {e}")))?;
         p.base_url = sandbox
             .base_url()
             .parse()
             .map_err(|e| Error::Runtime(format!("sandbox URL: {e}")))?;
+        println!(
+            "{kind} sandbox for provider {:?} listening on {}",
+            p.name.as_str(),
+            sandbox.base_url()
+        );
+        sandboxes.push(sandbox);
     }
+    println!("mirroring into {}", root.display());
     println!(
-        "sandbox (extract.page API) listening on {}; mirroring into {}",
-        sandbox.base_url(),
-        root.display()
-    );
-    println!(
-        "the sandbox account has one batch already past its 3-day retention: its items are \
-         reported LOST below, exactly as for a real account; one batch is still running"
+        "each sandbox account has one batch already past its retention: its items are reported \
+         LOST below, exactly as for a real account; one batch per account is still running"
     );
     let names: Vec<_> = settings
         .providers
@@ -137,6 +149,8 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
         }
     }
     summary.elapsed = started.elapsed();
-    sandbox.stop().await;
+    for s in sandboxes {
+        s.stop().await;
+    }
     Ok(summary)
 }

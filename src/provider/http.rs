@@ -120,7 +120,11 @@ pub async fn check_status(resp: Response, url: &url::Url) -> Result<Response, Pr
     let url = redact_url(url);
     Err(match status {
         StatusCode::CONFLICT => ProviderError::NotReady { url, body },
-        StatusCode::GONE => ProviderError::Gone { url, body },
+        StatusCode::GONE => ProviderError::Gone {
+            url,
+            status: 410,
+            body,
+        },
         _ => ProviderError::Status {
             url,
             status: status.as_u16(),
@@ -170,11 +174,15 @@ pub fn wait_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Op
             return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
         }
     }
-    // On a 503 the reset time is a wait only if the quota is spent: PerfectParser sends it on every
-    // answer, and waiting out a whole window for a passing 503 would stall every request.
-    let spent = header("x-ratelimit-remaining").is_some_and(|r| r == "0");
-    let throttled = status == StatusCode::TOO_MANY_REQUESTS
-        || (status == StatusCode::SERVICE_UNAVAILABLE && spent);
+    // The reset time is a wait only when the quota is spent (or, on a 429, not stated): Talonic and
+    // PerfectParser send it on every answer, and Talonic's is the next midnight, so a refusal for
+    // another reason must not stall every request until then.
+    let remaining = header("x-ratelimit-remaining");
+    let throttled = match status {
+        StatusCode::TOO_MANY_REQUESTS => remaining.is_none_or(|r| r == "0"),
+        StatusCode::SERVICE_UNAVAILABLE => remaining == Some("0"),
+        _ => false,
+    };
     let reset = header("x-ratelimit-reset").filter(|_| throttled)?;
     let at = match reset.parse::<u64>() {
         Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
@@ -297,6 +305,18 @@ mod tests {
                 now
             ),
             Some(Duration::from_secs(20))
+        );
+        // A 429 with quota left is not a quota refusal either.
+        assert_eq!(
+            wait_hint(
+                s,
+                &headers(&[
+                    ("x-ratelimit-reset", "1700000012"),
+                    ("x-ratelimit-remaining", "7")
+                ]),
+                now
+            ),
+            None
         );
         // A 503 with quota left is not told to wait until the reset.
         assert_eq!(

@@ -149,7 +149,11 @@ impl LlamaCloud {
                 url,
                 body,
                 ..
-            }) => Err(ProviderError::Gone { url, body }),
+            }) => Err(ProviderError::Gone {
+                url,
+                status: 404,
+                body,
+            }),
             other => other,
         }
     }

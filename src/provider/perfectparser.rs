@@ -127,7 +127,11 @@ impl PerfectParser {
             }) if error_code(&body)
                 .is_some_and(|c| c.eq_ignore_ascii_case("RESOURCE_NOT_FOUND")) =>
             {
-                Err(ProviderError::Gone { url, body })
+                Err(ProviderError::Gone {
+                    url,
+                    status: 404,
+                    body,
+                })
             }
             Err(e) => Err(e),
         }

@@ -9,10 +9,11 @@ use std::pin::Pin;
 
 use super::llamacloud::{LlamaSandbox, LlamaSpec};
 use super::perfectparser::{PerfectSandbox, PerfectSpec};
+use super::talonic::{TalonicSandbox, TalonicSpec};
 use super::{Sandbox, SandboxSpec};
 
 /// The provider kinds a sandbox exists for, as config names them.
-pub const KINDS: [&str; 3] = ["extract_page", "llamacloud", "perfectparser"];
+pub const KINDS: [&str; 4] = ["extract_page", "llamacloud", "talonic", "perfectparser"];
 
 /// The size and identity of a generated sandbox account.
 #[derive(Debug, Clone)]
@@ -64,6 +65,15 @@ pub async fn start_generated(
             let mut spec = LlamaSpec::generated(b, n, bytes, seed);
             spec.api_key = g.api_key.clone();
             let sb = LlamaSandbox::start(spec, listen).await?;
+            Ok(Running {
+                base_url: sb.base_url(),
+                stop: Box::new(move || Box::pin(sb.stop())),
+            })
+        }
+        "talonic" => {
+            let mut spec = TalonicSpec::generated(b, n, bytes, seed);
+            spec.api_key = g.api_key.clone();
+            let sb = TalonicSandbox::start(spec, listen).await?;
             Ok(Running {
                 base_url: sb.base_url(),
                 stop: Box::new(move || Box::pin(sb.stop())),

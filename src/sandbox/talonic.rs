@@ -1,1 +1,0 @@
-//! The talonic API sandbox. (Being written.)

@@ -1,0 +1,285 @@
+//! The Talonic sandbox: a local server of the Talonic API as documented (`providers.md` §3,
+//! seed 002), for `batchmirror sandbox`, demos and the tests.
+//!
+//! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
+//! shared state. The routes, the error envelope and the rate-limit headers live in [`routes`];
+//! the timeline, generated mix, ids and extraction bodies in [`world`]. Where the docs conflict
+//! the sandbox serves what the docs allow and makes the rest configurable: `X-RateLimit-Reset` is
+//! ISO-8601 on every response, and a 429 carries `Retry-After` only when asked. It uses nothing
+//! from the client side of the crate.
+
+mod routes;
+#[cfg(test)]
+mod tests;
+mod world;
+
+pub use world::uuid;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Clock, LoggedRequest, STOP_GRACE, spawn_server, url_for};
+
+/// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
+pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
+/// The daily request quota when [`TalonicSpec::daily_limit`] is `None`.
+pub const DEFAULT_DAILY_LIMIT: u64 = 100_000;
+
+/// Everything the sandbox serves, fixed at start.
+#[derive(Debug, Clone)]
+pub struct TalonicSpec {
+    /// The only `Authorization: Bearer` token the API accepts.
+    pub api_key: String,
+    /// Seeds the extraction bodies (and, in [`TalonicSpec::generated`], the mix).
+    pub seed: u64,
+    /// The batches, in any order (listings sort them newest first); ids must be unique, and so
+    /// must document ids across batches.
+    pub batches: Vec<TalonicBatch>,
+    /// Simulated seconds per real second for item progress (1.0 = real time).
+    pub time_scale: f64,
+    /// How long documents and extractions stay after an item is processed (undocumented); after
+    /// it both answer 404 `not_found`.
+    pub retention: Duration,
+    /// Delay before the first byte of each extraction body (headers go out at once).
+    pub result_delay: Duration,
+    /// Requests per key per UTC day (wall clock) before 429 `rate_limited`; `None` means
+    /// [`DEFAULT_DAILY_LIMIT`].
+    pub daily_limit: Option<u64>,
+    /// Whether a quota 429 also carries `Retry-After` (the seed says so, the error-codes page says
+    /// the API never sends it). `X-RateLimit-Reset` is always sent.
+    pub quota_retry_after: bool,
+}
+
+/// One batch of the spec.
+#[derive(Debug, Clone)]
+pub struct TalonicBatch {
+    /// Batch UUID as the API shows it.
+    pub id: String,
+    /// How long ago (simulated) the batch started accumulating, relative to the sandbox start.
+    pub created_ago: Duration,
+    /// Inference provider shown: "anthropic" or "bedrock".
+    pub provider: String,
+    /// The items, in submission order.
+    pub items: Vec<TalonicItem>,
+    /// Serve this status verbatim instead of the timeline's (to test clients against values the
+    /// docs do not list). Items and documents still follow the timeline.
+    pub status_override: Option<String>,
+}
+
+/// One item of a batch, with its document.
+#[derive(Debug, Clone)]
+pub struct TalonicItem {
+    /// Item UUID.
+    pub id: String,
+    /// The associated document's UUID (`GET /v1/documents/:id`).
+    pub document_id: String,
+    /// `document_filename`.
+    pub filename: Option<String>,
+    /// Simulated seconds from sandbox start until the item is processed; negative = in the past.
+    pub finishes_at: f64,
+    /// What the item ends as.
+    pub outcome: ItemOutcome,
+    /// Approximate size of the extraction body (the exact one is [`TalonicSandbox::expected`]'s).
+    pub result_bytes: usize,
+}
+
+/// The terminal state of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// `completed`: the document gets a `latest_extraction_id`.
+    Completed,
+    /// `failed` with an `error_message`; the document keeps `latest_extraction_id: null`.
+    Failed,
+}
+
+/// A failure injected with [`TalonicSandbox::push_fault`]: the next request whose raw path starts
+/// with `path_prefix` is answered with `status` and the Talonic error envelope. FIFO among the
+/// faults that match. A 2xx `status` serves the request normally and applies only `reset_in`
+/// (the last request of a spent window). Build with [`TalonicFault::new`] and adjust the fields.
+#[derive(Debug, Clone)]
+pub struct TalonicFault {
+    pub path_prefix: String,
+    pub status: u16,
+    /// The envelope's `code`; `None` picks the documented one for the status (`rate_limited`,
+    /// `unauthorized`, `not_found`, `VALIDATION_ERROR`, `INTERNAL_ERROR`, …).
+    pub code: Option<String>,
+    /// The envelope's `retryable`; `None` = true for 408/429/5xx, false otherwise.
+    pub retryable: Option<bool>,
+    /// Sent verbatim as `Retry-After` when present.
+    pub retry_after: Option<String>,
+    /// When present, `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` = now + this (ISO-8601,
+    /// milliseconds); otherwise the ordinary quota headers.
+    pub reset_in: Option<Duration>,
+    /// Use the draft site's `{status, code, message}` shape instead of the full envelope.
+    pub draft: bool,
+}
+
+impl TalonicFault {
+    pub fn new(path_prefix: &str, status: u16) -> Self {
+        Self {
+            path_prefix: path_prefix.to_owned(),
+            status,
+            code: None,
+            retryable: None,
+            retry_after: None,
+            reset_in: None,
+            draft: false,
+        }
+    }
+}
+
+/// Counters, snapshot by [`TalonicSandbox::stats`]; route counters count every request to the
+/// route, whatever its answer.
+#[derive(Debug, Clone, Default)]
+pub struct TalonicStats {
+    /// `GET /v1/batches`.
+    pub list_requests: u64,
+    /// `GET /v1/batches/:id`.
+    pub detail_requests: u64,
+    /// `GET /v1/documents/:id`, per document id.
+    pub document_requests: HashMap<String, u64>,
+    /// `GET /v1/extractions/:id`, per extraction id.
+    pub extraction_requests: HashMap<String, u64>,
+    /// Extraction bodies served (200), per (batch id, item id).
+    pub extraction_downloads: HashMap<(String, String), u64>,
+    /// Requests answered 401.
+    pub unauthorized: u64,
+    /// Requests answered 429 because the daily quota was spent (injected faults not included).
+    pub rate_limited: u64,
+}
+
+/// A running Talonic sandbox. Dropping it also stops the listener, without waiting.
+pub struct TalonicSandbox {
+    shared: Arc<Shared>,
+    base_url: String,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TalonicSandbox {
+    /// Binds the API on `listen` (port 0 = any free port).
+    pub async fn start(spec: TalonicSpec, listen: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let base_url = url_for(listener.local_addr()?);
+        let shared = Arc::new(Shared::new(spec));
+        let (shutdown, _) = watch::channel(false);
+        let task = spawn_server(
+            listener,
+            routes::router(shared.clone()),
+            shutdown.subscribe(),
+        );
+        tracing::debug!(%base_url, "talonic sandbox started");
+        Ok(Self {
+            shared,
+            base_url,
+            shutdown,
+            task,
+        })
+    }
+
+    /// `http://HOST:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Queues a fault; see [`TalonicFault`] for which request consumes it.
+    pub fn push_fault(&self, fault: TalonicFault) {
+        self.shared.lock().faults.push_back(fault);
+    }
+
+    pub fn stats(&self) -> TalonicStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// sha256 (lowercase hex) and length of the extraction body this item serves once completed;
+    /// `None` for unknown or failed items.
+    pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
+        let (b, it) = self.shared.world.item(batch, item)?;
+        (it.outcome == ItemOutcome::Completed)
+            .then(|| it.extraction(self.shared.seed, &b.id).digest())
+    }
+
+    /// Every request received, in order of arrival.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    /// Stops the listener, letting in-flight responses finish for a short grace period.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Shared {
+    pub(crate) api_key: String,
+    pub(crate) seed: u64,
+    pub(crate) retention_us: i64,
+    pub(crate) result_delay: Duration,
+    pub(crate) daily_limit: u64,
+    pub(crate) quota_retry_after: bool,
+    pub(crate) clock: Clock,
+    pub(crate) world: world::World,
+    mutable: Mutex<Mutable>,
+}
+
+#[derive(Default)]
+pub(crate) struct Mutable {
+    pub(crate) stats: TalonicStats,
+    pub(crate) faults: VecDeque<TalonicFault>,
+    pub(crate) log: Vec<LoggedRequest>,
+    /// Requests counted against the quota on `quota_day` (UTC days since the epoch).
+    pub(crate) quota_used: u64,
+    pub(crate) quota_day: i64,
+    pub(crate) request_seq: u64,
+}
+
+impl Shared {
+    fn new(spec: TalonicSpec) -> Self {
+        let clock = Clock::new(spec.time_scale);
+        let world = world::World::new(&spec.batches, &clock);
+        Self {
+            api_key: spec.api_key,
+            seed: spec.seed,
+            retention_us: i64::try_from(spec.retention.as_micros()).unwrap_or(i64::MAX / 4),
+            result_delay: spec.result_delay,
+            daily_limit: spec.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT),
+            quota_retry_after: spec.quota_retry_after,
+            clock,
+            world,
+            mutable: Mutex::new(Mutable::default()),
+        }
+    }
+
+    /// The counters, queue and log; never held across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
+        self.mutable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
+        let mut m = self.lock();
+        m.log.push(LoggedRequest {
+            at: Instant::now(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: 0,
+        });
+        m.log.len() - 1
+    }
+
+    pub(crate) fn log_end(&self, index: usize, status: u16) {
+        if let Some(entry) = self.lock().log.get_mut(index) {
+            entry.status = status;
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The Talonic routes as documented: `GET /v1/batches` (cursor pagination), `GET /v1/batches/:id`
+//! (fields per seed 002), `GET /v1/documents/:id` and `GET /v1/extractions/:id`, behind Bearer
+//! auth and a per-key daily quota, with the error envelope `{statusCode, code, error, message,
+//! retryable, request_id, timestamp, path}` and `X-RateLimit-Limit/Remaining/Reset` (ISO-8601)
+//! on every response. Injected faults, route counters and the request log live in the gate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::{Value, json};
+
+use super::world::{Batch, Item, ItemStatus};
+use super::{Shared, TalonicFault};
+
+type St = Arc<Shared>;
+
+const BATCH_STATUSES: [&str; 5] = [
+    "accumulating",
+    "submitted",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+pub(crate) fn router(shared: St) -> Router {
+    Router::new()
+        .route("/v1/batches", get(list_batches))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/documents/{id}", get(get_document))
+        .route("/v1/extractions/{id}", get(get_extraction))
+        .fallback(not_found_route)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate))
+        .with_state(shared)
+}
+
+/// Logs and counts the request, then: an injected fault, else 401 without the key, else 429 when
+/// the day's quota is spent, else the route. Every answer gets the rate-limit headers.
+async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let index = sh.log_begin(req.method().as_str(), &path);
+    count_route(&sh, &path);
+    let fault = {
+        let mut m = sh.lock();
+        let found = m
+            .faults
+            .iter()
+            .position(|f| path.starts_with(&f.path_prefix));
+        found.and_then(|i| m.faults.remove(i))
+    };
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.trim() == sh.api_key
+        });
+    let mut quota_reset: Option<Duration> = None;
+    let resp = if let Some(f) = fault.as_ref().filter(|f| !(200..300).contains(&f.status)) {
+        quota_reset = f.reset_in;
+        fault_response(&sh, f, &path)
+    } else if !authorized {
+        sh.lock().stats.unauthorized += 1;
+        let msg = "Missing or invalid API key.";
+        envelope(
+            &sh,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            msg,
+            false,
+            &path,
+        )
+    } else if !take_quota(&sh) {
+        sh.lock().stats.rate_limited += 1;
+        let msg = "Too many requests. Daily request limit reached.";
+        let mut r = envelope(
+            &sh,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            msg,
+            true,
+            &path,
+        );
+        if sh.quota_retry_after {
+            let secs = until_midnight().as_secs().max(1).to_string();
+            insert(r.headers_mut(), "retry-after", &secs);
+        }
+        r
+    } else {
+        // A 2xx "fault" is served normally, with only its rate-limit headers.
+        quota_reset = fault.and_then(|f| f.reset_in);
+        next.run(req).await
+    };
+    let mut resp = resp;
+    rate_headers(&sh, resp.headers_mut(), quota_reset);
+    sh.log_end(index, resp.status().as_u16());
+    resp
+}
+
+fn count_route(sh: &Shared, path: &str) {
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut m = sh.lock();
+    match segs.as_slice() {
+        ["", "v1", "batches"] => m.stats.list_requests += 1,
+        ["", "v1", "batches", b] if !b.is_empty() => m.stats.detail_requests += 1,
+        ["", "v1", "documents", d] if !d.is_empty() => {
+            *m.stats.document_requests.entry(decode(d)).or_default() += 1;
+        }
+        ["", "v1", "extractions", e] if !e.is_empty() => {
+            *m.stats.extraction_requests.entry(decode(e)).or_default() += 1;
+        }
+        _ => {}
+    }
+}
+
+/// Counts one request against the key's daily quota (UTC day, wall clock); false when spent.
+fn take_quota(sh: &Shared) -> bool {
+    let day = Utc::now().timestamp().div_euclid(86_400);
+    let mut m = sh.lock();
+    if m.quota_day != day {
+        m.quota_day = day;
+        m.quota_used = 0;
+    }
+    if m.quota_used >= sh.daily_limit {
+        return false;
+    }
+    m.quota_used += 1;
+    true
+}
+
+fn until_midnight() -> Duration {
+    let now = Utc::now().timestamp_millis();
+    let next = (now.div_euclid(86_400_000) + 1) * 86_400_000;
+    Duration::from_millis((next - now) as u64)
+}
+
+/// `X-RateLimit-Limit/Remaining/Reset`; Reset is ISO-8601 (the error-codes page), the next UTC
+/// midnight unless a fault names its own.
+fn rate_headers(sh: &Shared, headers: &mut HeaderMap, fault_reset: Option<Duration>) {
+    let used = sh.lock().quota_used;
+    let (remaining, reset) = match fault_reset {
+        Some(d) => (
+            0,
+            Utc::now() + chrono::Duration::from_std(d).unwrap_or_default(),
+        ),
+        None => (
+            sh.daily_limit.saturating_sub(used),
+            Utc::now() + chrono::Duration::from_std(until_midnight()).unwrap_or_default(),
+        ),
+    };
+    insert(headers, "x-ratelimit-limit", &sh.daily_limit.to_string());
+    insert(headers, "x-ratelimit-remaining", &remaining.to_string());
+    insert(headers, "x-ratelimit-reset", &iso(reset));
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn fault_response(sh: &Shared, f: &TalonicFault, path: &str) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = f
+        .code
+        .clone()
+        .unwrap_or_else(|| default_code(status).to_owned());
+    let retryable = f
+        .retryable
+        .unwrap_or(matches!(status.as_u16(), 408 | 429) || status.is_server_error());
+    let message = match status.as_u16() {
+        429 => "Too many requests. Retry after the period indicated in the rate-limit headers.",
+        _ => status.canonical_reason().unwrap_or("Injected fault"),
+    };
+    let mut resp = if f.draft {
+        let body = json!({ "status": status.as_u16(), "code": code, "message": message });
+        (status, axum::Json(body)).into_response()
+    } else {
+        envelope(sh, status, &code, message, retryable, path)
+    };
+    if let Some(v) = &f.retry_after {
+        insert(resp.headers_mut(), "retry-after", v);
+    }
+    resp
+}
+
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "VALIDATION_ERROR",
+        401 => "unauthorized",
+        403 => "insufficient_scope",
+        404 => "not_found",
+        429 => "rate_limited",
+        503 => "SERVICE_UNAVAILABLE",
+        _ => "INTERNAL_ERROR",
+    }
+}
+
+/// The documented error envelope.
+fn envelope(
+    sh: &Shared,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retryable: bool,
+    path: &str,
+) -> Response {
+    let seq = {
+        let mut m = sh.lock();
+        m.request_seq += 1;
+        m.request_seq
+    };
+    let body = json!({
+        "statusCode": status.as_u16(),
+        "code": code,
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message,
+        "retryable": retryable,
+        "request_id": format!("req_{:016x}", sh.seed.rotate_left(17) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        "timestamp": iso(Utc::now()),
+        "path": path,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found_route(State(sh): State<St>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let msg = format!("Cannot {} {path}", req.method());
+    envelope(&sh, StatusCode::NOT_FOUND, "not_found", &msg, false, &path)
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ts(us: i64) -> String {
+    iso(DateTime::from_timestamp_micros(us).unwrap_or_default())
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire shapes.
+
+fn batch_json(b: &Batch, now: i64) -> serde_json::Map<String, Value> {
+    let (status, completed) = b.status(now);
+    let count = |s: ItemStatus| b.items.iter().filter(|it| it.status(now) == s).count();
+    let submitted = b.submitted_us();
+    let error =
+        (status == "failed").then_some("The provider batch ended with every request errored.");
+    let v = json!({
+        "id": b.id,
+        "status": status,
+        "provider": b.provider,
+        "item_count": b.items.len(),
+        "succeeded_count": count(ItemStatus::Completed),
+        "errored_count": count(ItemStatus::Failed),
+        "expired_count": 0,
+        "submitted_at": (now >= submitted).then(|| ts(submitted)),
+        "completed_at": completed.map(ts),
+        "error_message": error,
+        "created_at": ts(b.created_us),
+        "updated_at": ts(b.updated_us(now)),
+        "links": { "self": format!("/v1/batches/{}", enc(&b.id)) },
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn item_json(b: &Batch, it: &Item, now: i64) -> Value {
+    let status = it.status(now);
+    let terminal = matches!(status, ItemStatus::Completed | ItemStatus::Failed);
+    json!({
+        "id": it.id,
+        "document_id": it.document_id,
+        "document_filename": it.filename,
+        "custom_id": (now >= b.submitted_us()).then_some(&it.custom_id),
+        "status": status.as_str(),
+        "error_message": (status == ItemStatus::Failed)
+            .then_some("Extraction failed: the provider returned an invalid response."),
+        "created_at": ts(b.created_us),
+        "processed_at": terminal.then(|| ts(it.done_us)),
+    })
+}
+
+fn not_found(sh: &Shared, what: &str, path: &str) -> Response {
+    let msg = format!("No {what} with this ID exists for your organization.");
+    envelope(sh, StatusCode::NOT_FOUND, "not_found", &msg, false, path)
+}
+
+fn validation(sh: &Shared, msg: &str, path: &str) -> Response {
+    envelope(
+        sh,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        msg,
+        false,
+        path,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers.
+
+async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+    let path = "/v1/batches";
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let limit = match q.get("limit").map(|l| l.trim().parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return validation(&sh, "limit must be an integer between 1 and 100", path),
+    };
+    let after = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => match decode_cursor(raw) {
+            Some(key) => Some(key),
+            None => return validation(&sh, "cursor is invalid or expired", path),
+        },
+    };
+    let status = q.get("status").filter(|s| !s.is_empty());
+    if status.is_some_and(|s| !BATCH_STATUSES.contains(&s.as_str())) {
+        let msg = format!("status must be one of {}", BATCH_STATUSES.join(", "));
+        return validation(&sh, &msg, path);
+    }
+    let now = sh.clock.now_us();
+    let matching: Vec<&Batch> = sh
+        .world
+        .batches
+        .iter()
+        .filter(|b| status.is_none_or(|s| b.status(now).0 == *s))
+        .collect();
+    let rest: Vec<&Batch> = matching
+        .iter()
+        .copied()
+        .filter(|b| {
+            after.as_ref().is_none_or(|(t, id)| {
+                b.created_us < *t || (b.created_us == *t && b.id.as_str() > id.as_str())
+            })
+        })
+        .collect();
+    let page = &rest[..rest.len().min(limit)];
+    let has_more = rest.len() > limit;
+    let next_cursor = has_more
+        .then(|| page.last().map(|b| encode_cursor(b.created_us, &b.id)))
+        .flatten();
+    let body = json!({
+        "data": page.iter().map(|b| batch_json(b, now)).collect::<Vec<_>>(),
+        "pagination": {
+            "total": matching.len(),
+            "limit": limit,
+            "has_more": has_more,
+            "next_cursor": next_cursor,
+        },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn get_batch(State(sh): State<St>, Path(id): Path<String>) -> Response {
+    let path = format!("/v1/batches/{}", enc(&id));
+    let Some(b) = sh.world.batch(&id) else {
+        return not_found(&sh, "batch", &path);
+    };
+    let now = sh.clock.now_us();
+    let mut body = batch_json(b, now);
+    let items = b.items.iter().map(|it| item_json(b, it, now)).collect();
+    body.insert("items".into(), Value::Array(items));
+    axum::Json(Value::Object(body)).into_response()
+}
+
+/// Whether the item's document and extraction are past retention.
+fn expired(sh: &Shared, it: &Item, now: i64) -> bool {
+    now >= it.done_us && now > it.done_us.saturating_add(sh.retention_us)
+}
+
+async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response {
+    let path = format!("/v1/documents/{}", enc(&id));
+    let now = sh.clock.now_us();
+    let Some((b, it)) = sh
+        .world
+        .document(&id)
+        .filter(|(_, it)| !expired(&sh, it, now))
+    else {
+        return not_found(&sh, "document", &path);
+    };
+    let status = it.status(now);
+    let done = status == ItemStatus::Completed;
+    let updated = if now >= it.done_us {
+        it.done_us
+    } else {
+        b.created_us
+    };
+    let body = json!({
+        "id": it.document_id,
+        "filename": it.filename,
+        "status": status.as_str(),
+        "processing_mode": "batch",
+        "batch_id": b.id,
+        "latest_extraction_id": done.then_some(&it.extraction_id),
+        "error_message": (status == ItemStatus::Failed).then_some("Extraction failed."),
+        "created_at": ts(b.created_us),
+        "updated_at": ts(updated),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn get_extraction(State(sh): State<St>, Path(id): Path<String>) -> Response {
+    let path = format!("/v1/extractions/{}", enc(&id));
+    let now = sh.clock.now_us();
+    let found = sh
+        .world
+        .extraction(&id)
+        .filter(|(_, it)| it.status(now) == ItemStatus::Completed && !expired(&sh, it, now));
+    let Some((b, it)) = found else {
+        return not_found(&sh, "extraction", &path);
+    };
+    let body = it.extraction(sh.seed, &b.id);
+    *sh.lock()
+        .stats
+        .extraction_downloads
+        .entry((b.id.clone(), it.id.clone()))
+        .or_default() += 1;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from_stream(body.stream(sh.result_delay)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Opaque to clients: base64url of `c1:<created micros>:<id>`, the last row's position.
+fn encode_cursor(micros: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("c1:{micros}:{id}"))
+}
+
+fn decode_cursor(raw: &str) -> Option<(i64, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (micros, id) = text.strip_prefix("c1:")?.split_once(':')?;
+    Some((micros.parse().ok()?, id.to_owned()))
+}
