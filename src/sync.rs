@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::error::{Error, ProviderError};
 use crate::ledger::Ledger;
-use crate::model::{BatchId, Observer, RemoteBatch};
+use crate::model::{BatchId, Observer, RemoteBatch, RemoteStatus};
 use crate::provider::Provider;
 
 /// Most item pages read for one batch in one pass; a feed longer than this resumes next pass.
@@ -124,6 +124,14 @@ async fn sync_batch(
         };
         report.items += page.items.len() as u64;
         note_rejected(name.as_str(), Some(&batch.id), &page.rejected, report);
+        // Unknown status words are kept on their items (pending, polled again) and reported here.
+        let unrecognized: Vec<String> = page
+            .items
+            .iter()
+            .filter(|i| i.status == RemoteStatus::Unrecognized)
+            .map(|i| format!("item {}: {}", i.id, i.error.as_deref().unwrap_or("")))
+            .collect();
+        note_rejected(name.as_str(), Some(&batch.id), &unrecognized, report);
         let next = page
             .next_cursor
             .as_deref()
@@ -162,5 +170,94 @@ fn note_rejected(
             None => tracing::error!(provider, "entry refused: {r}"),
         }
         report.rejected.push(r.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ItemState, ProviderName, RemoteItem,
+    };
+    use crate::provider::ResultBody;
+
+    /// One terminal batch with one item whose status word nobody knows.
+    struct Odd(ProviderName);
+
+    #[async_trait::async_trait]
+    impl Provider for Odd {
+        fn name(&self) -> &ProviderName {
+            &self.0
+        }
+        async fn list_batches(&self, _: Option<&str>) -> Result<BatchPage, ProviderError> {
+            Ok(BatchPage {
+                batches: vec![batch()],
+                rejected: vec![],
+                next_cursor: None,
+            })
+        }
+        async fn batch_items(
+            &self,
+            _: &BatchId,
+            _: Option<&str>,
+        ) -> Result<ItemPage, ProviderError> {
+            Ok(ItemPage {
+                batch: Some(batch()),
+                items: vec![RemoteItem {
+                    id: ItemId::parse("i1").unwrap(),
+                    status: RemoteStatus::Unrecognized,
+                    deadline: None,
+                    error: Some(crate::provider::wire::unrecognized("frobbed")),
+                    locator: None,
+                }],
+                rejected: vec![],
+                next_cursor: None,
+                has_more: false,
+                feed_cursor: false,
+            })
+        }
+        async fn fetch_result(&self, _: &DueItem) -> Result<ResultBody, ProviderError> {
+            unreachable!("nothing is ready")
+        }
+    }
+
+    fn batch() -> RemoteBatch {
+        RemoteBatch {
+            id: BatchId::parse("b1").unwrap(),
+            status: BatchStatus::Completed,
+            total_items: Some(1),
+            created_at: None,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_item_status_is_reported_kept_pending_and_its_batch_not_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
+        let p = ProviderName::parse("odd").unwrap();
+        let provider = Odd(p.clone());
+        let nothing = crate::model::no_observer();
+        let report = list_provider(&provider, &ledger, nothing.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(report.rejected.len(), 1, "{report:?}");
+        assert!(report.rejected[0].contains("frobbed"));
+        let row = ledger
+            .item(
+                &p,
+                &BatchId::parse("b1").unwrap(),
+                &ItemId::parse("i1").unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, ItemState::Pending);
+        assert!(row.last_error.unwrap().contains("frobbed"));
+        // The batch stays open, so the next pass looks at the item again.
+        assert_eq!(
+            ledger.unhandled_batches(&p).await.unwrap(),
+            vec![BatchId::parse("b1").unwrap()]
+        );
     }
 }

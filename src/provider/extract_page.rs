@@ -114,10 +114,7 @@ impl ExtractPage {
             })
             .or(batch_expires);
         let error = if status == RemoteStatus::Unrecognized {
-            Some(format!(
-                "unknown item status {:?}; kept pending and polled again",
-                w.status
-            ))
+            Some(wire::unrecognized(&w.status))
         } else {
             w.error.map(|e| match e {
                 serde_json::Value::Object(o) => {
@@ -236,16 +233,7 @@ impl Provider for ExtractPage {
         let mut items = Vec::with_capacity(raw.len());
         for w in raw {
             match self.item(w, info.expires_at) {
-                Ok(i) => {
-                    if i.status == RemoteStatus::Unrecognized {
-                        rejected.push(format!(
-                            "item {}: {}",
-                            i.id,
-                            i.error.as_deref().unwrap_or("")
-                        ));
-                    }
-                    items.push(i)
-                }
+                Ok(i) => items.push(i),
                 Err(e) => rejected.push(e),
             }
         }

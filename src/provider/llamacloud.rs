@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
+use super::wire;
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -186,7 +187,7 @@ impl LlamaCloud {
             "failed" => RemoteStatus::Failed,
             "skipped" => RemoteStatus::Skipped,
             "cancelled" => RemoteStatus::Cancelled,
-            other => return Err(format!("item {id}: unknown status {other:?}")),
+            _ => RemoteStatus::Unrecognized,
         };
         let locator = w.job_id.filter(|j| !j.is_empty());
         if status == RemoteStatus::Succeeded && locator.is_none() {
@@ -200,6 +201,7 @@ impl LlamaCloud {
                 .map(|r| t + r)
         });
         let error = match (w.error_message, w.skip_reason) {
+            _ if status == RemoteStatus::Unrecognized => Some(wire::unrecognized(&w.status)),
             (Some(e), _) => Some(e),
             (None, Some(r)) => Some(format!("skipped: {r}")),
             (None, None) => None,

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
+use super::wire;
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -183,7 +184,10 @@ impl PerfectParser {
             }
             "queued" | "pending" => RemoteStatus::Pending,
             "processing" => RemoteStatus::Running,
-            other => return Err(format!("document {id}: unknown status {other:?}")),
+            other => {
+                error = Some(wire::unrecognized(other));
+                RemoteStatus::Unrecognized
+            }
         };
         // Retention is undocumented: the configured retention runs from the document's completion.
         let deadline = (status == RemoteStatus::Succeeded)

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
+use super::wire;
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -112,13 +113,7 @@ impl Talonic {
             "processing" => RemoteStatus::Running,
             "completed" => RemoteStatus::Succeeded,
             "failed" => RemoteStatus::Failed,
-            _ => {
-                return Err(format!(
-                    "item {id}: unknown status {:?} (Talonic documents pending, processing, \
-                     completed and failed)",
-                    w.status
-                ));
-            }
+            _ => RemoteStatus::Unrecognized,
         };
         let document = w.document_id.filter(|d| !d.is_empty());
         if document.is_none() && status == RemoteStatus::Succeeded {
@@ -139,7 +134,11 @@ impl Talonic {
             id,
             status,
             deadline,
-            error: w.error_message.filter(|m| !m.is_empty()),
+            error: if status == RemoteStatus::Unrecognized {
+                Some(wire::unrecognized(&w.status))
+            } else {
+                w.error_message.filter(|m| !m.is_empty())
+            },
             locator: document,
         })
     }

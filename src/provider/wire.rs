@@ -30,6 +30,12 @@ pub fn path_url(
     Ok(u)
 }
 
+/// The error an item with an unknown status word carries (its status is `Unrecognized`): it stays
+/// pending, is polled again, and shows in the ledger and the pass report instead of vanishing.
+pub fn unrecognized(status: &str) -> String {
+    format!("unknown item status {status:?}; kept pending and polled again")
+}
+
 /// An RFC 3339 timestamp, or `None` for anything else (timestamps are informative, never fatal).
 pub fn timestamp(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
