@@ -165,52 +165,35 @@ pub struct LoggedRequest {
 /// A running sandbox. Dropping it also stops the listeners, without waiting.
 pub struct Sandbox {
     shared: Arc<Shared>,
-    base_url: String,
-    store_url: String,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    api: Served,
+    store: Served,
 }
 
 impl Sandbox {
     /// Binds the API on `listen` (port 0 = any) and a second loopback listener for the object store.
     pub async fn start(spec: SandboxSpec, listen: SocketAddr) -> std::io::Result<Sandbox> {
-        let store_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let store_url = url_for(store_listener.local_addr()?);
-        let api_listener = TcpListener::bind(listen).await?;
-        let base_url = url_for(api_listener.local_addr()?);
-
-        let shared = Arc::new(Shared::new(spec, store_url.clone()));
-        let (shutdown, _) = watch::channel(false);
-        let tasks = vec![
-            spawn_server(
-                api_listener,
-                extract_page::router(shared.clone()),
-                shutdown.subscribe(),
-            ),
-            spawn_server(
-                store_listener,
-                object_store::router(shared.clone()),
-                shutdown.subscribe(),
-            ),
-        ];
-        tracing::debug!(%base_url, %store_url, "sandbox started");
-        Ok(Sandbox {
-            shared,
-            base_url,
-            store_url,
-            shutdown,
-            tasks,
-        })
+        // The store's address is part of every redirect, so it is bound first.
+        let store = bind((Ipv4Addr::LOCALHOST, 0).into()).await?;
+        let api = bind(listen).await?;
+        let shared = Arc::new(Shared::new(spec, store.url.clone()));
+        let store = store.serve(object_store::router(shared.clone()));
+        let api = api.serve(extract_page::router(shared.clone()));
+        tracing::debug!(
+            base_url = api.url(),
+            store_url = store.url(),
+            "sandbox started"
+        );
+        Ok(Sandbox { shared, api, store })
     }
 
     /// `http://HOST:PORT` of the API, without a trailing slash.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.api.url().to_owned()
     }
 
     /// `http://127.0.0.1:PORT` of the object store, without a trailing slash.
     pub fn object_store_url(&self) -> String {
-        self.store_url.clone()
+        self.store.url().to_owned()
     }
 
     /// Queues a fault; see [`Fault`] for which request consumes it.
@@ -240,13 +223,8 @@ impl Sandbox {
 
     /// Stops both listeners, letting in-flight responses finish for a short grace period.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
-                abort.abort();
-            }
-        }
+        self.api.stop().await;
+        self.store.stop().await;
     }
 }
 
@@ -260,23 +238,64 @@ fn url_for(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn spawn_server(
+/// A listener bound but not serving yet: its URL is known before the routes that need it.
+pub(crate) struct Bound {
     listener: TcpListener,
-    router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // `wait_for` also returns when the sender is dropped, so dropping the Sandbox stops it.
-        let signal = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(err) = axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await
-        {
-            tracing::warn!(%err, "sandbox listener failed");
+    pub(crate) url: String,
+}
+
+/// Binds `listen` (port 0 = any free port).
+pub(crate) async fn bind(listen: SocketAddr) -> std::io::Result<Bound> {
+    let listener = TcpListener::bind(listen).await?;
+    let url = url_for(listener.local_addr()?);
+    Ok(Bound { listener, url })
+}
+
+impl Bound {
+    /// Serves `router` until [`Served::stop`], or until the `Served` is dropped.
+    pub(crate) fn serve(self, router: axum::Router) -> Served {
+        let (shutdown, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            // `wait_for` also returns when the sender is dropped, so dropping the sandbox stops it.
+            let signal = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(self.listener, router)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::warn!(%err, "sandbox listener failed");
+            }
+        });
+        Served {
+            url: self.url,
+            shutdown,
+            task,
         }
-    })
+    }
+}
+
+/// A serving listener.
+pub(crate) struct Served {
+    url: String,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Served {
+    /// `http://HOST:PORT`, without a trailing slash.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops, letting in-flight responses finish for a short grace period.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
 }
 
 /// The simulated clock: sim_now = wall clock at start + elapsed real time × time_scale.

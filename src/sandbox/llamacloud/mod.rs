@@ -16,12 +16,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
 use super::data::SplitMix;
-use super::{Clock, LoggedRequest, STOP_GRACE, spawn_server, url_for};
+use super::{Clock, LoggedRequest, Served, bind};
 
 /// The API key of [`LlamaSpec::generated`].
 pub const DEFAULT_API_KEY: &str = "llx-sandbox-local";
@@ -122,34 +118,20 @@ pub struct Stats {
 /// A running LlamaCloud sandbox. Dropping it stops the listener without waiting.
 pub struct LlamaSandbox {
     shared: Arc<Shared>,
-    base_url: String,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Served,
 }
 
 impl LlamaSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: LlamaSpec, listen: SocketAddr) -> std::io::Result<LlamaSandbox> {
-        let listener = TcpListener::bind(listen).await?;
-        let base_url = url_for(listener.local_addr()?);
         let shared = Arc::new(Shared::new(spec));
-        let (shutdown, _) = watch::channel(false);
-        let task = spawn_server(
-            listener,
-            routes::router(shared.clone()),
-            shutdown.subscribe(),
-        );
-        Ok(LlamaSandbox {
-            shared,
-            base_url,
-            shutdown,
-            task,
-        })
+        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        Ok(LlamaSandbox { shared, server })
     }
 
     /// `http://HOST:PORT`, without a trailing slash.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.server.url().to_owned()
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -174,11 +156,7 @@ impl LlamaSandbox {
 
     /// Stops the listener, letting in-flight responses finish for a short grace period.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
-            abort.abort();
-        }
+        self.server.stop().await;
     }
 }
 

@@ -20,11 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-use super::{Clock, LoggedRequest, STOP_GRACE, spawn_server, url_for};
+use super::{Clock, LoggedRequest, Served, bind};
 
 /// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
 pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
@@ -157,35 +153,20 @@ pub struct TalonicStats {
 /// A running Talonic sandbox. Dropping it also stops the listener, without waiting.
 pub struct TalonicSandbox {
     shared: Arc<Shared>,
-    base_url: String,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Served,
 }
 
 impl TalonicSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: TalonicSpec, listen: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
-        let base_url = url_for(listener.local_addr()?);
         let shared = Arc::new(Shared::new(spec));
-        let (shutdown, _) = watch::channel(false);
-        let task = spawn_server(
-            listener,
-            routes::router(shared.clone()),
-            shutdown.subscribe(),
-        );
-        tracing::debug!(%base_url, "talonic sandbox started");
-        Ok(Self {
-            shared,
-            base_url,
-            shutdown,
-            task,
-        })
+        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        Ok(Self { shared, server })
     }
 
     /// `http://HOST:PORT`, without a trailing slash.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.server.url().to_owned()
     }
 
     /// Queues a fault; see [`TalonicFault`] for which request consumes it.
@@ -212,11 +193,7 @@ impl TalonicSandbox {
 
     /// Stops the listener, letting in-flight responses finish for a short grace period.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
-            abort.abort();
-        }
+        self.server.stop().await;
     }
 }
 
