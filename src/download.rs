@@ -36,6 +36,9 @@ pub struct DownloadReport {
     pub lost: u64,
     /// Items handed back unfinished because of shutdown.
     pub interrupted: u64,
+    /// Items handed back, without counting an attempt, because the disk was full; downloads pause
+    /// for the rest of the pass and resume on the next one.
+    pub paused: u64,
 }
 
 impl DownloadReport {
@@ -49,6 +52,7 @@ impl DownloadReport {
             Outcome::Retrying => self.retrying += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::Lost => self.lost += 1,
+            Outcome::DiskFull => self.paused += 1,
         }
     }
 }
@@ -60,6 +64,7 @@ enum Outcome {
     Retrying,
     Failed,
     Lost,
+    DiskFull,
 }
 
 /// Bounded workers over the ledger's due items.
@@ -128,7 +133,14 @@ impl Downloader {
                 Some(joined) = tasks.join_next_with_id() => match joined {
                     Ok((id, outcome)) => {
                         in_flight.remove(&id);
-                        report.add(outcome?);
+                        let outcome = outcome?;
+                        if matches!(outcome, Outcome::DiskFull) && !exhausted {
+                            // Every other write would fail the same way: stop claiming until the
+                            // next pass, and keep the attempts for when there is room again.
+                            exhausted = true;
+                            tracing::error!("disk full: downloads paused until the next pass");
+                        }
+                        report.add(outcome);
                     }
                     Err(e) => {
                         if let Some(item) = in_flight.remove(&e.id()) {
@@ -292,12 +304,11 @@ impl Downloader {
                 WriteError::InvalidJson(m) => {
                     ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
                 }
-                WriteError::Storage(e) => {
-                    if e.is_disk_full() {
-                        self.observer.disk_full(&e.to_string());
-                    }
-                    ItemError::Disk(e.to_string())
+                WriteError::Storage(e) if e.is_disk_full() => {
+                    self.observer.disk_full(&e.to_string());
+                    ItemError::DiskFull(e.to_string())
                 }
+                WriteError::Storage(e) => ItemError::Disk(e.to_string()),
             })
     }
 
@@ -324,6 +335,11 @@ impl Downloader {
             }
             ItemError::Malformed(m) if item.attempts + 1 < MAX_MALFORMED_ATTEMPTS => {
                 self.retry_later(item, &m).await
+            }
+            ItemError::DiskFull(m) => {
+                tracing::warn!(provider = %p, batch = %b, item = %i, "not written, the disk is full: {m}");
+                self.ledger.release(std::slice::from_ref(item)).await?;
+                Ok(Outcome::DiskFull)
             }
             ItemError::Disk(m) => {
                 tracing::error!(provider = %p, batch = %b, item = %i, "cannot write the result: {m}");
@@ -360,6 +376,8 @@ enum ItemError {
     Malformed(String),
     TooLarge(String),
     Disk(String),
+    /// ENOSPC: not the item's fault, so it costs no attempt.
+    DiskFull(String),
 }
 
 /// Item-level back-off between passes: grows with the attempts, capped at an hour, jittered.

@@ -15,6 +15,8 @@ mod systemd;
 mod metrics;
 // Alerts: once per event, never blocking.
 mod alerts;
+// ENOSPC pauses and resumes (on a real tmpfs, where mounting is allowed).
+mod disk_full;
 // Exit codes and messages of the command line.
 mod cli;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).

@@ -64,6 +64,7 @@ impl PassReport {
             && d.failed == 0
             && d.lost == 0
             && d.retrying == 0
+            && d.paused == 0
     }
 
     /// One line for `systemctl status` and logs.
@@ -111,6 +112,7 @@ impl PassReport {
             failed = d.failed,
             lost = d.lost,
             interrupted = d.interrupted,
+            paused_disk_full = d.paused,
             elapsed_ms = self.elapsed.as_millis() as u64,
             "pass finished"
         );
