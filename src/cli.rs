@@ -22,7 +22,9 @@ pub enum Command {
     /// One full pass (list every provider, download every ready item), then exit.
     ///
     /// Exit codes: 0 all ready items mirrored; 1 an item failed or was lost, or a provider was
-    /// unreachable; 2 bad config. Example (cron): batchmirror sync --once --config F
+    /// unreachable; 2 bad config.
+    ///
+    /// Example (cron): batchmirror sync --once --config /etc/batchmirror/config.toml
     Sync {
         /// Run exactly one pass (the only mode; kept explicit for cron lines).
         #[arg(long)]
@@ -31,6 +33,10 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Summarise the ledger: items per provider and state, items at risk, last pass.
+    ///
+    /// Safe while the daemon runs (it reads the ledger without locking it).
+    ///
+    /// Example: batchmirror status --config /etc/batchmirror/config.toml --json | jq .providers
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -38,13 +44,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start the bundled sandbox and mirror it into ./demo-mirror.
+    /// Start the bundled sandboxes (all four APIs) and mirror them into ./demo-mirror.
+    ///
+    /// Needs no account and no network; replaces an earlier demo's ./demo-mirror.
+    ///
+    /// Example: batchmirror demo && ls demo-mirror/*/
     Demo,
     /// Run one provider's sandbox alone (for trying configs and benchmarks).
     ///
-    /// Example: batchmirror sandbox --listen 127.0.0.1:8080 --batches 50 --items-per-batch 200
+    /// Prints `listening on http://HOST:PORT` once ready; runs until SIGTERM/SIGINT.
+    ///
+    /// Example: batchmirror sandbox --provider talonic --listen 127.0.0.1:8080 --api-key k
     Sandbox(SandboxArgs),
     /// Validate the config and print it with secrets redacted.
+    ///
+    /// Exit code 2, with the key and the problem named, when the config is wrong.
+    ///
+    /// Example: BATCHMIRROR__DOWNLOAD__CONCURRENCY=4 batchmirror check-config --config ./c.toml
     CheckConfig(ConfigArg),
     /// Print a shell completion script.
     ///

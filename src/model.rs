@@ -25,6 +25,8 @@ pub trait Observer: Send + Sync {
     fn at_risk(&self, _item: &DueItem) {}
     /// Writing the mirror failed because the disk is full.
     fn disk_full(&self, _error: &str) {}
+    /// A pass's downloads begin: `items` are ready to fetch.
+    fn downloads_planned(&self, _items: u64) {}
     /// A provider's listing in a pass ended, with its error if it failed.
     fn provider_listed(&self, _provider: &ProviderName, _error: Option<&str>) {}
 }

@@ -138,3 +138,27 @@ fn a_second_instance_and_a_corrupt_ledger_are_refused() {
         "a corrupt ledger is never rewritten"
     );
 }
+
+#[tokio::test]
+async fn sync_once_draws_no_progress_bar_when_stderr_is_not_a_terminal() {
+    let sandbox = start(spec(finished_batches(2, 3))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config_text(dir.path(), &sandbox.base_url(), "")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["sync", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("ETA") && !err.contains('\r'),
+        "progress drawn into a log: {err}"
+    );
+    assert!(
+        err.contains("pass finished"),
+        "the summary is still logged: {err}"
+    );
+}

@@ -225,6 +225,19 @@ impl Mirror {
                 listing,
             });
         }
+        let names: Vec<_> = self
+            .providers
+            .iter()
+            .map(|p| (p.name().clone(), String::new()))
+            .collect();
+        let ready = self
+            .ledger
+            .summary(&names, Utc::now(), std::time::Duration::ZERO)
+            .await?
+            .iter()
+            .map(|s| s.items.get("ready").copied().unwrap_or(0))
+            .sum();
+        self.observer.downloads_planned(ready);
         let download = self.downloader.drain(Utc::now(), cancel).await?;
         // Items near their deadline, downloadable or not yet: each is alerted about once.
         let margin = self.settings.download.alert_margin;
@@ -252,7 +265,7 @@ pub async fn sync_once(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<PassReport, Error> {
-    let observer = Arc::new(DaemonObserver::new(&settings, None));
+    let observer = Arc::new(DaemonObserver::new(&settings, None).with_progress_bar());
     let mirror = Mirror::open_with(settings, observer.clone()).await?;
     observer.attach(&mirror.ledger);
     let report = mirror.pass(&shutdown).await;

@@ -1,8 +1,12 @@
 //! The daemon's one [`Observer`]: every event counts as progress for the watchdog, and feeds the
 //! metrics and the alerts when they are configured.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::systemd::Heartbeat;
 use crate::alerts::Alerter;
@@ -18,6 +22,8 @@ pub struct DaemonObserver {
     heartbeat: Option<Arc<Heartbeat>>,
     metrics: Option<Arc<Metrics>>,
     alerter: Option<Arc<Alerter>>,
+    bar: Option<ProgressBar>,
+    bytes: AtomicU64,
 }
 
 impl DaemonObserver {
@@ -29,7 +35,24 @@ impl DaemonObserver {
                 .as_ref()
                 .map(|_| Arc::new(Metrics::default())),
             alerter: settings.alerts.clone().map(|a| Arc::new(Alerter::new(a))),
+            bar: None,
+            bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Shows items, bytes and ETA on stderr while downloading, when stderr is a terminal (a person
+    /// is watching); stays silent otherwise (cron, systemd, pipes).
+    pub fn with_progress_bar(mut self) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} {pos}/{len} results, {msg} [{elapsed}, ETA {eta}]",
+            ) {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        }
+        self
     }
 
     pub fn metrics(&self) -> Option<Arc<Metrics>> {
@@ -43,8 +66,11 @@ impl DaemonObserver {
         }
     }
 
-    /// Waits for alert deliveries in flight.
+    /// Waits for alert deliveries in flight, and clears the progress bar.
     pub async fn flush(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
         if let Some(a) = &self.alerter {
             a.flush(ALERT_FLUSH).await;
         }
@@ -75,8 +101,21 @@ impl Observer for DaemonObserver {
         }
     }
 
+    fn downloads_planned(&self, items: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(items);
+            b.set_position(0);
+            b.set_message("0 B");
+        }
+    }
+
     fn mirrored(&self, provider: &ProviderName, bytes: u64) {
         self.beat();
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            b.set_message(indicatif::HumanBytes(total).to_string());
+        }
         if let Some(m) = &self.metrics {
             m.mirrored(provider, bytes);
         }
