@@ -3,10 +3,9 @@
 //! event as JSON on stdin and/or a webhook given it as a POST. A failing alert target is logged and
 //! never blocks mirroring: deliveries run in their own tasks with time limits.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,7 +54,6 @@ pub struct Alerter {
     client: reqwest::Client,
     ledger: OnceLock<Ledger>,
     tasks: TaskTracker,
-    failing_since: Mutex<HashMap<String, Instant>>,
     disk_full: AtomicBool,
 }
 
@@ -69,7 +67,6 @@ impl Alerter {
                 .unwrap_or_default(),
             ledger: OnceLock::new(),
             tasks: TaskTracker::new(),
-            failing_since: Mutex::new(HashMap::new()),
             disk_full: AtomicBool::new(false),
         }
     }
@@ -113,21 +110,24 @@ impl Alerter {
         }
     }
 
-    /// Tracks a provider's failures; alerts once it has failed for `provider_failing_after`, and
-    /// again only after it has recovered and failed that long once more.
-    pub fn provider_listed(&self, provider: &str, error: Option<&str>) {
+    /// Alerts once a provider has been failing for `provider_failing_after` (counted from its first
+    /// failed pass, kept in the ledger, so separate `sync --once` runs count too), and again only
+    /// after it has answered once more.
+    pub fn provider_listed(
+        &self,
+        provider: &str,
+        error: Option<&str>,
+        failing_since: Option<DateTime<Utc>>,
+    ) {
         let key = format!("provider_failing:{provider}");
-        let mut failing = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(error) = error else {
-            if failing.remove(provider).is_some() {
-                self.clear(key);
-            }
+        let (Some(error), Some(since)) = (error, failing_since) else {
+            // Answering again ends the episode: a later failure is a new event. Cleared on every
+            // good pass, since a `sync --once` run cannot know whether an earlier run alerted.
+            self.clear(key);
             return;
         };
-        let since = *failing
-            .entry(provider.to_owned())
-            .or_insert_with(Instant::now);
-        if since.elapsed() >= self.settings.provider_failing_after {
+        let failing_for = (Utc::now() - since).to_std().unwrap_or_default();
+        if failing_for >= self.settings.provider_failing_after {
             let event = AlertEvent {
                 event: "provider_failing",
                 provider: Some(provider.to_owned()),
@@ -135,8 +135,9 @@ impl Alerter {
                 item: None,
                 deadline: None,
                 message: format!(
-                    "failing for {}: {error}",
-                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                    "failing since {} ({}): {error}",
+                    since.to_rfc3339(),
+                    humantime::format_duration(Duration::from_secs(failing_for.as_secs()))
                 ),
                 at: Utc::now(),
             };

@@ -27,8 +27,15 @@ pub trait Observer: Send + Sync {
     fn disk_full(&self, _error: &str) {}
     /// A pass's downloads begin: `items` are ready to fetch.
     fn downloads_planned(&self, _items: u64) {}
-    /// A provider's listing in a pass ended, with its error if it failed.
-    fn provider_listed(&self, _provider: &ProviderName, _error: Option<&str>) {}
+    /// A provider's listing in a pass ended, with its error if it failed and since when it has been
+    /// failing (across passes and restarts).
+    fn provider_listed(
+        &self,
+        _provider: &ProviderName,
+        _error: Option<&str>,
+        _failing_since: Option<DateTime<Utc>>,
+    ) {
+    }
 }
 
 /// An observer that ignores everything.

@@ -81,3 +81,35 @@ async fn a_failing_alert_command_never_blocks_mirroring() {
     assert_eq!(report.download.mirrored, 3, "{report:?}");
     assert_eq!(report.download.lost, 1);
 }
+
+#[tokio::test]
+async fn a_provider_failing_across_separate_runs_alerts_once_after_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("alerts.jsonl");
+    // Port 1 on loopback refuses at once; one attempt per request keeps each run short.
+    let mut text = config_text(dir.path(), "http://127.0.0.1:1", "")
+        .replace("max_retries = 3", "max_retries = 1");
+    text.push_str(&format!(
+        "[alerts]\ncommand = [\"sh\", \"-c\", \"cat >> '{}'\"]\nprovider_failing_after = \"1s\"\n",
+        events.display()
+    ));
+    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
+    let run = || daemon::sync_once(settings.clone(), CancellationToken::new());
+
+    assert_eq!(run().await.unwrap().exit_code(), 1);
+    assert!(
+        !events.exists(),
+        "failing for less than the threshold: no alert yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run().await.unwrap();
+    run().await.unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "provider_failing");
+    assert_eq!(lines[0]["provider"], "ep");
+}

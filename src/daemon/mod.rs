@@ -218,8 +218,8 @@ impl Mirror {
                 Err(ListError::Provider(e)) => Err(e.to_string()),
             };
             let error = listing.as_ref().err().map(String::as_str);
-            self.ledger.record_pass(&name, Utc::now(), error).await?;
-            self.observer.provider_listed(&name, error);
+            let since = self.ledger.record_pass(&name, Utc::now(), error).await?;
+            self.observer.provider_listed(&name, error, since);
             providers.push(ProviderPass {
                 name: name.to_string(),
                 listing,

@@ -142,9 +142,14 @@ impl Observer for DaemonObserver {
         }
     }
 
-    fn provider_listed(&self, provider: &ProviderName, error: Option<&str>) {
+    fn provider_listed(
+        &self,
+        provider: &ProviderName,
+        error: Option<&str>,
+        failing_since: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         if let Some(a) = &self.alerter {
-            a.provider_listed(provider.as_str(), error);
+            a.provider_listed(provider.as_str(), error, failing_since);
         }
     }
 }

@@ -415,17 +415,20 @@ impl Ledger {
         self.run(move |c| queries::clear_alert(c, &key)).await
     }
 
-    /// Records that a pass over `provider` ended at `at`, with its error if it had one.
+    /// Records that a pass over `provider` ended at `at`, with its error if it had one. Returns
+    /// since when the provider has been failing (the first failed pass of the current run).
     pub async fn record_pass(
         &self,
         provider: &ProviderName,
         at: DateTime<Utc>,
         error: Option<&str>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
         let provider = provider.as_str().to_owned();
         let error = error.map(str::to_owned);
-        self.run(move |c| queries::record_pass(c, &provider, ms(at), error.as_deref()))
-            .await
+        let since = self
+            .run(move |c| queries::record_pass(c, &provider, ms(at), error.as_deref()))
+            .await?;
+        Ok(since.and_then(DateTime::from_timestamp_millis))
     }
 
     /// Per provider (in the order given, kind alongside): counts per ItemState name (every state

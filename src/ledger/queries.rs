@@ -416,14 +416,19 @@ pub(crate) fn record_pass(
     provider: &str,
     at: i64,
     error: Option<&str>,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     conn.prepare_cached(
-        "INSERT INTO provider_state (provider, last_pass_at, last_error) VALUES (?1, ?2, ?3)
-         ON CONFLICT (provider) DO UPDATE SET last_pass_at = excluded.last_pass_at,
-                                              last_error = excluded.last_error",
+        "INSERT INTO provider_state (provider, last_pass_at, last_error, failing_since)
+         VALUES (?1, ?2, ?3, CASE WHEN ?3 IS NULL THEN NULL ELSE ?2 END)
+         ON CONFLICT (provider) DO UPDATE SET
+             last_pass_at = excluded.last_pass_at,
+             last_error = excluded.last_error,
+             failing_since = CASE WHEN excluded.last_error IS NULL THEN NULL
+                                  ELSE COALESCE(provider_state.failing_since, excluded.last_pass_at)
+                             END
+         RETURNING failing_since",
     )?
-    .execute(params![provider, at, error])?;
-    Ok(())
+    .query_row(params![provider, at, error], |r| r.get(0))
 }
 
 /// `EXPLAIN QUERY PLAN` detail lines of both claim statements (all providers).

@@ -77,7 +77,9 @@ CREATE TABLE cursors (
 CREATE TABLE provider_state (
     provider      TEXT PRIMARY KEY NOT NULL,
     last_pass_at  INTEGER,
-    last_error    TEXT
+    last_error    TEXT,
+    -- When the current run of failed passes began; NULL while the provider answers.
+    failing_since INTEGER
 );
 
 CREATE TABLE alerts_fired (
