@@ -2,6 +2,8 @@
 //! `RUST_LOG`. Under systemd (stderr connected to the journal) lines carry no timestamp of their
 //! own: the journal adds one.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -13,9 +15,11 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level}{quiet}")))
         .unwrap_or_else(|_| EnvFilter::new(format!("info{quiet}")));
+    // Colours only for a person at a terminal; never in files, pipes or cron mail.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match (format, under_journal()) {
         (LogFormat::Json, _) => builder.json().try_init(),
