@@ -158,6 +158,10 @@ async fn sync_once_draws_no_progress_bar_when_stderr_is_not_a_terminal() {
         "progress drawn into a log: {err}"
     );
     assert!(
+        !err.contains('\x1b'),
+        "terminal colour codes in a log: {err}"
+    );
+    assert!(
         err.contains("pass finished"),
         "the summary is still logged: {err}"
     );
