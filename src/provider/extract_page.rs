@@ -187,7 +187,7 @@ impl Provider for ExtractPage {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
-        let (raw, mut rejected) = entries::<WireBatch>(wire.data);
+        let (raw, mut rejected) = entries::<WireBatch>(wire.data, "id");
         let mut batches = Vec::with_capacity(raw.len());
         for w in raw {
             match self.batch(w) {
@@ -229,7 +229,7 @@ impl Provider for ExtractPage {
             });
         }
         let page_len = wire.items.len();
-        let (raw, mut rejected) = entries::<WireItem>(wire.items);
+        let (raw, mut rejected) = entries::<WireItem>(wire.items, "id");
         let mut items = Vec::with_capacity(raw.len());
         for w in raw {
             match self.item(w, info.expires_at) {

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
-use super::wire;
+use super::wire::{self, entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -71,15 +70,7 @@ impl LlamaCloud {
     /// added. `.` and `..` would be resolved away by URL parsers and address another resource, so
     /// they are refused.
     fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
-        if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
-            return Err(ProviderError::UnaddressableId {
-                id: (*bad).to_owned(),
-            });
-        }
-        let mut u = self.base.clone();
-        if let Ok(mut path) = u.path_segments_mut() {
-            path.pop_if_empty().push("api").push("v1").extend(segments);
-        }
+        let mut u = wire::path_url(&self.base, "api/v1", segments)?;
         for (k, v) in &self.scope {
             u.query_pairs_mut().append_pair(k, v);
         }
@@ -227,35 +218,6 @@ impl LlamaCloud {
                 ),
             })
     }
-}
-
-fn timestamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|| {
-            // Pydantic datetimes may come without an offset; they are UTC.
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|t| t.and_utc())
-        })
-}
-
-/// Parses each entry on its own: a bad entry is reported, not fatal to the page.
-fn entries<T: for<'de> Deserialize<'de>>(
-    values: Vec<serde_json::Value>,
-    key: &str,
-) -> (Vec<T>, Vec<String>) {
-    let mut ok = Vec::with_capacity(values.len());
-    let mut bad = Vec::new();
-    for v in values {
-        let id = v.get(key).map(|i| i.to_string()).unwrap_or_default();
-        match serde_json::from_value::<T>(v) {
-            Ok(t) => ok.push(t),
-            Err(e) => bad.push(format!("entry {id}: {e}")),
-        }
-    }
-    (ok, bad)
 }
 
 /// The next offset cursor per the SDK rule, or None on the last page.

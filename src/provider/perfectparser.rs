@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
-use super::wire;
+use super::wire::{self, entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -67,16 +66,7 @@ impl PerfectParser {
     /// `<base>/v1/<segments…>`, each segment percent-encoded; `.`/`..` are refused (a URL parser
     /// would resolve them away and address another resource).
     fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
-        if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
-            return Err(ProviderError::UnaddressableId {
-                id: (*bad).to_owned(),
-            });
-        }
-        let mut u = self.base.clone();
-        if let Ok(mut path) = u.path_segments_mut() {
-            path.pop_if_empty().push("v1").extend(segments);
-        }
-        Ok(u)
+        wire::path_url(&self.base, "v1", segments)
     }
 
     /// One GET with the key, paced by the budget; rate headers are observed on every answer.
@@ -217,29 +207,6 @@ fn error_code(body: &str) -> Option<String> {
         .or_else(|| v.get("code"))
         .or_else(|| v.get("error").filter(|e| e.is_string()))?;
     code.as_str().map(str::to_owned)
-}
-
-fn timestamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// Parses each entry on its own: a bad entry is reported, not fatal to the page.
-fn entries<T: for<'de> Deserialize<'de>>(
-    values: Vec<serde_json::Value>,
-    id_key: &str,
-) -> (Vec<T>, Vec<String>) {
-    let mut ok = Vec::with_capacity(values.len());
-    let mut bad = Vec::new();
-    for v in values {
-        let id = v.get(id_key).map(|i| i.to_string()).unwrap_or_default();
-        match serde_json::from_value::<T>(v) {
-            Ok(t) => ok.push(t),
-            Err(e) => bad.push(format!("entry {id}: {e}")),
-        }
-    }
-    (ok, bad)
 }
 
 #[derive(Deserialize)]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
-use super::wire;
+use super::wire::{self, entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -235,36 +235,7 @@ async fn status_error(resp: reqwest::Response, url: &url::Url, now: SystemTime) 
 /// `<base>/v1/<segments…>`, each segment percent-encoded; `.` and `..` are refused because URL
 /// parsers resolve them away and the request would address another resource.
 fn url_at(base: &url::Url, segments: &[&str]) -> Result<url::Url, ProviderError> {
-    if let Some(bad) = segments.iter().find(|s| matches!(**s, "." | "..")) {
-        return Err(ProviderError::UnaddressableId {
-            id: (*bad).to_owned(),
-        });
-    }
-    let mut u = base.clone();
-    if let Ok(mut path) = u.path_segments_mut() {
-        path.pop_if_empty().push("v1").extend(segments);
-    }
-    Ok(u)
-}
-
-fn timestamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// Parses each entry on its own: a bad entry is reported, not fatal to the page.
-fn entries<T: for<'de> Deserialize<'de>>(values: Vec<serde_json::Value>) -> (Vec<T>, Vec<String>) {
-    let mut ok = Vec::with_capacity(values.len());
-    let mut bad = Vec::new();
-    for v in values {
-        let id = v.get("id").map(|i| i.to_string()).unwrap_or_default();
-        match serde_json::from_value::<T>(v) {
-            Ok(t) => ok.push(t),
-            Err(e) => bad.push(format!("entry {id}: {e}")),
-        }
-    }
-    (ok, bad)
+    wire::path_url(base, "v1", segments)
 }
 
 /// Both published error shapes: `{statusCode, code, error, message, retryable, request_id, …}`
@@ -352,7 +323,7 @@ impl Provider for Talonic {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
-        let (raw, mut rejected) = entries::<WireBatch>(wire.data);
+        let (raw, mut rejected) = entries::<WireBatch>(wire.data, "id");
         let mut batches = Vec::with_capacity(raw.len());
         for w in raw {
             match Self::batch(w) {
@@ -399,7 +370,7 @@ impl Provider for Talonic {
                 message: format!("asked for batch {batch}, got {}", info.id),
             });
         }
-        let (raw, bad) = entries::<WireItem>(wire.items);
+        let (raw, bad) = entries::<WireItem>(wire.items, "id");
         rejected.extend(bad);
         let mut items = Vec::with_capacity(raw.len());
         for w in raw {

@@ -36,21 +36,29 @@ pub fn unrecognized(status: &str) -> String {
     format!("unknown item status {status:?}; kept pending and polled again")
 }
 
-/// An RFC 3339 timestamp, or `None` for anything else (timestamps are informative, never fatal).
+/// An RFC 3339 timestamp, or one without an offset (Pydantic's, taken as UTC); `None` for
+/// anything else (timestamps are informative, never fatal).
 pub fn timestamp(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
 }
 
-/// Parses each entry on its own: a bad entry is reported with its id, not fatal to the page.
+/// Parses each entry on its own: a bad entry is reported with its id (the field `id_key`), not
+/// fatal to the page.
 pub fn entries<T: for<'de> Deserialize<'de>>(
     values: Vec<serde_json::Value>,
+    id_key: &str,
 ) -> (Vec<T>, Vec<String>) {
     let mut ok = Vec::with_capacity(values.len());
     let mut bad = Vec::new();
     for v in values {
-        let id = v.get("id").map(|i| i.to_string()).unwrap_or_default();
+        let id = v.get(id_key).map(|i| i.to_string()).unwrap_or_default();
         match serde_json::from_value::<T>(v) {
             Ok(t) => ok.push(t),
             Err(e) => bad.push(format!("entry {id}: {e}")),
@@ -79,10 +87,13 @@ mod tests {
             #[allow(dead_code)]
             n: u32,
         }
-        let (ok, bad) = entries::<E>(vec![
-            serde_json::json!({"id": "a", "n": 1}),
-            serde_json::json!({"id": "b", "n": "x"}),
-        ]);
+        let (ok, bad) = entries::<E>(
+            vec![
+                serde_json::json!({"id": "a", "n": 1}),
+                serde_json::json!({"id": "b", "n": "x"}),
+            ],
+            "id",
+        );
         assert_eq!(ok.len(), 1);
         assert!(bad[0].contains("\"b\""));
     }
