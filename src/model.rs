@@ -25,6 +25,11 @@ pub trait Observer: Send + Sync {
     fn at_risk(&self, _item: &DueItem) {}
     /// Writing the mirror failed because the disk is full.
     fn disk_full(&self, _error: &str) {}
+    /// True when [`Observer::downloads_planned`] is worth a count of the ready items (a progress
+    /// bar is shown); counting costs a scan of the ledger, so nobody pays it otherwise.
+    fn wants_plan(&self) -> bool {
+        false
+    }
     /// A pass's downloads begin: `items` are ready to fetch.
     fn downloads_planned(&self, _items: u64) {}
     /// A provider's listing in a pass ended, with its error if it failed and since when it has been

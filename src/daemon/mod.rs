@@ -225,19 +225,21 @@ impl Mirror {
                 listing,
             });
         }
-        let names: Vec<_> = self
-            .providers
-            .iter()
-            .map(|p| (p.name().clone(), String::new()))
-            .collect();
-        let ready = self
-            .ledger
-            .summary(&names, Utc::now(), std::time::Duration::ZERO)
-            .await?
-            .iter()
-            .map(|s| s.items.get("ready").copied().unwrap_or(0))
-            .sum();
-        self.observer.downloads_planned(ready);
+        if self.observer.wants_plan() {
+            let names: Vec<_> = self
+                .providers
+                .iter()
+                .map(|p| (p.name().clone(), String::new()))
+                .collect();
+            let ready = self
+                .ledger
+                .summary(&names, Utc::now(), std::time::Duration::ZERO)
+                .await?
+                .iter()
+                .map(|s| s.items.get("ready").copied().unwrap_or(0))
+                .sum();
+            self.observer.downloads_planned(ready);
+        }
         let download = self.downloader.drain(Utc::now(), cancel).await?;
         // Items near their deadline, downloadable or not yet: each is alerted about once.
         let margin = self.settings.download.alert_margin;

@@ -101,6 +101,10 @@ impl Observer for DaemonObserver {
         }
     }
 
+    fn wants_plan(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn downloads_planned(&self, items: u64) {
         if let Some(b) = &self.bar {
             b.set_length(items);
