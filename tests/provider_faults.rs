@@ -306,3 +306,38 @@ async fn a_server_error_on_one_result_fails_that_item_only() {
     assert_eq!(row.state, ItemState::Failed);
     assert!(row.last_error.unwrap().contains("404"));
 }
+
+#[tokio::test]
+async fn an_expired_presigned_url_is_retried_through_the_api_never_failed() {
+    // Presigned URLs that expire at once: every store GET is refused 403, as S3 does.
+    let items = (0..2)
+        .map(|i| done_item(&format!("p{i}"), 30.0, Delivery::Redirect))
+        .collect();
+    let mut s = spec(vec![batch("b", items)]);
+    s.presign_ttl = Duration::ZERO;
+    let sandbox = start(s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), &sandbox.base_url());
+    let report = daemon::sync_once(settings.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.download.failed, 0,
+        "an expired link is not the item's fault: {report:?}"
+    );
+    assert_eq!(report.download.retrying, 2, "{report:?}");
+    // Each retry went back to the API for a fresh link (max_retries = 3 in the test config).
+    let api_calls = sandbox.stats().result_requests[&("b".to_owned(), "p0".to_owned())];
+    assert!(api_calls >= 2, "the API was asked again: {api_calls}");
+    let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let row = ledger
+        .item(
+            &ep(),
+            &BatchId::parse("b").unwrap(),
+            &ItemId::parse("p0").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ItemState::Ready, "kept for the next pass");
+}

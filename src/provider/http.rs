@@ -225,7 +225,27 @@ pub async fn fetch_presigned(
         .send()
         .await
         .map_err(|e| transport(&url, e))?;
-    let resp = check_status(resp, &url).await?;
+    // A refusal from the store (expired or rejected signature, missing object) is about this link,
+    // not the result: asking the API again yields a fresh one, and the API, not the store, says
+    // when a result is gone (410). So it is retried, never a permanent failure.
+    let resp = match check_status(resp, &url).await {
+        Err(ProviderError::Status {
+            url,
+            status,
+            body,
+            retry_after,
+            ..
+        }) if (400..500).contains(&status) => {
+            return Err(ProviderError::Status {
+                url,
+                status,
+                body: format!("presigned URL refused by the object store: {body}"),
+                retry_after,
+                retryable: Some(true),
+            });
+        }
+        other => other?,
+    };
     if resp.status().is_redirection() {
         return Err(ProviderError::Redirect {
             url: redact_url(&url),
