@@ -103,11 +103,12 @@ impl Alerter {
         }
     }
 
-    /// A write succeeded: a later full disk is a new event.
+    /// A pass wrote results with no full disk: a later full disk is a new event.
     pub fn disk_ok(&self) {
-        if self.disk_full.swap(false, Ordering::SeqCst) {
-            self.clear(DISK_FULL_KEY.to_owned());
-        }
+        // Cleared whatever this process saw: a `sync --once` run cannot know whether an earlier
+        // run alerted.
+        self.disk_full.store(false, Ordering::SeqCst);
+        self.clear(DISK_FULL_KEY.to_owned());
     }
 
     /// Alerts once a provider has been failing for `provider_failing_after` (counted from its first

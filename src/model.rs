@@ -25,6 +25,8 @@ pub trait Observer: Send + Sync {
     fn at_risk(&self, _item: &DueItem) {}
     /// Writing the mirror failed because the disk is full.
     fn disk_full(&self, _error: &str) {}
+    /// A pass wrote results and none hit a full disk: a later full disk is a new event.
+    fn disk_ok(&self) {}
     /// True when [`Observer::downloads_planned`] is worth a count of the ready items (a progress
     /// bar is shown); counting costs a scan of the ledger, so nobody pays it otherwise.
     fn wants_plan(&self) -> bool {

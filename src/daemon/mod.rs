@@ -241,6 +241,11 @@ impl Mirror {
             self.observer.downloads_planned(ready);
         }
         let download = self.downloader.drain(Utc::now(), cancel).await?;
+        // Only a whole pass without ENOSPC means there is room again; one write finishing beside
+        // a failing one does not (it would re-arm the alert mid-episode).
+        if download.paused == 0 && download.mirrored > 0 {
+            self.observer.disk_ok();
+        }
         // Items near their deadline, downloadable or not yet: each is alerted about once.
         let margin = self.settings.download.alert_margin;
         for item in self.ledger.at_risk(Utc::now(), margin, 1000).await? {

@@ -123,6 +123,9 @@ impl Observer for DaemonObserver {
         if let Some(m) = &self.metrics {
             m.mirrored(provider, bytes);
         }
+    }
+
+    fn disk_ok(&self) {
         if let Some(a) = &self.alerter {
             a.disk_ok();
         }
