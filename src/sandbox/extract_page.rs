@@ -1,7 +1,9 @@
 //! The extract.page API as published (`providers.md` §1, OpenAPI seeds 000 and 003):
 //! `GET /v1/batches`, `GET /v1/batches/{batch_id}` (with the item change feed) and
 //! `GET /v1/batches/{batch_id}/items/{item_id}/result`, with `X-API-KEY` auth, FastAPI-shaped
-//! 422s, opaque base64 cursors, injected faults and the request log.
+//! 422s, opaque base64 cursors, injected faults and the request log. The write routes
+//! (`POST /v1/files`, `GET /v1/files/{id}`, `POST /v1/batches`) are routed and gated here but
+//! handled in [`super::uploads`] and [`super::batches`].
 //!
 //! It owns the wire shapes and the cursor formats; the timeline comes from [`super::data`] and the
 //! bodies from [`super::body`].
@@ -15,7 +17,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -28,7 +30,17 @@ type St = Arc<Shared>;
 
 pub(crate) fn router(shared: St) -> Router {
     let api = Router::new()
-        .route("/v1/batches", api_get(list_batches))
+        .route(
+            "/v1/batches",
+            get(list_batches)
+                .post(super::batches::create_batch)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/files",
+            post(super::uploads::create_file).fallback(method_not_allowed),
+        )
+        .route("/v1/files/{file_id}", api_get(super::uploads::get_file))
         .route("/v1/batches/{batch_id}", api_get(get_batch))
         .route(
             "/v1/batches/{batch_id}/items/{item_id}/result",
@@ -49,7 +61,11 @@ where
     H: axum::handler::Handler<T, St>,
     T: 'static,
 {
-    get(handler).fallback(|| async { detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") })
+    get(handler).fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> Response {
+    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }
 
 /// Logs the request, counts it per route, and answers an injected fault instead when one matches.
@@ -112,7 +128,11 @@ fn fault_response(status: u16, retry_after: Option<String>) -> Response {
 async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
     let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
     // Other methods fall through to the 405, which FastAPI answers before any dependency.
-    let gated = matches!(req.method().as_str(), "GET" | "HEAD");
+    let gated = match req.method().as_str() {
+        "GET" | "HEAD" => true,
+        "POST" => matches!(req.uri().path(), "/v1/files" | "/v1/batches"),
+        _ => false,
+    };
     if !gated || given == Some(sh.api_key.as_bytes()) {
         return next.run(req).await;
     }
@@ -120,7 +140,7 @@ async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response
     detail(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
 }
 
-fn detail(status: StatusCode, message: &str) -> Response {
+pub(super) fn detail(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "detail": message }))).into_response()
 }
 
@@ -137,15 +157,15 @@ struct Counts {
 }
 
 #[derive(Serialize)]
-struct BatchResource<'a> {
+pub(super) struct BatchResource<'a> {
     object: &'static str,
     id: &'a str,
     status: &'static str,
     counts: Counts,
     total_items: usize,
-    engine: &'static str,
-    options: serde_json::Map<String, Value>,
-    metadata: Option<Value>,
+    engine: &'a str,
+    options: &'a serde_json::Map<String, Value>,
+    metadata: Option<&'a Value>,
     created_at: String,
     started_at: Option<String>,
     completed_at: Option<String>,
@@ -184,13 +204,13 @@ struct ItemResource<'a> {
     error: Option<Value>,
 }
 
-fn ts(us: i64) -> String {
+pub(super) fn ts(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn batch_resource<'a>(sh: &Shared, b: &'a Batch, now: i64) -> BatchResource<'a> {
+pub(super) fn batch_resource<'a>(sh: &Shared, b: &'a Batch, now: i64) -> BatchResource<'a> {
     let mut counts = Counts::default();
     let mut started: Option<i64> = None;
     let mut last_done = b.created_us;
@@ -227,9 +247,9 @@ fn batch_resource<'a>(sh: &Shared, b: &'a Batch, now: i64) -> BatchResource<'a> 
         status,
         counts,
         total_items: b.items.len(),
-        engine: "standard",
-        options: serde_json::Map::new(),
-        metadata: None,
+        engine: &b.engine,
+        options: &b.options,
+        metadata: b.metadata.as_ref(),
         created_at: ts(b.created_us),
         started_at: started.map(ts),
         completed_at: completed.map(ts),
@@ -250,7 +270,7 @@ fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemR
         status: status.as_str(),
         attempts: it.attempts(now),
         updated_at: ts(it.updated_us(b.created_us, now)),
-        page_count: (status == ItemStatus::Succeeded).then(|| sh.layout(&b.id, it).pages()),
+        page_count: (status == ItemStatus::Succeeded).then(|| sh.result_pages(&b.id, it)),
         started_at: (status != ItemStatus::Pending).then(|| ts(it.running_us)),
         completed_at: status.is_terminal().then(|| ts(it.done_us)),
         result_url: None,
@@ -282,8 +302,8 @@ async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Respon
     let status = q.get("status").filter(|s| !s.is_empty());
     let now = sh.clock.now_us();
     // World::batches is already in listing order: created_at descending, then id ascending.
-    let mut page = sh
-        .world
+    let world = sh.world();
+    let mut page = world
         .batches
         .iter()
         .filter(|b| {
@@ -329,7 +349,8 @@ async fn get_batch(
             None => return invalid_cursor(raw),
         },
     };
-    let Some(b) = sh.world.batch(&batch_id) else {
+    let world = sh.world();
+    let Some(b) = world.batch(&batch_id) else {
         return detail(StatusCode::NOT_FOUND, "Batch not found");
     };
     let now = sh.clock.now_us();
@@ -366,7 +387,8 @@ async fn get_result(
     State(sh): State<St>,
     Path((batch_id, item_id)): Path<(String, String)>,
 ) -> Response {
-    let Some((b, it)) = sh.world.item(&batch_id, &item_id) else {
+    let world = sh.world();
+    let Some((b, it)) = world.item(&batch_id, &item_id) else {
         return detail(StatusCode::NOT_FOUND, "Batch or item not found");
     };
     let not_ready_once = sh
@@ -388,15 +410,7 @@ async fn get_result(
         return detail(StatusCode::GONE, "Result expired");
     }
     match it.delivery {
-        Delivery::Inline => {
-            let layout = sh.layout(&b.id, it);
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::CONTENT_LENGTH, layout.len())
-                .body(Body::from_stream(layout.stream(sh.result_delay)))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-        }
+        Delivery::Inline => sh.result_response(&b.id, it),
         Delivery::Redirect => Response::builder()
             .status(StatusCode::FOUND)
             .header(header::LOCATION, object_store::presign(&sh, &b.id, &it.id))
@@ -462,7 +476,7 @@ fn invalid_cursor(raw: &str) -> Response {
     }))
 }
 
-fn validation_error(error: Value) -> Response {
+pub(super) fn validation_error(error: Value) -> Response {
     let body = json!({ "detail": [error] });
     (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
 }

@@ -2,12 +2,14 @@
 //! results redirect to, for `batchmirror demo`, `batchmirror sandbox` and the tests.
 //!
 //! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
-//! state shared by both listeners. The API routes live in [`extract_page`], presigned downloads in
+//! state shared by both listeners. The API routes live in [`extract_page`] (reads), [`uploads`]
+//! (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`), presigned URLs in
 //! [`object_store`], the batch timeline and the generated mix in [`data`], and the result bodies in
 //! [`body`]. It is built from the provider's published contracts (`providers.md` §1 and the OpenAPI
 //! seeds) and uses nothing from the rest of the crate: the client must never pass a test because
 //! both sides share a bug.
 
+mod batches;
 mod body;
 mod data;
 mod extract_page;
@@ -16,14 +18,17 @@ pub mod llamacloud;
 mod object_store;
 pub mod perfectparser;
 pub mod talonic;
+mod uploads;
 
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upload_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -147,6 +152,14 @@ pub struct Stats {
     pub store_requests_with_credentials: u64,
     /// API requests answered 401.
     pub unauthorized: u64,
+    /// `POST /v1/files` answered 200.
+    pub files_created: u64,
+    /// Presigned PUTs that stored the bytes (200).
+    pub uploads: u64,
+    /// `POST /v1/batches` that created a new batch.
+    pub batches_created: u64,
+    /// `POST /v1/batches` answered with an earlier batch because of its `Idempotency-Key`.
+    pub idempotent_replays: u64,
 }
 
 /// One request as received by either listener.
@@ -208,12 +221,26 @@ impl Sandbox {
 
     /// sha256 (lowercase hex) and length of the result body this item serves, None if no result.
     /// An item that will succeed later already has its (future) body; a failed item has none.
+    /// Items of batches created with `POST /v1/batches` are included.
     pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
-        let (_, it) = self.shared.world.item(batch, item)?;
+        let world = self.shared.world();
+        let (_, it) = world.item(batch, item)?;
         if it.outcome != Outcome::Succeeded {
             return None;
         }
-        Some(self.shared.layout(batch, it).digest())
+        Some(self.shared.result_digest(batch, it))
+    }
+
+    /// Allows `n_batches` more batches to be created with `POST /v1/batches` (replacing any
+    /// earlier quota; idempotent replays are free); after that it answers 402
+    /// `{"detail":"Quota exceeded"}`. Unlimited until first called.
+    pub fn set_quota(&self, n_batches: u64) {
+        self.shared.lock().uploads.quota = Some(n_batches);
+    }
+
+    /// The largest `size_bytes` `POST /v1/files` accepts (default 100 MiB); above it, 413.
+    pub fn set_max_upload_bytes(&self, n: u64) {
+        self.shared.lock().uploads.max_upload_bytes = n;
     }
 
     /// Every API and object-store request received, in order of arrival.
@@ -338,7 +365,8 @@ pub(crate) struct Shared {
     pub(crate) presign_ttl: Duration,
     pub(crate) result_delay: Duration,
     pub(crate) clock: Clock,
-    pub(crate) world: data::World,
+    /// Locked before [`Shared::lock`] whenever both are held.
+    world: RwLock<data::World>,
     /// Keys the presigned URLs; random per sandbox so URLs never outlive it.
     pub(crate) secret: [u8; 32],
     pub(crate) store_url: String,
@@ -350,6 +378,7 @@ pub(crate) struct Mutable {
     pub(crate) stats: Stats,
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) log: Vec<LoggedRequest>,
+    pub(crate) uploads: uploads::Uploads,
 }
 
 impl Shared {
@@ -363,7 +392,7 @@ impl Shared {
             presign_ttl: spec.presign_ttl,
             result_delay: spec.result_delay,
             clock,
-            world,
+            world: RwLock::new(world),
             secret: rand::random(),
             store_url,
             mutable: Mutex::new(Mutable::default()),
@@ -376,8 +405,67 @@ impl Shared {
         self.mutable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The batches; never held across an `.await`.
+    pub(crate) fn world(&self) -> RwLockReadGuard<'_, data::World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The batches for adding one; take it before [`Shared::lock`] when both are needed.
+    pub(crate) fn world_mut(&self) -> RwLockWriteGuard<'_, data::World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn layout(&self, batch: &str, item: &data::Item) -> body::Layout {
         body::Layout::new(self.seed, batch, &item.id, item.result_bytes)
+    }
+
+    /// sha256 (lowercase hex) and length of the item's result body.
+    pub(crate) fn result_digest(&self, batch: &str, item: &data::Item) -> (String, u64) {
+        match &item.body {
+            Some(body) => (uploads::sha256_hex(body), body.len() as u64),
+            None => self.layout(batch, item).digest(),
+        }
+    }
+
+    /// 200 `application/json` with the item's result body (after `result_delay`).
+    pub(crate) fn result_response(
+        &self,
+        batch: &str,
+        item: &data::Item,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let builder = axum::http::Response::builder()
+            .status(axum::http::StatusCode::OK)
+            .header(axum::http::header::CONTENT_TYPE, "application/json");
+        let built = match &item.body {
+            Some(body) => {
+                let (body, delay) = (body.clone(), self.result_delay);
+                let stream = futures_util::stream::once(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::io::Error>(body)
+                });
+                builder
+                    .header(axum::http::header::CONTENT_LENGTH, item.result_bytes)
+                    .body(axum::body::Body::from_stream(stream))
+            }
+            None => {
+                let layout = self.layout(batch, item);
+                builder
+                    .header(axum::http::header::CONTENT_LENGTH, layout.len())
+                    .body(axum::body::Body::from_stream(
+                        layout.stream(self.result_delay),
+                    ))
+            }
+        };
+        built.unwrap_or_else(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+
+    /// Pages of the item's result (its `page_count`).
+    pub(crate) fn result_pages(&self, batch: &str, item: &data::Item) -> u64 {
+        match &item.body {
+            Some(_) => item.body_pages,
+            None => self.layout(batch, item).pages(),
+        }
     }
 
     /// Appends a log entry at arrival; [`Shared::log_end`] fills in the status.

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use chrono::{NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -37,6 +37,10 @@ const AMZ_DATE: &str = "%Y%m%dT%H%M%SZ";
 pub(crate) fn router(shared: St) -> Router {
     let store = Router::new()
         .route("/results/{batch}/{item}", get(get_object))
+        .route(
+            "/uploads/{file_id}",
+            put(super::uploads::put_object).layer(DefaultBodyLimit::disable()),
+        )
         .fallback(|| async {
             s3_error(
                 StatusCode::NOT_FOUND,
@@ -59,19 +63,28 @@ fn canonical_path(batch: &str, item: &str) -> String {
     )
 }
 
-fn signature(secret: &[u8], path: &str, date: &str, expires: &str) -> Hmac<Sha256> {
+/// `/uploads/{file_id}`, percent-encoded.
+pub(crate) fn upload_path(file_id: &str) -> String {
+    format!("/uploads/{}", utf8_percent_encode(file_id, SEGMENT))
+}
+
+fn signature(secret: &[u8], method: &str, path: &str, date: &str, expires: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(format!("GET\n{path}\n{date}\n{expires}").as_bytes());
+    mac.update(format!("{method}\n{path}\n{date}\n{expires}").as_bytes());
     mac
 }
 
 /// A presigned GET URL for the item's result, valid for `presign_ttl` of real time.
 pub(crate) fn presign(sh: &Shared, batch: &str, item: &str) -> String {
-    let path = canonical_path(batch, item);
+    presign_url(sh, "GET", &canonical_path(batch, item))
+}
+
+/// A presigned URL for `method` on `path`, valid for `presign_ttl` of real time.
+pub(crate) fn presign_url(sh: &Shared, method: &str, path: &str) -> String {
     let date = Utc::now().format(AMZ_DATE).to_string();
     let expires = sh.presign_ttl.as_secs().to_string();
     let sig = hex::encode(
-        signature(&sh.secret, &path, &date, &expires)
+        signature(&sh.secret, method, path, &date, &expires)
             .finalize()
             .into_bytes(),
     );
@@ -127,6 +140,34 @@ async fn get_object(
     Path((batch, item)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Some(denied) = verify(&sh, "GET", &canonical_path(&batch, &item), query.as_deref()) {
+        return denied;
+    }
+    let world = sh.world();
+    let Some((b, it)) = world.item(&batch, &item) else {
+        return s3_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        );
+    };
+    let resp = sh.result_response(&b.id, it);
+    *sh.lock()
+        .stats
+        .store_downloads
+        .entry((batch, item))
+        .or_default() += 1;
+    resp
+}
+
+/// Checks a presigned URL's signature (over `method` and `path`) and expiry, S3-style: the
+/// S3 error to answer with, or None when the URL is valid.
+pub(crate) fn verify(
+    sh: &Shared,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Response> {
     let mut date = None;
     let mut expires = None;
     let mut sig = None;
@@ -139,24 +180,23 @@ async fn get_object(
         }
     }
     let (Some(date), Some(expires), Some(sig)) = (date, expires, sig) else {
-        return s3_error(
+        return Some(s3_error(
             StatusCode::FORBIDDEN,
             "AccessDenied",
             "Query-string authentication requires the Signature, Expires and Date parameters",
-        );
+        ));
     };
-    let path = canonical_path(&batch, &item);
     let valid = hex::decode(&sig).is_ok_and(|given| {
-        signature(&sh.secret, &path, &date, &expires)
+        signature(&sh.secret, method, path, &date, &expires)
             .verify_slice(&given)
             .is_ok()
     });
     if !valid {
-        return s3_error(
+        return Some(s3_error(
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
-        );
+        ));
     }
     let signed_at = NaiveDateTime::parse_from_str(&date, AMZ_DATE).map(|d| d.and_utc());
     let lifetime = expires.parse::<i64>();
@@ -170,30 +210,16 @@ async fn get_object(
         _ => true,
     };
     if expired {
-        return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Request has expired",
+        ));
     }
-    let Some((b, it)) = sh.world.item(&batch, &item) else {
-        return s3_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
-    };
-    let layout = sh.layout(&b.id, it);
-    *sh.lock()
-        .stats
-        .store_downloads
-        .entry((batch, item))
-        .or_default() += 1;
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, layout.len())
-        .body(Body::from_stream(layout.stream(sh.result_delay)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    None
 }
 
-fn s3_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn s3_error(status: StatusCode, code: &str, message: &str) -> Response {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <Error><Code>{code}</Code><Message>{message}</Message></Error>"

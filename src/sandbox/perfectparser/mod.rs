@@ -3,19 +3,23 @@
 //!
 //! This file owns the public surface (spec, faults, stats, start and stop) and the state the
 //! handlers share, including the per-key request quota behind the `X-RateLimit-*` headers. The
-//! routes live in [`routes`], the timeline, generated mix and bodies in [`world`], XLSX exports in
+//! routes live in [`routes`], submissions (`POST /v1/extractions`: validation, credits,
+//! idempotency) in [`submit`], the timeline, generated mix and bodies in [`world`], XLSX exports in
 //! [`xlsx`]. It uses nothing from the client side: the client must never pass a test because both
 //! sides share a bug.
 
 mod routes;
+mod submit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_submit;
 mod world;
 mod xlsx;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Clock, LoggedRequest, Served, bind};
@@ -42,6 +46,14 @@ pub struct PerfectSpec {
     pub requests_per_minute: u32,
     /// Length of the quota window (documented: one minute; tests shorten it).
     pub window: Duration,
+    /// Credits available to submissions at start (1 page = 1 credit, charged at submit).
+    pub credits: u64,
+    /// Parser ids `POST /v1/extractions` accepts; any other is 404 `PARSER_NOT_FOUND`.
+    pub parsers: Vec<String>,
+    /// Submissions per key per submit window (documented: 20 per minute), on top of the quota.
+    pub submits_per_minute: u32,
+    /// Length of the submit window (documented: one minute; tests shorten it).
+    pub submit_window: Duration,
 }
 
 impl PerfectSpec {
@@ -56,9 +68,37 @@ impl PerfectSpec {
             result_delay: Duration::ZERO,
             requests_per_minute: 150,
             window: Duration::from_secs(60),
+            credits: DEFAULT_CREDITS,
+            parsers: vec![DEFAULT_PARSER.to_owned()],
+            submits_per_minute: 20,
+            submit_window: Duration::from_secs(60),
         }
     }
+
+    /// The credit balance submissions draw on.
+    pub fn with_credits(mut self, credits: u64) -> Self {
+        self.credits = credits;
+        self
+    }
+
+    /// The parser ids submissions may name (replaces the default set).
+    pub fn with_parsers(mut self, parsers: &[&str]) -> Self {
+        self.parsers = parsers.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// `limit` submissions per key per `window` on `POST /v1/extractions`.
+    pub fn with_submit_limit(mut self, limit: u32, window: Duration) -> Self {
+        self.submits_per_minute = limit;
+        self.submit_window = window;
+        self
+    }
 }
+
+/// The parser id submissions accept by default.
+pub const DEFAULT_PARSER: &str = "prs_sandbox_invoice";
+/// The default credit balance: generous enough never to matter unless a test lowers it.
+pub const DEFAULT_CREDITS: u64 = 1_000_000;
 
 /// One extraction (a job over one or more documents).
 #[derive(Debug, Clone)]
@@ -135,6 +175,14 @@ pub struct PerfectStats {
     pub rate_limited: u64,
     /// Requests answered 401.
     pub unauthorized: u64,
+    /// Extractions created by `POST /v1/extractions` (replays excluded).
+    pub submissions: u64,
+    /// Submissions answered with the original job because their `Idempotency-Key` was known.
+    pub replays: u64,
+    /// Submissions refused with 429 by the submit window (not counted in `rate_limited`).
+    pub submit_rate_limited: u64,
+    /// Credits charged by submissions.
+    pub credits_charged: u64,
 }
 
 /// A running sandbox. Dropping it also stops the listener, without waiting.
@@ -165,9 +213,11 @@ impl PerfectSandbox {
     }
 
     /// sha256 (lowercase hex) and length of the body `GET …/documents/:document_id` serves once
-    /// the document is completed; None if it never completes or the ids do not pair.
+    /// the document is completed; None if it never completes or the ids do not pair. Submitted
+    /// extractions count too: their `extracted_data` carries the uploaded file's sha256.
     pub fn expected(&self, extraction: &str, document: &str) -> Option<(String, u64)> {
-        let (e, d) = self.shared.world.document(extraction, document)?;
+        let world = self.shared.world();
+        let (e, d) = world.document(extraction, document)?;
         if d.outcome != DocOutcome::Completed {
             return None;
         }
@@ -181,7 +231,8 @@ impl PerfectSandbox {
         document: &str,
         format: &str,
     ) -> Option<(String, u64)> {
-        let (e, d) = self.shared.world.document(extraction, document)?;
+        let world = self.shared.world();
+        let (e, d) = world.document(extraction, document)?;
         if d.outcome != DocOutcome::Completed || !routes::FORMATS.contains(&format) {
             return None;
         }
@@ -211,8 +262,16 @@ pub(crate) struct Shared {
     pub(crate) result_delay: Duration,
     pub(crate) limit: u32,
     pub(crate) window: Duration,
+    pub(crate) submit_limit: u32,
+    pub(crate) submit_window: Duration,
+    pub(crate) parsers: Vec<String>,
+    /// Pages of the spec's extractions (charged before the start).
+    pub(crate) spec_pages: u64,
     pub(crate) clock: Clock,
-    pub(crate) world: world::World,
+    /// The spec's extractions plus the submitted ones. Lock order: `submit`, then `world`, then
+    /// `mutable`; never hold a guard across an `.await`.
+    world: RwLock<world::World>,
+    pub(crate) submit: Mutex<submit::Ledger>,
     mutable: Mutex<Mutable>,
 }
 
@@ -223,6 +282,8 @@ pub(crate) struct Mutable {
     pub(crate) log: Vec<LoggedRequest>,
     /// Per-key fixed windows.
     windows: HashMap<String, Window>,
+    /// Per-key fixed windows of `POST /v1/extractions`.
+    submit_windows: HashMap<String, Window>,
 }
 
 struct Window {
@@ -244,6 +305,7 @@ impl Shared {
     fn new(spec: PerfectSpec) -> Shared {
         let clock = Clock::new(spec.time_scale);
         let world = world::World::new(&spec.extractions, &clock);
+        let spec_pages = world.extractions.iter().map(|e| e.page_count()).sum();
         Shared {
             api_key: spec.api_key,
             seed: spec.seed,
@@ -251,10 +313,27 @@ impl Shared {
             result_delay: spec.result_delay,
             limit: spec.requests_per_minute.max(1),
             window: spec.window.max(Duration::from_millis(100)),
+            submit_limit: spec.submits_per_minute.max(1),
+            submit_window: spec.submit_window.max(Duration::from_millis(100)),
+            parsers: spec.parsers,
+            spec_pages,
             clock,
-            world,
+            world: RwLock::new(world),
+            submit: Mutex::new(submit::Ledger::new(spec.credits)),
             mutable: Mutex::new(Mutable::default()),
         }
+    }
+
+    /// The world, for reading; drop the guard before any `.await`.
+    pub(crate) fn world(&self) -> RwLockReadGuard<'_, world::World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn insert(&self, extraction: world::Extraction) {
+        self.world
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(extraction);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
@@ -264,39 +343,28 @@ impl Shared {
     /// Counts one request against `key`'s window when `take` (else only reads it). A refused
     /// request is not counted.
     pub(crate) fn quota(&self, key: &str, take: bool) -> Quota {
-        let (limit, window) = (self.limit, self.window);
         let mut m = self.lock();
-        let now = Instant::now();
-        let w = m.windows.entry(key.to_owned()).or_insert(Window {
-            start: now,
-            used: 0,
-            reset: 0,
-        });
-        if w.reset == 0 || now.duration_since(w.start) >= window {
-            let end = SystemTime::now() + window;
-            let end = end
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            *w = Window {
-                start: now,
-                used: 0,
-                reset: end.as_secs() + u64::from(end.subsec_nanos() > 0),
-            };
-        }
-        let allowed = w.used < limit;
-        if take && allowed {
-            w.used += 1;
-        }
-        let (remaining, reset) = (limit - w.used.min(limit), w.reset);
-        if take && !allowed {
+        let q = tick(&mut m.windows, key, self.limit, self.window, take);
+        if take && !q.allowed {
             m.stats.rate_limited += 1;
         }
-        Quota {
-            allowed,
-            limit,
-            remaining,
-            reset,
+        q
+    }
+
+    /// The same for the submit window of `POST /v1/extractions` (always counts).
+    pub(crate) fn submit_quota(&self, key: &str) -> Quota {
+        let mut m = self.lock();
+        let q = tick(
+            &mut m.submit_windows,
+            key,
+            self.submit_limit,
+            self.submit_window,
+            true,
+        );
+        if !q.allowed {
+            m.stats.submit_rate_limited += 1;
         }
+        q
     }
 
     pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
@@ -324,5 +392,42 @@ impl Shared {
             }
         })?;
         m.faults.remove(index)
+    }
+}
+
+/// One request against `key`'s fixed window in `windows`, counted when `take` and allowed.
+fn tick(
+    windows: &mut HashMap<String, Window>,
+    key: &str,
+    limit: u32,
+    window: Duration,
+    take: bool,
+) -> Quota {
+    let now = Instant::now();
+    let w = windows.entry(key.to_owned()).or_insert(Window {
+        start: now,
+        used: 0,
+        reset: 0,
+    });
+    if w.reset == 0 || now.duration_since(w.start) >= window {
+        let end = SystemTime::now() + window;
+        let end = end
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        *w = Window {
+            start: now,
+            used: 0,
+            reset: end.as_secs() + u64::from(end.subsec_nanos() > 0),
+        };
+    }
+    let allowed = w.used < limit;
+    if take && allowed {
+        w.used += 1;
+    }
+    Quota {
+        allowed,
+        limit,
+        remaining: limit - w.used.min(limit),
+        reset: w.reset,
     }
 }

@@ -1,15 +1,15 @@
 //! The PerfectParser routes as documented (`providers.md` §4.2): extraction listing with opaque
-//! cursors and filters, status, results, one document, document exports and credits, behind
-//! `X-API-Key` auth and the per-key quota, with `{"error":{"code","message"}}` errors, named
-//! envelopes, injected faults and the request log.
+//! cursors and filters, submission ([`super::submit`]), status, results, one document, document
+//! exports and credits, behind `X-API-Key` auth, the per-key quota and the submit window, with
+//! `{"error":{"code","message"}}` errors, named envelopes, injected faults and the request log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::world::{DocStatus, DocumentBody, Extraction, export, ts};
+use super::world::{Data, DocStatus, DocumentBody, Extraction, export, ts};
 use super::{PerfectFault, Shared};
 
 type St = Arc<Shared>;
@@ -34,9 +34,12 @@ const STATUSES: [&str; 6] = [
     "partial",
 ];
 
+/// Largest accepted request body (submissions carry up to 50 files).
+const MAX_BODY: usize = 256 << 20;
+
 pub(crate) fn router(shared: St) -> Router {
     let api = Router::new()
-        .route("/v1/extractions", get(list))
+        .route("/v1/extractions", get(list).post(super::submit::submit))
         .route("/v1/extractions/{id}", get(status))
         .route("/v1/extractions/{id}/results", get(results))
         .route("/v1/extractions/{id}/documents/{doc}", get(document))
@@ -46,6 +49,7 @@ pub(crate) fn router(shared: St) -> Router {
         )
         .route("/v1/credits", get(credits))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared.clone());
     Router::new()
         .fallback_service(api)
@@ -57,7 +61,8 @@ pub(crate) fn router(shared: St) -> Router {
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.log_begin(req.method().as_str(), &path);
-    count_route(&sh, &path, req.uri().query());
+    let submitting = req.method() == Method::POST && path == "/v1/extractions";
+    count_route(&sh, req.method(), &path, req.uri().query());
     let key = req
         .headers()
         .get("x-api-key")
@@ -65,7 +70,11 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
         .unwrap_or("")
         .to_owned();
     let authorized = key == sh.api_key;
-    let quota = sh.quota(&key, authorized);
+    let mut quota = sh.quota(&key, authorized);
+    if authorized && quota.allowed && submitting {
+        // The tighter window of the route; its headers describe it.
+        quota = sh.submit_quota(&key);
+    }
     let mut resp = if !authorized {
         sh.lock().stats.unauthorized += 1;
         error(
@@ -112,10 +121,11 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
-fn count_route(sh: &Shared, path: &str, query: Option<&str>) {
+fn count_route(sh: &Shared, method: &Method, path: &str, query: Option<&str>) {
     let segs: Vec<&str> = path.split('/').collect();
     let mut m = sh.lock();
     match segs.as_slice() {
+        _ if method != Method::GET => {}
         ["", "v1", "extractions"] => m.stats.list_requests += 1,
         ["", "v1", "credits"] => m.stats.credits_requests += 1,
         ["", "v1", "extractions", e] => *m.stats.status_requests.entry(decode(e)).or_default() += 1,
@@ -137,7 +147,7 @@ fn count_route(sh: &Shared, path: &str, query: Option<&str>) {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "error": { "code": code, "message": message } });
     (status, axum::Json(body)).into_response()
 }
@@ -224,8 +234,8 @@ async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     };
     let parser = q.get("parser_id").filter(|p| !p.is_empty());
     let now = sh.clock.now_us();
-    let mut page: Vec<&Extraction> = sh
-        .world
+    let world = sh.world();
+    let mut page: Vec<&Extraction> = world
         .extractions
         .iter()
         .filter(|e| {
@@ -251,7 +261,8 @@ async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
 }
 
 async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
-    let Some(e) = sh.world.extraction(&id) else {
+    let world = sh.world();
+    let Some(e) = world.extraction(&id) else {
         return not_found("Extraction");
     };
     let now = sh.clock.now_us();
@@ -274,7 +285,8 @@ async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
 
 /// All documents with their data so far (finished ones only carry `extracted_data`).
 async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
-    let Some(e) = sh.world.extraction(&id) else {
+    let world = sh.world();
+    let Some(e) = world.extraction(&id) else {
         return not_found("Extraction");
     };
     let now = sh.clock.now_us();
@@ -312,7 +324,8 @@ async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
 }
 
 async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>) -> Response {
-    let Some((e, d)) = sh.world.document(&id, &doc) else {
+    let world = sh.world();
+    let Some((e, d)) = world.document(&id, &doc) else {
         return not_found("Document");
     };
     let now = sh.clock.now_us();
@@ -328,7 +341,8 @@ async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>)
         std::time::Duration::ZERO
     };
     let middle = match data {
-        Some(l) => l.stream(delay).boxed(),
+        Some(Data::Layout(l)) => l.stream(delay).boxed(),
+        Some(Data::Inline(b)) => futures_util::stream::iter([Ok(b)]).boxed(),
         None => futures_util::stream::empty().boxed(),
     };
     let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(head)])
@@ -359,7 +373,8 @@ async fn export_doc(
     if !FORMATS.contains(&format.as_str()) {
         return invalid(&format!("unknown format {format:?}: use json, csv or xlsx"));
     }
-    let Some((e, d)) = sh.world.document(&id, &doc) else {
+    let world = sh.world();
+    let Some((e, d)) = world.document(&id, &doc) else {
         return not_found("Document");
     };
     let now = sh.clock.now_us();
@@ -384,16 +399,16 @@ async fn export_doc(
     }
 }
 
+/// The balance: the spec's extractions were charged before the start, submissions since.
 async fn credits(State(sh): State<St>) -> Response {
-    let used: u64 = sh
-        .world
-        .extractions
-        .iter()
-        .map(Extraction::page_count)
-        .sum();
+    let (available, charged) = {
+        let ledger = sh.submit.lock().unwrap_or_else(|e| e.into_inner());
+        (ledger.balance, ledger.charged)
+    };
+    let used = sh.spec_pages + charged;
     let body = json!({
-        "credits": { "credits_available": 10_000u64.saturating_sub(used), "credits_used": used,
-                     "plan_credits": 10_000, "purchased_credits": 0 },
+        "credits": { "credits_available": available, "credits_used": used,
+                     "plan_credits": available + used, "purchased_credits": 0 },
     });
     axum::Json(body).into_response()
 }

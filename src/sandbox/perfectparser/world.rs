@@ -1,7 +1,8 @@
 //! The PerfectParser sandbox's world: extractions and their documents placed on the simulated
 //! clock (status at an instant, last change), the deterministic generated mix of
 //! [`PerfectSpec::generated`], and the bytes served for documents and exports (JSON built around
-//! [`Layout`], CSV, and a minimal stored-ZIP XLSX workbook).
+//! [`Layout`] for the spec's documents or derived from the upload for submitted ones, CSV, and a
+//! minimal stored-ZIP XLSX workbook).
 //!
 //! Nothing here does I/O; the routes read it through [`World`].
 
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::super::Clock;
 use super::super::body::Layout;
 use super::super::data::{SplitMix, hash_ids};
+use super::submit::{Upload, upload_data};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
 
 /// Simulated seconds a document spends `processing` before it finishes.
@@ -85,6 +87,10 @@ impl PerfectSpec {
             result_delay: Duration::ZERO,
             requests_per_minute: 150,
             window: Duration::from_secs(60),
+            credits: super::DEFAULT_CREDITS,
+            parsers: vec![super::DEFAULT_PARSER.to_owned(), "prs_invoices".to_owned()],
+            submits_per_minute: 20,
+            submit_window: Duration::from_secs(60),
         }
     }
 }
@@ -144,6 +150,8 @@ pub(crate) struct Document {
     pub(crate) outcome: DocOutcome,
     pub(crate) result_bytes: usize,
     pub(crate) page_count: u32,
+    /// The file behind a submitted document (None for the spec's).
+    pub(crate) upload: Option<Upload>,
 }
 
 impl World {
@@ -163,21 +171,12 @@ impl World {
                         outcome: d.outcome,
                         result_bytes: d.result_bytes,
                         page_count: d.page_count.max(1),
+                        upload: None,
                     })
                     .collect();
-                let index = documents
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (d.id.clone(), i))
-                    .collect();
-                Extraction {
-                    id: e.id.clone(),
-                    parser_id: e.parser_id.clone(),
-                    created_us,
-                    status_override: e.status_override.clone(),
-                    documents,
-                    index,
-                }
+                let mut e2 = Extraction::new(&e.id, &e.parser_id, created_us, documents);
+                e2.status_override = e.status_override.clone();
+                e2
             })
             .collect();
         extractions.sort_by(|a, b| b.created_us.cmp(&a.created_us).then(a.id.cmp(&b.id)));
@@ -193,6 +192,22 @@ impl World {
         self.index.get(id).map(|&i| &self.extractions[i])
     }
 
+    /// Adds a submitted extraction (newer than the rest, so it goes first); ids must be new.
+    pub(crate) fn insert(&mut self, e: Extraction) {
+        let at = self
+            .extractions
+            .iter()
+            .position(|x| (e.created_us, &x.id) > (x.created_us, &e.id))
+            .unwrap_or(self.extractions.len());
+        self.extractions.insert(at, e);
+        self.index = self
+            .extractions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+    }
+
     /// The document, only when it belongs to that extraction.
     pub(crate) fn document(&self, ext: &str, doc: &str) -> Option<(&Extraction, &Document)> {
         let e = self.extraction(ext)?;
@@ -202,6 +217,27 @@ impl World {
 }
 
 impl Extraction {
+    pub(crate) fn new(
+        id: &str,
+        parser_id: &str,
+        created_us: i64,
+        documents: Vec<Document>,
+    ) -> Extraction {
+        let index = documents
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
+        Extraction {
+            id: id.to_owned(),
+            parser_id: parser_id.to_owned(),
+            created_us,
+            status_override: None,
+            documents,
+            index,
+        }
+    }
+
     /// The documented extraction status, derived from the documents unless overridden.
     pub(crate) fn status(&self, now: i64) -> String {
         if let Some(s) = &self.status_override {
@@ -290,8 +326,15 @@ pub(crate) fn ts(us: i64) -> String {
 /// so a large `extracted_data` is streamed and never materialised.
 pub(crate) struct DocumentBody {
     pub(crate) head: Bytes,
-    pub(crate) data: Option<Layout>,
+    pub(crate) data: Option<Data>,
     pub(crate) tail: Bytes,
+}
+
+/// A completed document's `extracted_data`: generated around a [`Layout`] for the spec's
+/// documents, a small JSON object derived from the uploaded bytes for submitted ones.
+pub(crate) enum Data {
+    Layout(Layout),
+    Inline(Bytes),
 }
 
 impl DocumentBody {
@@ -301,8 +344,8 @@ impl DocumentBody {
             "extraction_id": e.id,
             "document_id": d.id,
             "filename": d.filename,
-            "file_type": "application/pdf",
-            "file_size": 40_000 + u64::from(d.page_count) * 25_000,
+            "file_type": d.upload.as_ref().map_or("application/pdf", |u| u.file_type),
+            "file_size": d.upload.as_ref().map_or(40_000 + u64::from(d.page_count) * 25_000, |u| u.size),
             "status": status.as_str(),
             "page_count": d.page_count,
             "credits_used": d.page_count,
@@ -318,7 +361,10 @@ impl DocumentBody {
             let s = v.to_string();
             s[1..s.len() - 1].to_owned()
         };
-        let data = (status == DocStatus::Completed).then(|| layout(seed, e, d));
+        let data = (status == DocStatus::Completed).then(|| match &d.upload {
+            Some(u) => Data::Inline(Bytes::from(upload_data(seed, e, d, u))),
+            None => Data::Layout(layout(seed, e, d)),
+        });
         let head = format!(
             "{{\"document\":{{{},\"extracted_data\":{}",
             inner(&meta),
@@ -333,16 +379,21 @@ impl DocumentBody {
     }
 
     pub(crate) fn len(&self) -> u64 {
-        (self.head.len() + self.tail.len()) as u64 + self.data.as_ref().map_or(0, Layout::len)
+        let data = match &self.data {
+            Some(Data::Layout(l)) => l.len(),
+            Some(Data::Inline(b)) => b.len() as u64,
+            None => 0,
+        };
+        (self.head.len() + self.tail.len()) as u64 + data
     }
 
     pub(crate) fn digest(&self) -> (String, u64) {
         let mut h = Sha256::new();
         h.update(&self.head);
-        if let Some(l) = &self.data {
-            for f in l.frames() {
-                h.update(&f);
-            }
+        match &self.data {
+            Some(Data::Layout(l)) => l.frames().for_each(|f| h.update(&f)),
+            Some(Data::Inline(b)) => h.update(b),
+            None => {}
         }
         h.update(&self.tail);
         (hex::encode(h.finalize()), self.len())
@@ -351,7 +402,8 @@ impl DocumentBody {
     /// The extracted data materialised (for `/results` and exports).
     pub(crate) fn data_bytes(&self) -> Vec<u8> {
         match &self.data {
-            Some(l) => l.frames().flat_map(|f| f.to_vec()).collect(),
+            Some(Data::Layout(l)) => l.frames().flat_map(|f| f.to_vec()).collect(),
+            Some(Data::Inline(b)) => b.to_vec(),
             None => b"null".to_vec(),
         }
     }
@@ -362,7 +414,11 @@ pub(crate) fn layout(seed: u64, e: &Extraction, d: &Document) -> Layout {
 }
 
 /// The parser's fields for one document: (field, value, confidence), deterministic.
-fn fields(seed: u64, e: &Extraction, d: &Document) -> Vec<(&'static str, String, String)> {
+pub(crate) fn fields(
+    seed: u64,
+    e: &Extraction,
+    d: &Document,
+) -> Vec<(&'static str, String, String)> {
     let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
     let mut conf = || format!("0.{}", 80 + rng.below(20));
     let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
