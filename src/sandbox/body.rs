@@ -128,14 +128,9 @@ impl Layout {
 
     /// sha256 (lowercase hex) and length of the body, computed frame by frame.
     pub(crate) fn digest(&self) -> (String, u64) {
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        for frame in self.frames() {
-            n += frame.len() as u64;
-            h.update(&frame);
-        }
+        let (sha, n) = digest_frames(self.frames());
         debug_assert_eq!(n, self.len);
-        (hex::encode(h.finalize()), n)
+        (sha, n)
     }
 
     /// The body as a stream; the first frame waits `delay`.
@@ -143,13 +138,7 @@ impl Layout {
         &self,
         delay: Duration,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        futures_util::stream::unfold((delay, self.frames()), |(delay, mut frames)| async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let frame = frames.next()?;
-            Some((Ok(frame), (Duration::ZERO, frames)))
-        })
+        stream_frames(self.frames(), delay)
     }
 
     fn write_chunk(&self, i: u64, buf: &mut BytesMut) {
@@ -167,6 +156,34 @@ impl Layout {
         write_bbox(&mut rng, buf);
         buf.put_slice(C4);
     }
+}
+
+/// sha256 (lowercase hex) and length of a body given frame by frame.
+pub(crate) fn digest_frames<F: AsRef<[u8]>>(frames: impl IntoIterator<Item = F>) -> (String, u64) {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    for frame in frames {
+        n += frame.as_ref().len() as u64;
+        h.update(frame.as_ref());
+    }
+    (hex::encode(h.finalize()), n)
+}
+
+/// A body given frame by frame, as a response stream; the first frame waits `delay`.
+pub(crate) fn stream_frames<I>(
+    frames: I,
+    delay: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    I: Iterator<Item = Bytes> + Send + 'static,
+{
+    futures_util::stream::unfold((delay, frames), |(delay, mut frames)| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let frame = frames.next()?;
+        Some((Ok(frame), (Duration::ZERO, frames)))
+    })
 }
 
 /// The body, frame by frame.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
 
+use super::super::body::{digest_frames, stream_frames};
 use super::super::data::{SplitMix, hash_ids};
 
 /// Target bytes per page of the JSON body (text appears twice per page: `text` and `md`).
@@ -114,14 +114,9 @@ impl Doc {
 
     /// sha256 (lowercase hex) and length, computed over the served frames.
     pub(crate) fn digest(&self) -> (String, u64) {
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        for frame in self.frames() {
-            n += frame.len() as u64;
-            h.update(&frame);
-        }
+        let (sha, n) = digest_frames(self.frames());
         debug_assert_eq!(n, self.len);
-        (hex::encode(h.finalize()), n)
+        (sha, n)
     }
 
     /// The body as a stream; the first frame waits `delay`.
@@ -129,13 +124,7 @@ impl Doc {
         &self,
         delay: Duration,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        futures_util::stream::unfold((delay, self.frames()), |(delay, mut frames)| async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let frame = frames.next()?;
-            Some((Ok(frame), (Duration::ZERO, frames)))
-        })
+        stream_frames(self.frames(), delay)
     }
 
     /// Page `p` (0-based): its text, or for JSON the whole page object.
@@ -259,6 +248,7 @@ fn write_text(rng: &mut SplitMix, len: u64, buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn materialise(d: &Doc) -> Vec<u8> {
         d.frames().flat_map(|f| f.to_vec()).collect()

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::super::Clock;
-use super::super::body::Layout;
+use super::super::body::{Layout, digest_frames};
 use super::super::data::{SplitMix, hash_ids};
 use super::submit::{Upload, upload_data};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
@@ -388,15 +387,15 @@ impl DocumentBody {
     }
 
     pub(crate) fn digest(&self) -> (String, u64) {
-        let mut h = Sha256::new();
-        h.update(&self.head);
-        match &self.data {
-            Some(Data::Layout(l)) => l.frames().for_each(|f| h.update(&f)),
-            Some(Data::Inline(b)) => h.update(b),
-            None => {}
-        }
-        h.update(&self.tail);
-        (hex::encode(h.finalize()), self.len())
+        let data: Box<dyn Iterator<Item = Bytes>> = match &self.data {
+            Some(Data::Layout(l)) => Box::new(l.frames()),
+            Some(Data::Inline(b)) => Box::new(std::iter::once(b.clone())),
+            None => Box::new(std::iter::empty()),
+        };
+        let frames = std::iter::once(self.head.clone())
+            .chain(data)
+            .chain(std::iter::once(self.tail.clone()));
+        digest_frames(frames)
     }
 
     /// The extracted data materialised (for `/results` and exports).

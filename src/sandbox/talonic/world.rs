@@ -9,11 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
+use futures_util::Stream;
 
 use super::super::Clock;
-use super::super::body::Layout;
+use super::super::body::{Layout, digest_frames, stream_frames};
 use super::super::data::{SplitMix, hash_ids};
 use super::{DEFAULT_API_KEY, ItemOutcome, TalonicBatch, TalonicItem, TalonicSpec};
 
@@ -319,13 +318,13 @@ impl Extraction {
 
     /// sha256 (lowercase hex) and length, frame by frame.
     pub(crate) fn digest(&self) -> (String, u64) {
-        let mut h = Sha256::new();
-        h.update(&self.head);
-        for frame in self.layout.frames() {
-            h.update(&frame);
-        }
-        h.update(TAIL);
-        (hex::encode(h.finalize()), self.len())
+        digest_frames(self.frames())
+    }
+
+    fn frames(&self) -> impl Iterator<Item = Bytes> + Send + use<> {
+        std::iter::once(self.head.clone())
+            .chain(self.layout.frames())
+            .chain(std::iter::once(Bytes::from_static(TAIL)))
     }
 
     /// The body as a stream; nothing is sent before `delay` has passed.
@@ -333,16 +332,6 @@ impl Extraction {
         self,
         delay: Duration,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        let head = self.head;
-        futures_util::stream::once(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok(head)
-        })
-        .chain(futures_util::stream::iter(self.layout.frames().map(Ok)))
-        .chain(futures_util::stream::once(async {
-            Ok(Bytes::from_static(TAIL))
-        }))
+        stream_frames(self.frames(), delay)
     }
 }
