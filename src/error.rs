@@ -130,6 +130,9 @@ pub enum ProviderError {
     /// normalised away and address another resource).
     #[error("id {id:?} cannot be used in a request path; refusing to send it")]
     UnaddressableId { id: String },
+    /// The provider cannot do what was asked (e.g. submit files); a configuration matter.
+    #[error("{provider}: {what} is not supported by this provider")]
+    Unsupported { provider: String, what: &'static str },
     #[error("cancelled")]
     Cancelled,
 }
@@ -157,6 +160,7 @@ impl ProviderError {
             | Self::TooLarge { .. }
             | Self::Redirect { .. }
             | Self::UnaddressableId { .. }
+            | Self::Unsupported { .. }
             | Self::Cancelled => false,
         }
     }

@@ -362,6 +362,54 @@ pub struct Published {
     pub sha256: String,
 }
 
+/// How a drop-folder file is submitted: the per-provider options of `[dropfolder]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// extract.page `engine`.
+    pub engine: Option<String>,
+    /// extract.page `options`, as a JSON object's text (validated by the config).
+    pub options_json: Option<String>,
+    /// PerfectParser `parser_id`.
+    pub parser_id: Option<String>,
+}
+
+/// One local file to submit as a new extraction job. The bytes hashed are the bytes sent.
+#[derive(Clone)]
+pub struct Submission {
+    /// The file's name as dropped (one path component, UTF-8).
+    pub file_name: String,
+    /// A MIME type guessed from the name's extension.
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+    /// Lower-case hex sha256 of `bytes`.
+    pub sha256: String,
+    /// Sent as `Idempotency-Key`: a retry after a crash or a timeout returns the first job.
+    pub idempotency_key: String,
+    pub options: SubmitOptions,
+}
+
+impl fmt::Debug for Submission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submission")
+            .field("file_name", &self.file_name)
+            .field("bytes", &self.bytes.len())
+            .field("sha256", &self.sha256)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The job a submission became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The batch (extract.page batch, PerfectParser extraction) the sync pass will track.
+    pub batch: BatchId,
+    /// The file's item in it, when the answer names it (PerfectParser's document id).
+    pub item: Option<ItemId>,
+    /// True when the provider answered with an earlier job for the same idempotency key.
+    pub replayed: bool,
+}
+
 /// Per provider, per state counts plus the figures `status` shows.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ProviderSummary {

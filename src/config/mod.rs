@@ -106,6 +106,20 @@ impl ProviderKind {
             _ => 600,
         }
     }
+
+    /// True for the kinds whose adapter can submit files (the drop folder).
+    pub fn can_submit(self) -> bool {
+        matches!(self, Self::ExtractPage | Self::PerfectParser)
+    }
+
+    /// The documented cap on job submissions, apart from the overall rate: PerfectParser allows
+    /// 20 `POST /v1/extractions` a minute; the others name none.
+    pub fn default_submits_per_minute(self) -> Option<u32> {
+        match self {
+            Self::PerfectParser => Some(20),
+            _ => None,
+        }
+    }
 }
 
 /// Keys that only some kinds take; empty or `None` for the others (validation refuses them there).
@@ -200,6 +214,8 @@ pub struct ProviderSettings {
     pub api_key: Secret,
     /// Requests per minute to this provider, all calls together.
     pub requests_per_minute: u32,
+    /// Job submissions per minute (drop folder), paced one at a time; `None` = no separate cap.
+    pub submits_per_minute: Option<u32>,
     /// Page size asked of the batch listing.
     pub page_size: u32,
     /// How long results stay downloadable after completion, when the API gives no expiry.
@@ -420,6 +436,9 @@ impl fmt::Display for Settings {
             writeln!(f, "base_url = {}", toml_str(p.base_url.as_str()))?;
             writeln!(f, "api_key = {}", toml_str(&p.api_key.to_string()))?;
             writeln!(f, "requests_per_minute = {}", p.requests_per_minute)?;
+            if let Some(n) = p.submits_per_minute {
+                writeln!(f, "submits_per_minute = {n}")?;
+            }
             writeln!(f, "page_size = {}", p.page_size)?;
             writeln!(f, "retention = {}", toml_duration(p.retention))?;
             writeln!(f, "max_retries = {}", p.max_retries)?;

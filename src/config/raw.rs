@@ -175,6 +175,9 @@ pub(super) struct RawProvider {
     /// Default by kind ([`super::ProviderKind::default_requests_per_minute`]).
     #[serde(default)]
     pub requests_per_minute: Option<i64>,
+    /// Default by kind ([`super::ProviderKind::default_submits_per_minute`]).
+    #[serde(default)]
+    pub submits_per_minute: Option<i64>,
     /// Default: the kind's largest page, at most 200.
     #[serde(default)]
     pub page_size: Option<i64>,

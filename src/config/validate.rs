@@ -224,6 +224,19 @@ fn validate_provider(
             1,
             i64::from(u32::MAX),
         )? as u32,
+        submits_per_minute: match p
+            .submits_per_minute
+            .or(kind.default_submits_per_minute().map(i64::from))
+        {
+            Some(_) if !kind.can_submit() => {
+                return Err(ConfigError::invalid(
+                    key("submits_per_minute"),
+                    format!("kind {} takes no submissions; remove it", kind.as_str()),
+                ));
+            }
+            Some(n) => Some(int_in_range(&key("submits_per_minute"), n, 1, 10_000)? as u32),
+            None => None,
+        },
         page_size: int_in_range(
             &key("page_size"),
             p.page_size

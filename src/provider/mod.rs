@@ -21,7 +21,9 @@ use futures_util::Stream;
 
 use crate::config::{DownloadSettings, ProviderKind, ProviderSettings};
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName};
+use crate::model::{
+    BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName, Submission, Submitted,
+};
 
 /// A result body as it arrives: decoded bytes, streamed.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
@@ -80,6 +82,17 @@ pub trait Provider: Send + Sync {
         Err(ProviderError::Malformed {
             url: String::new(),
             message: format!("this provider has no sidecar {suffix:?}"),
+        })
+    }
+
+    /// Submits one local file as a new extraction job (the drop folder), sending
+    /// `file.idempotency_key` so that asking again returns the first job instead of a second one.
+    /// Providers without a submit flow keep this default.
+    async fn submit(&self, file: &Submission) -> Result<Submitted, ProviderError> {
+        let _ = file;
+        Err(ProviderError::Unsupported {
+            provider: self.name().to_string(),
+            what: "submitting files",
         })
     }
 }

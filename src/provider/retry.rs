@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
-use crate::model::{BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName};
+use crate::model::{
+    BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName, Submission, Submitted,
+};
 
 /// Longest wait we accept from a server before retrying; longer hints are capped (and the
 /// watchdog, fed by progress, must outlast it: see systemd/batchmirror.service).
@@ -31,6 +33,8 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     pub max_delay: Duration,
     pub requests_per_minute: u32,
+    /// A separate pace for job submissions, on top of the overall limiter.
+    pub submits_per_minute: Option<u32>,
 }
 
 impl RetryPolicy {
@@ -40,6 +44,7 @@ impl RetryPolicy {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
             requests_per_minute: s.requests_per_minute.max(1),
+            submits_per_minute: s.submits_per_minute,
         }
     }
 
@@ -71,6 +76,19 @@ impl Limiter {
         }
     }
 
+    /// A limiter that spaces requests evenly, one at a time, a little wider than `per_minute`
+    /// asks: a burst would be refused by a server counting any 60 s window, and the margin absorbs
+    /// jitter between our clock and the server's.
+    pub fn evenly(per_minute: u32) -> Self {
+        let period = Duration::from_secs(60).mul_f64(1.05) / per_minute.max(1);
+        let quota = Quota::with_period(period.max(Duration::from_millis(1)))
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
+        Self {
+            quota: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+        }
+    }
+
     /// Waits until a request may be sent.
     pub async fn acquire(&self) {
         loop {
@@ -98,6 +116,8 @@ pub struct Retrying {
     inner: Arc<dyn Provider>,
     policy: RetryPolicy,
     limiter: Arc<Limiter>,
+    /// Paces submissions (each also passes `limiter`).
+    submit_limiter: Option<Limiter>,
     observer: Arc<dyn Observer>,
 }
 
@@ -109,10 +129,12 @@ impl Retrying {
         limiter: Arc<Limiter>,
         observer: Arc<dyn Observer>,
     ) -> Self {
+        let submit_limiter = policy.submits_per_minute.map(Limiter::evenly);
         Self {
             inner,
             policy,
             limiter,
+            submit_limiter,
             observer,
         }
     }
@@ -203,6 +225,17 @@ impl Provider for Retrying {
         })
         .await
     }
+
+    /// Retried like the rest: the idempotency key makes asking again safe.
+    async fn submit(&self, file: &Submission) -> Result<Submitted, ProviderError> {
+        self.call("submitting a file", || async {
+            if let Some(pace) = &self.submit_limiter {
+                pace.acquire().await;
+            }
+            self.inner.submit(file).await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +284,7 @@ mod tests {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             requests_per_minute: 60_000,
+            submits_per_minute: None,
         }
     }
 
