@@ -13,6 +13,7 @@
 //! - [`alerts`]: one alert per event (item at risk or lost, provider failing, disk full).
 //! - [`metrics`]: Prometheus counters and gauges, and the `/metrics` endpoint.
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
+//! - [`dropfolder`]: the watched inbox whose files become jobs, and the outbox of their results.
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod download;
+pub mod dropfolder;
 pub mod error;
 pub mod ledger;
 pub mod metrics;

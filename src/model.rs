@@ -32,6 +32,8 @@ pub trait Observer: Send + Sync {
     fn wants_plan(&self) -> bool {
         false
     }
+    /// Files in the drop folder's inbox waiting to be submitted again (refused for now).
+    fn dropfolder_queue(&self, _files: u64) {}
     /// A pass's downloads begin: `items` are ready to fetch.
     fn downloads_planned(&self, _items: u64) {}
     /// A provider's listing in a pass ended, with its error if it failed and since when it has been

@@ -15,6 +15,7 @@ use crate::error::Error;
 #[derive(Debug, Default)]
 pub struct PassTrigger {
     wake: Notify,
+    finished: Notify,
     running: AtomicBool,
 }
 
@@ -37,6 +38,14 @@ impl PassTrigger {
     /// Marks a pass as running (true) or finished (false).
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::SeqCst);
+        if !running {
+            self.finished.notify_waiters();
+        }
+    }
+
+    /// Waits for the end of the next pass (the drop folder delivers results then).
+    pub async fn pass_finished(&self) {
+        self.finished.notified().await;
     }
 }
 

@@ -9,8 +9,11 @@
 //! `[[provider]]` entries are set in the file only; their keys can come from the environment via
 //! `api_key_env`. The environment is passed in ([`load_with_env`], [`load_str`]) so tests need no process env.
 
+mod dropfolder;
 mod raw;
 mod validate;
+
+pub use dropfolder::{DEFAULT_EXCLUDE, DropFolderSettings, WatchMode};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -159,6 +162,8 @@ pub struct Settings {
     pub metrics: Option<MetricsSettings>,
     /// Where alerts go, when `[alerts]` is configured.
     pub alerts: Option<AlertSettings>,
+    /// The watched inbox, when `[dropfolder]` is configured.
+    pub dropfolder: Option<DropFolderSettings>,
 }
 
 /// Alert targets: a command given the event as JSON on stdin, and/or a webhook given it as a POST.
@@ -423,6 +428,32 @@ impl fmt::Display for Settings {
                 "provider_failing_after = {}",
                 toml_duration(a.provider_failing_after)
             )?;
+        }
+        if let Some(d) = &self.dropfolder {
+            let globs = |p: &[glob::Pattern]| {
+                let v: Vec<String> = p.iter().map(|g| toml_str(g.as_str())).collect();
+                format!("[{}]", v.join(", "))
+            };
+            writeln!(f, "\n[dropfolder]")?;
+            writeln!(f, "path = {}", toml_str(&d.inbox.display().to_string()))?;
+            writeln!(f, "provider = {}", toml_str(d.provider.as_str()))?;
+            writeln!(f, "settle = {}", toml_duration(d.settle))?;
+            writeln!(f, "rescan = {}", toml_duration(d.rescan))?;
+            writeln!(f, "mode = {}", toml_str(d.mode.as_str()))?;
+            writeln!(f, "include = {}", globs(&d.include))?;
+            writeln!(f, "exclude = {}", globs(&d.exclude))?;
+            writeln!(f, "max_file_bytes = {}", d.max_file_bytes)?;
+            writeln!(f, "dedupe = {}", d.dedupe)?;
+            writeln!(f, "result_poll = {}", toml_duration(d.result_poll))?;
+            if let Some(e) = &d.submit.engine {
+                writeln!(f, "engine = {}", toml_str(e))?;
+            }
+            if let Some(o) = &d.submit.options_json {
+                writeln!(f, "# options (as JSON): {o}")?;
+            }
+            if let Some(p) = &d.submit.parser_id {
+                writeln!(f, "parser_id = {}", toml_str(p))?;
+            }
         }
         if let Some(m) = &self.metrics {
             writeln!(f, "\n[metrics]")?;

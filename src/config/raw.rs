@@ -48,6 +48,8 @@ pub(super) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub alerts: Option<RawAlerts>,
+    #[serde(default)]
+    pub dropfolder: Option<super::dropfolder::RawDropFolder>,
 }
 
 /// `[alerts]`: present means enabled. No `Debug`: the webhook URL may hold a token.

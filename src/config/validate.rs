@@ -69,9 +69,14 @@ pub(super) fn validate(
         schedule_cron,
         download,
         log: LogSettings { format, level },
-        providers,
         metrics: raw.metrics.as_ref().map(validate_metrics).transpose()?,
         alerts: raw.alerts.as_ref().map(validate_alerts).transpose()?,
+        dropfolder: raw
+            .dropfolder
+            .as_ref()
+            .map(|d| super::dropfolder::validate(d, &providers))
+            .transpose()?,
+        providers,
     })
 }
 
@@ -141,7 +146,7 @@ fn validate_metrics(m: &raw::RawMetrics) -> Result<MetricsSettings, ConfigError>
     })
 }
 
-fn absolute_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn absolute_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, "empty path: set a file path"));
     }
@@ -454,7 +459,7 @@ fn resolve_api_key(
     Ok(Secret::new(key))
 }
 
-fn int_in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+pub(super) fn int_in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else if max == i64::from(u32::MAX) {
@@ -470,7 +475,7 @@ fn int_in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Config
     }
 }
 
-fn duration(key: &str, value: &str, nonzero: bool) -> Result<Duration, ConfigError> {
+pub(super) fn duration(key: &str, value: &str, nonzero: bool) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(value.trim()).map_err(|e| {
         ConfigError::invalid(
             key,

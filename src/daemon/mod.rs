@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::download::{DownloadReport, Downloader};
+use crate::dropfolder::DropFolder;
 use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
 use crate::model::Observer;
@@ -158,6 +159,30 @@ impl Mirror {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Starts the drop folder's worker when `[dropfolder]` is configured.
+    pub fn spawn_dropfolder(
+        &self,
+        trigger: Arc<PassTrigger>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<Result<(), Error>>> {
+        let settings = self.settings.dropfolder.clone()?;
+        // Validation guarantees the named provider exists.
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| *p.name() == settings.provider)?
+            .clone();
+        let worker = DropFolder::new(
+            settings,
+            self.ledger.clone(),
+            provider,
+            self.settings.storage_root.clone(),
+            trigger,
+            self.observer.clone(),
+        );
+        Some(tokio::spawn(worker.run(shutdown)))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -323,10 +348,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         })
     };
     let mut idle = tokio::time::interval(systemd::idle_beat_every());
+    let mut dropfolder = mirror.spawn_dropfolder(trigger.clone(), shutdown.clone());
     trigger.request();
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            ended = async { dropfolder.as_mut().expect("guarded").await }, if dropfolder.is_some() => {
+                dropfolder = None;
+                match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(Error::Runtime(format!("drop folder task: {e}"))),
+                }
+            }
             _ = idle.tick() => heartbeat.beat(),
             () = trigger.requested() => {
                 trigger.set_running(true);
@@ -348,10 +382,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             }
         }
     };
+    // Every task stops on the one token, whatever ended the loop.
+    shutdown.cancel();
+    if let Some(d) = dropfolder {
+        let _ = d.await;
+    }
     if let Err(e) = sched.shutdown().await {
         tracing::warn!("scheduler did not stop cleanly: {e}");
     }
-    shutdown.cancel();
     let _ = stopping.await;
     if let Some(w) = watchdog {
         let _ = w.await;

@@ -95,6 +95,12 @@ impl Observer for DaemonObserver {
         }
     }
 
+    fn dropfolder_queue(&self, files: u64) {
+        if let Some(m) = &self.metrics {
+            m.dropfolder_queue(files);
+        }
+    }
+
     fn retry(&self, provider: &ProviderName) {
         if let Some(m) = &self.metrics {
             m.retry(provider);

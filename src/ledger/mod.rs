@@ -6,6 +6,7 @@
 //! - `queries`: the SQL of each operation that writes (no SQL lives outside `src/ledger/`).
 //! - `reads`: the read-only queries (cursors, summary, at-risk and row listings).
 //! - `rows`: column ↔ domain value conversions (timestamps are INTEGER ms since the epoch).
+//! - `uploads`: the drop folder's upload rows and their states.
 //!
 //! One [`rusqlite::Connection`] sits behind a `std::sync::Mutex`; every async method runs its work
 //! in `tokio::task::spawn_blocking` and holds the mutex only inside that closure. The API speaks in
@@ -19,6 +20,9 @@ mod reads;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod uploads;
+
+pub use uploads::{Finished, NewUpload, Upload, UploadState};
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};

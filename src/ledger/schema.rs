@@ -17,7 +17,7 @@ use crate::error::LedgerError;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this build understands.
 pub const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -86,6 +86,38 @@ CREATE TABLE alerts_fired (
     key       TEXT PRIMARY KEY NOT NULL,
     fired_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 2: the drop folder's uploads, one row per file taken from the inbox.
+///
+/// A row is committed (`submitting`) before the job is created, with the idempotency key the
+/// request carries, so a crash between the request and the answer is resumed with the same key
+/// and never pays twice. `uploads_open (state)` serves the start-up and delivery scans;
+/// `uploads_content (provider, sha256)` finds an earlier job for the same content.
+const V2: &str = "
+CREATE TABLE uploads (
+    id               INTEGER PRIMARY KEY,
+    provider         TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    size             INTEGER NOT NULL,
+    sha256           TEXT    NOT NULL,
+    idempotency_key  TEXT    NOT NULL,
+    state            TEXT    NOT NULL,
+    batch_id         TEXT,
+    item_id          TEXT,
+    -- The name the file got in done/ or failed/ (collisions are suffixed).
+    filed_as         TEXT,
+    -- The earlier upload of the same content whose job this one reuses.
+    linked_to        INTEGER REFERENCES uploads (id),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+
+CREATE INDEX uploads_open ON uploads (state, provider);
+CREATE INDEX uploads_content ON uploads (provider, sha256);
 ";
 
 /// True when SQLite says the file is not a database or is damaged.
