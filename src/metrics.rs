@@ -135,7 +135,8 @@ impl Metrics {
     /// Refreshes the gauges from the ledger's summary after a pass.
     /// Files the drop folder holds back for a later attempt.
     pub fn dropfolder_queue(&self, files: u64) {
-        self.dropfolder_queue.set(i64::try_from(files).unwrap_or(i64::MAX));
+        self.dropfolder_queue
+            .set(i64::try_from(files).unwrap_or(i64::MAX));
     }
 
     pub fn observe_pass(&self, seconds: f64, summaries: &[ProviderSummary]) {

@@ -25,3 +25,5 @@ mod provider_llamacloud;
 mod provider_talonic;
 // The PerfectParser adapter against its sandbox.
 mod provider_perfectparser;
+// The drop folder: inbox → job → outbox, exactly once.
+mod dropfolder;

@@ -113,9 +113,8 @@ fn patterns(key: &str, values: &[String]) -> Result<Vec<glob::Pattern>, ConfigEr
     values
         .iter()
         .map(|v| {
-            glob::Pattern::new(v).map_err(|e| {
-                ConfigError::invalid(key, format!("{v:?} is not a glob pattern: {e}"))
-            })
+            glob::Pattern::new(v)
+                .map_err(|e| ConfigError::invalid(key, format!("{v:?} is not a glob pattern: {e}")))
         })
         .collect()
 }
@@ -225,12 +224,8 @@ pub(super) fn validate(
         mode,
         include,
         exclude,
-        max_file_bytes: int_in_range(
-            "dropfolder.max_file_bytes",
-            d.max_file_bytes,
-            1,
-            i64::MAX,
-        )? as u64,
+        max_file_bytes: int_in_range("dropfolder.max_file_bytes", d.max_file_bytes, 1, i64::MAX)?
+            as u64,
         dedupe: d.dedupe,
         result_poll: duration("dropfolder.result_poll", &d.result_poll, true)?,
         submit: SubmitOptions {

@@ -531,3 +531,5 @@ fn toml_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dropfolder;

@@ -106,7 +106,11 @@ pub fn scan(
 
 /// True when the name passes `include` and no `exclude` pattern. Non-UTF-8 names pass, so they
 /// are refused with a reason instead of silently ignored.
-pub fn wanted(name: &std::ffi::OsStr, include: &[glob::Pattern], exclude: &[glob::Pattern]) -> bool {
+pub fn wanted(
+    name: &std::ffi::OsStr,
+    include: &[glob::Pattern],
+    exclude: &[glob::Pattern],
+) -> bool {
     let Some(s) = name.to_str() else {
         return true;
     };
@@ -115,7 +119,8 @@ pub fn wanted(name: &std::ffi::OsStr, include: &[glob::Pattern], exclude: &[glob
         require_literal_separator: true,
         require_literal_leading_dot: false,
     };
-    include.iter().any(|p| p.matches_with(s, opts)) && !exclude.iter().any(|p| p.matches_with(s, opts))
+    include.iter().any(|p| p.matches_with(s, opts))
+        && !exclude.iter().any(|p| p.matches_with(s, opts))
 }
 
 /// The stamp of an inbox entry, without following a symlink. `Ok(None)` when it is gone.

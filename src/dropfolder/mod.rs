@@ -105,7 +105,8 @@ impl DropFolder {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         self.prepare()?;
         let s = &self.settings;
-        let tick_every = (s.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let tick_every =
+            (s.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut watch = watch::start(&s.inbox, s.mode, tick_every).map_err(|e| {
             Error::Runtime(format!(
                 "drop folder: cannot watch {}: {e}",
@@ -227,7 +228,10 @@ impl DropFolder {
     async fn awaiting(&self) -> Result<bool, Error> {
         Ok(!self
             .ledger
-            .uploads_in(&self.settings.provider, crate::ledger::UploadState::Accepted)
+            .uploads_in(
+                &self.settings.provider,
+                crate::ledger::UploadState::Accepted,
+            )
             .await?
             .is_empty())
     }

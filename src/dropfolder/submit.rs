@@ -204,7 +204,9 @@ impl DropFolder {
             Ok(filed) => self.ledger.upload_filed(row.id, &filed, Utc::now()).await?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Gone from the inbox already (moved by the user): the outbox still gets it.
-                self.ledger.upload_filed(row.id, &row.name, Utc::now()).await?;
+                self.ledger
+                    .upload_filed(row.id, &row.name, Utc::now())
+                    .await?;
             }
             Err(e) => tracing::error!(
                 file = %row.name,
@@ -244,9 +246,15 @@ impl DropFolder {
     /// for the outbox (those still in the inbox are filed when the scan takes them again).
     pub(super) async fn recover(&self) -> Result<(), Error> {
         let s = &self.settings;
-        for row in self.ledger.uploads_in(&s.provider, UploadState::Accepted).await? {
+        for row in self
+            .ledger
+            .uploads_in(&s.provider, UploadState::Accepted)
+            .await?
+        {
             if row.filed_as.is_none() && !s.inbox.join(&row.name).exists() {
-                self.ledger.upload_filed(row.id, &row.name, Utc::now()).await?;
+                self.ledger
+                    .upload_filed(row.id, &row.name, Utc::now())
+                    .await?;
             }
         }
         Ok(())

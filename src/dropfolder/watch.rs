@@ -111,7 +111,9 @@ fn translate(event: notify::Result<Event>, inbox: &Path, tx: &mpsc::UnboundedSen
         }
     };
     match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => send(Change::Closed, &mut names()),
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            send(Change::Closed, &mut names())
+        }
         // Moved in whole (`mv` from elsewhere, or a writer's rename of its temp file).
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => send(Change::Closed, &mut names()),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
@@ -275,8 +277,9 @@ mod tests {
             assert!(due(&mut s, t0 + sec * i, u64::from(i)).is_empty());
         }
         // Then still: due once 2 s have passed with the same stamp, and only then.
-        assert!(due(&mut s, t0 + sec * 11, 9).is_empty());
-        assert_eq!(due(&mut s, t0 + sec * 12, 9), vec![a.clone()]);
+        // The last change was seen at 9 s.
+        assert!(due(&mut s, t0 + sec * 10, 9).is_empty());
+        assert_eq!(due(&mut s, t0 + sec * 11, 9), vec![a.clone()]);
         assert!(s.is_empty(), "a due file is handed over once");
     }
 

@@ -263,7 +263,10 @@ impl Ledger {
         item: Option<&ItemId>,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let (batch, item) = (batch.as_str().to_owned(), item.map(|i| i.as_str().to_owned()));
+        let (batch, item) = (
+            batch.as_str().to_owned(),
+            item.map(|i| i.as_str().to_owned()),
+        );
         self.run(move |c| {
             c.execute(
                 "UPDATE uploads SET state = 'accepted', batch_id = ?2, item_id = ?3, \

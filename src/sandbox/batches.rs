@@ -117,9 +117,18 @@ fn offending(ids: &[String], bad: impl Fn(&str) -> bool) -> Vec<String> {
 
 /// `POST /v1/batches`.
 pub(crate) async fn create_batch(State(sh): State<St>, headers: HeaderMap, raw: Bytes) -> Response {
-    let req = match parse(&raw) {
+    let (response, delay) = create_now(&sh, &headers, &raw);
+    // The batch exists from here on, whatever becomes of the client waiting for this answer.
+    tokio::time::sleep(delay).await;
+    response
+}
+
+/// Creates the batch (or answers the replay or the refusal), and says how long to hold the answer.
+fn create_now(sh: &St, headers: &HeaderMap, raw: &Bytes) -> (Response, std::time::Duration) {
+    let no_delay = std::time::Duration::ZERO;
+    let req = match parse(raw) {
         Ok(req) => req,
-        Err(resp) => return *resp,
+        Err(resp) => return (*resp, no_delay),
     };
     let key = headers
         .get("idempotency-key")
@@ -140,7 +149,10 @@ pub(crate) async fn create_batch(State(sh): State<St>, headers: HeaderMap, raw: 
             .map(|(id, _)| id.clone());
         if let Some(b) = earlier.as_deref().and_then(|id| world.batch(id)) {
             m.stats.idempotent_replays += 1;
-            return axum::Json(batch_resource(&sh, b, now)).into_response();
+            return (
+                axum::Json(batch_resource(sh, b, now)).into_response(),
+                no_delay,
+            );
         }
     }
     let files = &m.uploads.files;
@@ -149,17 +161,28 @@ pub(crate) async fn create_batch(State(sh): State<St>, headers: HeaderMap, raw: 
     });
     if !missing.is_empty() {
         let body = json!({ "error": "file_not_found", "file_ids": missing });
-        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        return (
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response(),
+            no_delay,
+        );
     }
     let not_uploaded = offending(&req.file_ids, |id| {
         files.get(id).is_some_and(|f| f.stored.is_none())
     });
     if !not_uploaded.is_empty() {
         let body = json!({ "error": "file_not_uploaded", "file_ids": not_uploaded });
-        return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+        return (
+            (StatusCode::CONFLICT, axum::Json(body)).into_response(),
+            no_delay,
+        );
     }
     match &mut m.uploads.quota {
-        Some(0) => return detail(StatusCode::PAYMENT_REQUIRED, "Quota exceeded"),
+        Some(0) => {
+            return (
+                detail(StatusCode::PAYMENT_REQUIRED, "Quota exceeded"),
+                no_delay,
+            );
+        }
         Some(left) => *left -= 1,
         None => {}
     }
@@ -193,9 +216,16 @@ pub(crate) async fn create_batch(State(sh): State<St>, headers: HeaderMap, raw: 
         m.uploads.idempotency.insert(key, (id.clone(), now));
     }
     m.stats.batches_created += 1;
+    let delay = m.uploads.answer_delay;
     drop(guard);
     match world.batch(&id) {
-        Some(b) => axum::Json(batch_resource(&sh, b, now)).into_response(),
-        None => detail(StatusCode::INTERNAL_SERVER_ERROR, "Batch not stored"),
+        Some(b) => (
+            axum::Json(batch_resource(sh, b, now)).into_response(),
+            delay,
+        ),
+        None => (
+            detail(StatusCode::INTERNAL_SERVER_ERROR, "Batch not stored"),
+            no_delay,
+        ),
     }
 }

@@ -243,6 +243,12 @@ impl Sandbox {
         self.shared.lock().uploads.max_upload_bytes = n;
     }
 
+    /// Makes `POST /v1/batches` create the batch at once but hold its answer this long (a client
+    /// killed meanwhile has a job it never heard of).
+    pub fn set_create_answer_delay(&self, delay: Duration) {
+        self.shared.lock().uploads.answer_delay = delay;
+    }
+
     /// Every API and object-store request received, in order of arrival.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.shared.lock().log.clone()

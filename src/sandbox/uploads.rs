@@ -39,6 +39,8 @@ pub(crate) struct Uploads {
     /// Batches `POST /v1/batches` may still create; None = unlimited.
     pub(crate) quota: Option<u64>,
     pub(crate) max_upload_bytes: u64,
+    /// How long `POST /v1/batches` holds its answer after creating the batch.
+    pub(crate) answer_delay: std::time::Duration,
 }
 
 impl Default for Uploads {
@@ -48,6 +50,7 @@ impl Default for Uploads {
             idempotency: HashMap::new(),
             quota: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD,
+            answer_delay: std::time::Duration::ZERO,
         }
     }
 }

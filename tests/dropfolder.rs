@@ -1,0 +1,402 @@
+//! The drop folder end to end: files dropped into the inbox become jobs at the sandbox exactly
+//! once and come back as `outbox/<name>.json`; slow writers, files dropped while stopped, a crash
+//! between the job's creation and its record, refused entries, 402 and a permanent refusal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use batchmirror::config::{self, Settings};
+use batchmirror::daemon;
+use batchmirror::ledger::{Ledger, UploadState};
+use batchmirror::model::ProviderName;
+use batchmirror::sandbox::Sandbox;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
+
+/// The drop folder's four sibling folders under `dir/drop`.
+struct Folders {
+    inbox: PathBuf,
+    done: PathBuf,
+    failed: PathBuf,
+    outbox: PathBuf,
+}
+
+fn folders(dir: &Path) -> Folders {
+    let base = dir.join("drop");
+    let f = Folders {
+        inbox: base.join("inbox"),
+        done: base.join("done"),
+        failed: base.join("failed"),
+        outbox: base.join("outbox"),
+    };
+    std::fs::create_dir_all(&f.inbox).unwrap();
+    f
+}
+
+/// A config for provider "ep" at `base_url` with a drop folder (`extra` adds `[dropfolder]` keys).
+fn config_with_drop(dir: &Path, base_url: &str, extra: &str) -> String {
+    let mut text = config_text(dir, base_url, "");
+    text.push_str(&format!(
+        r#"
+[schedule]
+cron = "0 0 0 1 1 *"
+[dropfolder]
+path = "{inbox}"
+provider = "ep"
+settle = "300ms"
+rescan = "1s"
+result_poll = "200ms"
+{extra}
+"#,
+        inbox = dir.join("drop/inbox").display()
+    ));
+    text
+}
+
+fn settings(text: &str) -> Settings {
+    config::load_str(text, "test", &HashMap::new()).expect("valid test config")
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `input_sha256` the sandbox put in a result made from an upload.
+fn input_sha(outbox_file: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outbox_file).unwrap()).expect("outbox holds JSON");
+    v["input_sha256"].as_str().expect("input_sha256").to_owned()
+}
+
+fn start_daemon(settings: Settings) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let handle = tokio::spawn(async move {
+        daemon::run(settings, t).await.expect("daemon runs cleanly");
+    });
+    (token, handle)
+}
+
+async fn uploads(dir: &Path, state: UploadState) -> Vec<batchmirror::ledger::Upload> {
+    let ledger = Ledger::open_read_only(&dir.join("ledger.sqlite3")).unwrap();
+    ledger
+        .uploads_in(&ProviderName::parse("ep").unwrap(), state)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_files_dropped_at_once_are_each_submitted_once_and_come_back() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let mut expected = HashMap::new();
+    // A few dropped before the start (picked up by the first scan), the rest while running.
+    for i in 0..20 {
+        let body = format!("early document {i}\n").repeat(50);
+        std::fs::write(f.inbox.join(format!("early-{i:03}.pdf")), &body).unwrap();
+        expected.insert(format!("early-{i:03}.pdf"), sha(body.as_bytes()));
+    }
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "mode = \"inotify\"");
+    let (token, daemon) = start_daemon(settings(&text));
+    for i in 0..180 {
+        let body = format!("document number {i}\n").repeat(40 + i);
+        std::fs::write(f.inbox.join(format!("doc-{i:03}.pdf")), &body).unwrap();
+        expected.insert(format!("doc-{i:03}.pdf"), sha(body.as_bytes()));
+    }
+    wait_until("200 results in the outbox", 120, || {
+        names(&f.outbox).len() >= 200
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+
+    let stats = sandbox.stats();
+    assert_eq!(stats.batches_created, 200, "one job per file, none twice");
+    assert_eq!(stats.idempotent_replays, 0);
+    assert_eq!(stats.store_requests_with_credentials, 0);
+    let outbox = names(&f.outbox);
+    assert_eq!(outbox.len(), 200, "{outbox:?}");
+    for (name, sha) in &expected {
+        let out = f.outbox.join(format!("{name}.json"));
+        assert_eq!(
+            &input_sha(&out),
+            sha,
+            "{name}: the result of that very file"
+        );
+    }
+    assert_eq!(names(&f.done).len(), 200);
+    assert!(names(&f.inbox).is_empty(), "{:?}", names(&f.inbox));
+    assert!(names(&f.failed).is_empty());
+    assert_eq!(uploads(dir.path(), UploadState::Delivered).await.len(), 200);
+}
+
+/// Writes `chunks` of 1 KB with `pause` between them, holding the file open throughout.
+fn slow_write(path: PathBuf, chunks: usize, pause: Duration) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).unwrap();
+        let mut all = Vec::new();
+        for i in 0..chunks {
+            let chunk = format!("{i:04} ").repeat(1024 / 5);
+            file.write_all(chunk.as_bytes()).unwrap();
+            file.flush().unwrap();
+            all.extend_from_slice(chunk.as_bytes());
+            std::thread::sleep(pause);
+        }
+        sha(&all)
+    })
+}
+
+async fn slow_writer_case(mode: &str, pause: Duration) {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let text = config_with_drop(
+        dir.path(),
+        &sandbox.base_url(),
+        &format!("mode = \"{mode}\"\nsettle = \"1s\""),
+    );
+    let (token, daemon) = start_daemon(settings(&text));
+    let writer = slow_write(f.inbox.join("scan.pdf"), 8, pause);
+    let full = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    wait_until("the result", 60, || f.outbox.join("scan.pdf.json").exists()).await;
+    token.cancel();
+    daemon.await.unwrap();
+    assert_eq!(sandbox.stats().batches_created, 1, "submitted once");
+    assert_eq!(
+        input_sha(&f.outbox.join("scan.pdf.json")),
+        full,
+        "the whole file was submitted, not a prefix"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_writer_is_never_submitted_early_when_polling() {
+    // 1 KB every 500 ms: size changes faster than the 1 s settle.
+    slow_writer_case("poll", Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_inotify_a_writer_pausing_longer_than_settle_is_waited_for() {
+    // Pauses of 1.3 s outlast the 1 s settle: only the close-after-write says it is done.
+    slow_writer_case("inotify", Duration::from_millis(1300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_fifos_and_hardlinks_are_refused_and_left_in_place() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let secret = dir.path().join("secret.pdf");
+    std::fs::write(&secret, "outside the inbox").unwrap();
+    std::os::unix::fs::symlink(&secret, f.inbox.join("link.pdf")).unwrap();
+    std::fs::hard_link(&secret, f.inbox.join("hard.pdf")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(f.inbox.join("pipe.pdf"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(fifo.success());
+    std::fs::write(f.inbox.join("fine.pdf"), "a plain document").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_with_drop(dir.path(), &sandbox.base_url(), ""),
+    )
+    .unwrap();
+    // The real binary, so its log can be checked for the reasons.
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the plain file's result", 60, || {
+        f.outbox.join("fine.pdf.json").exists()
+    })
+    .await;
+    // A few more settle periods and a rescan: the refused entries must stay refused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(sandbox.stats().batches_created, 1, "only the plain file");
+    assert_eq!(sandbox.stats().uploads, 1);
+    for (name, reason) in [
+        ("link.pdf", "symbolic link"),
+        ("pipe.pdf", "FIFO"),
+        ("hard.pdf", "hard links"),
+    ] {
+        assert!(
+            names(&f.inbox).contains(&name.to_owned()),
+            "{name} left in place"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("refused") && l.contains(name) && l.contains(reason)),
+            "{name}: no logged reason mentioning {reason:?} in:\n{log}"
+        );
+    }
+    assert!(names(&f.failed).is_empty() && names(&f.done) == ["fine.pdf"]);
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "outside the inbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_job_and_its_record_makes_no_second_job() {
+    let sandbox = start(spec(vec![])).await;
+    // The batch is created at once, but the answer is held: the kill lands in between.
+    sandbox.set_create_answer_delay(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_with_drop(dir.path(), &sandbox.base_url(), ""),
+    )
+    .unwrap();
+    let body = "one invoice, paid for once\n".repeat(30);
+    std::fs::write(f.inbox.join("invoice.pdf"), &body).unwrap();
+    let spawn = || {
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    wait_until("the job's creation", 60, || {
+        sandbox.stats().batches_created == 1
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pending = uploads(dir.path(), UploadState::Submitting).await;
+    assert_eq!(pending.len(), 1, "the row was committed before the request");
+    assert!(names(&f.inbox).contains(&"invoice.pdf".to_owned()));
+
+    sandbox.set_create_answer_delay(Duration::ZERO);
+    let mut child = spawn();
+    wait_until("the result after the restart", 60, || {
+        f.outbox.join("invoice.pdf.json").exists()
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stats = sandbox.stats();
+    assert_eq!(stats.batches_created, 1, "no second job");
+    assert_eq!(
+        stats.idempotent_replays, 1,
+        "the restart asked with the same key"
+    );
+    assert_eq!(
+        input_sha(&f.outbox.join("invoice.pdf.json")),
+        sha(body.as_bytes())
+    );
+    assert_eq!(names(&f.done), ["invoice.pdf"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_required_keeps_the_file_until_the_quota_allows_it() {
+    let sandbox = start(spec(vec![])).await;
+    sandbox.set_quota(0);
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    std::fs::write(f.inbox.join("waiting.pdf"), "no quota left").unwrap();
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "");
+    let (token, daemon) = start_daemon(settings(&text));
+    let db = dir.path().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if !uploads(&db, UploadState::Waiting).await.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = uploads(&db, UploadState::Waiting).await;
+    assert!(
+        waiting[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("402")
+    );
+    assert_eq!(names(&f.inbox), ["waiting.pdf"], "kept in the inbox");
+    assert!(names(&f.failed).is_empty(), "never moved to failed/");
+
+    sandbox.set_quota(5);
+    wait_until("the result once the quota allows", 60, || {
+        f.outbox.join("waiting.pdf.json").exists()
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+    assert_eq!(sandbox.stats().batches_created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_file_goes_to_failed_with_the_reason_and_same_content_is_not_paid_twice() {
+    let sandbox: Sandbox = start(spec(vec![])).await;
+    sandbox.set_max_upload_bytes(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    std::fs::write(f.inbox.join("huge.pdf"), "x".repeat(5000)).unwrap();
+    std::fs::write(f.inbox.join("a.pdf"), "same bytes").unwrap();
+    std::fs::write(f.inbox.join("b.pdf"), "same bytes").unwrap();
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "");
+    let (token, daemon) = start_daemon(settings(&text));
+    wait_until("both results and the refusal", 60, || {
+        f.outbox.join("a.pdf.json").exists()
+            && f.outbox.join("b.pdf.json").exists()
+            && f.failed.join("huge.pdf.error.txt").exists()
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+    let why = std::fs::read_to_string(f.failed.join("huge.pdf.error.txt")).unwrap();
+    assert!(why.contains("413"), "{why}");
+    assert_eq!(why.lines().count(), 1);
+    assert_eq!(names(&f.failed), ["huge.pdf", "huge.pdf.error.txt"]);
+    assert_eq!(sandbox.stats().batches_created, 1, "same content, one job");
+    assert_eq!(
+        std::fs::read(f.outbox.join("a.pdf.json")).unwrap(),
+        std::fs::read(f.outbox.join("b.pdf.json")).unwrap()
+    );
+}
