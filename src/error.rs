@@ -132,7 +132,10 @@ pub enum ProviderError {
     UnaddressableId { id: String },
     /// The provider cannot do what was asked (e.g. submit files); a configuration matter.
     #[error("{provider}: {what} is not supported by this provider")]
-    Unsupported { provider: String, what: &'static str },
+    Unsupported {
+        provider: String,
+        what: &'static str,
+    },
     #[error("cancelled")]
     Cancelled,
 }
