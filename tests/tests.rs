@@ -25,3 +25,5 @@ mod provider_llamacloud;
 mod provider_talonic;
 // The PerfectParser adapter against its sandbox.
 mod provider_perfectparser;
+// Submitting files (extract.page upload flow, PerfectParser multipart) through the built provider.
+mod provider_submit;
