@@ -27,3 +27,5 @@ mod provider_talonic;
 mod provider_perfectparser;
 // The drop folder: inbox → job → outbox, exactly once.
 mod dropfolder;
+// Submitting files (extract.page upload flow, PerfectParser multipart) through the built provider.
+mod provider_submit;

@@ -17,8 +17,10 @@ use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
     BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus,
+    RemoteItem, RemoteStatus, Submission, Submitted,
 };
+
+mod submit;
 
 /// The documented maximum page size of the batch detail's item feed.
 const MAX_ITEMS_PAGE: u32 = 500;
@@ -268,5 +270,9 @@ impl Provider for ExtractPage {
             message: format!("bad Location: {e}"),
         })?;
         http::fetch_presigned(&self.clients, target).await
+    }
+
+    async fn submit(&self, file: &Submission) -> Result<Submitted, ProviderError> {
+        submit::submit(self, file).await
     }
 }

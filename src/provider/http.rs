@@ -135,6 +135,29 @@ pub async fn check_status(resp: Response, url: &url::Url) -> Result<Response, Pr
     })
 }
 
+/// An error of [`check_status`] seen outside result fetching (submitting): there a 409 or 410
+/// says nothing about a result's readiness or expiry, so it becomes a plain status for the one
+/// retry rule to judge.
+pub fn as_status(err: ProviderError) -> ProviderError {
+    match err {
+        ProviderError::NotReady { url, body } => ProviderError::Status {
+            url,
+            status: 409,
+            body,
+            retry_after: None,
+            retryable: None,
+        },
+        ProviderError::Gone { url, status, body } => ProviderError::Status {
+            url,
+            status,
+            body,
+            retry_after: None,
+            retryable: None,
+        },
+        other => other,
+    }
+}
+
 async fn error_body(resp: Response, url: &url::Url) -> String {
     match read_limited(resp, url, 64 * 1024).await {
         Ok(bytes) => {

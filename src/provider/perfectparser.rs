@@ -22,8 +22,10 @@ use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
     BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus,
+    RemoteItem, RemoteStatus, Submission, Submitted,
 };
+
+mod submit;
 
 /// The documented maximum of `limit` on `GET /v1/extractions`.
 const MAX_PAGE: u32 = 100;
@@ -71,11 +73,18 @@ impl PerfectParser {
 
     /// One GET with the key, paced by the budget; rate headers are observed on every answer.
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
+        self.send(url, self.clients.api.get(url.clone())).await
+    }
+
+    /// Sends `req` (to `url`) with the key, paced by the budget; rate headers are observed on
+    /// every answer.
+    async fn send(
+        &self,
+        url: &url::Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
         let ticket = self.budget.acquire().await;
-        let sent = self
-            .clients
-            .api
-            .get(url.clone())
+        let sent = req
             .header("X-API-Key", self.key.expose())
             .header("Accept", "application/json")
             .send()
@@ -360,6 +369,10 @@ impl Provider for PerfectParser {
         let mut url = self.url(&["extractions", ext, "documents", doc, "export"])?;
         url.query_pairs_mut().append_pair("format", format);
         self.get_document(&url).await
+    }
+
+    async fn submit(&self, file: &Submission) -> Result<Submitted, ProviderError> {
+        submit::submit(self, file).await
     }
 }
 

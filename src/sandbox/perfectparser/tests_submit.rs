@@ -1,5 +1,5 @@
 //! `POST /v1/extractions` against its documented contract, over real HTTP (the multipart bodies
-//! are built by hand: reqwest's `multipart` feature is not enabled).
+//! are built by hand, so malformed and edge-case forms can be sent byte for byte).
 
 use std::time::Duration;
 
