@@ -151,6 +151,7 @@ impl DropFolder {
                             refused.remove(n);
                             retry_at.remove(n);
                         }
+                        tracing::debug!(change = ?c, "drop folder event");
                         settler.change(&c, Instant::now());
                     }
                     None => {
@@ -173,6 +174,7 @@ impl DropFolder {
                         if shutdown.is_cancelled() {
                             break;
                         }
+                        tracing::debug!(file = ?name, stamp = ?stamp.as_ref().ok(), "drop folder: settled");
                         let next = match stamp {
                             Ok(stamp) => self.take(&name, stamp).await?,
                             Err(refusal) => self.refuse(&name, &refusal),

@@ -85,7 +85,14 @@ pub fn resolve(mode: WatchMode, inbox: &Path) -> WatchMode {
     }
 }
 
-fn translate(event: notify::Result<Event>, inbox: &Path, tx: &mpsc::UnboundedSender<Change>) {
+/// `polling`: a poller sees changes but no opens or closes, so a change only restarts the settle
+/// time (it never marks a writer that no close would ever clear).
+fn translate(
+    event: notify::Result<Event>,
+    inbox: &Path,
+    polling: bool,
+    tx: &mpsc::UnboundedSender<Change>,
+) {
     let event = match event {
         Ok(e) => e,
         Err(e) => {
@@ -123,6 +130,9 @@ fn translate(event: notify::Result<Event>, inbox: &Path, tx: &mpsc::UnboundedSen
                 let _ = tx.send(Change::Closed(n.to_owned()));
             }
         }
+        EventKind::Create(_) | EventKind::Modify(_) if polling => {
+            send(Change::Closed, &mut names())
+        }
         EventKind::Create(_) | EventKind::Modify(_) => send(Change::Written, &mut names()),
         // Opens (ours included), reads and removals change nothing: the next stat sees a
         // removal.
@@ -137,7 +147,8 @@ pub fn start(inbox: &Path, mode: WatchMode, poll_every: Duration) -> notify::Res
     let dir: PathBuf = inbox.canonicalize().unwrap_or_else(|_| inbox.to_owned());
     let handler = {
         let dir = dir.clone();
-        move |e: notify::Result<Event>| translate(e, &dir, &tx)
+        let polling = mode == WatchMode::Poll;
+        move |e: notify::Result<Event>| translate(e, &dir, polling, &tx)
     };
     let mut watcher: Box<dyn Watcher + Send> = match mode {
         WatchMode::Poll => Box::new(notify::PollWatcher::new(
@@ -319,5 +330,31 @@ mod tests {
             assert!(!is_remote_fs(t), "{t}");
         }
         assert!(fs_type(Path::new("/")).is_some(), "/ has a mount");
+    }
+}
+
+#[cfg(test)]
+mod live {
+    use super::*;
+
+    #[tokio::test]
+    async fn inotify_reports_writes_and_the_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = start(dir.path(), WatchMode::Inotify, Duration::from_millis(100)).unwrap();
+        assert_eq!(w.mode, WatchMode::Inotify);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.path().join("a.pdf")).unwrap();
+            f.write_all(b"x").unwrap();
+        }
+        let mut seen = Vec::new();
+        while let Ok(Some(c)) =
+            tokio::time::timeout(Duration::from_millis(500), w.changes.recv()).await
+        {
+            seen.push(c);
+        }
+        let a = OsString::from("a.pdf");
+        assert_eq!(seen.first(), Some(&Change::Written(a.clone())), "{seen:?}");
+        assert_eq!(seen.last(), Some(&Change::Closed(a)), "{seen:?}");
     }
 }
