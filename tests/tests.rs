@@ -27,5 +27,6 @@ mod provider_talonic;
 mod provider_perfectparser;
 // The drop folder: inbox → job → outbox, exactly once.
 mod dropfolder;
+mod dropfolder_perfectparser;
 // Submitting files (extract.page upload flow, PerfectParser multipart) through the built provider.
 mod provider_submit;
