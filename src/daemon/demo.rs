@@ -61,6 +61,7 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
     }
     settings.storage_root = root.clone();
     settings.ledger_path = root.join(".batchmirror").join("ledger.sqlite3");
+    super::demo_drop::rebase(&mut settings, &root);
     // One generated sandbox account per configured provider, each on its own loopback port.
     let mut sandboxes = Vec::new();
     for p in &mut settings.providers {
@@ -102,8 +103,16 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
     let mirror = Mirror::open(settings).await?;
     let started = Instant::now();
     let mut summary = DemoSummary::default();
+    let mut dropped = super::demo_drop::DemoDrop::start(&mirror, &cancel)?;
     loop {
-        let pass = mirror.pass(&cancel).await?;
+        if let Some(d) = &dropped {
+            d.trigger.set_running(true);
+        }
+        let pass = mirror.pass(&cancel).await;
+        if let Some(d) = &dropped {
+            d.trigger.set_running(false);
+        }
+        let pass = pass?;
         if let Some(Err(e)) = pass
             .providers
             .iter()
@@ -140,7 +149,12 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
             waiting,
             summary.bytes as f64 / 1e6
         );
-        if waiting == 0 || cancel.is_cancelled() || started.elapsed() > DEMO_TIME_LIMIT {
+        // Give the drop folder a moment to copy the result once its job is mirrored.
+        let returned = dropped.as_mut().is_none_or(|d| d.check());
+        if (waiting == 0 && returned)
+            || cancel.is_cancelled()
+            || started.elapsed() > DEMO_TIME_LIMIT
+        {
             break;
         }
         tokio::select! {
@@ -149,6 +163,12 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
         }
     }
     summary.elapsed = started.elapsed();
+    if let Some(d) = dropped {
+        if d.arrived.is_none() {
+            println!("drop folder: the dropped document's result did not come back in time");
+        }
+        d.finish().await?;
+    }
     for s in sandboxes {
         s.stop().await;
     }

@@ -4,6 +4,7 @@
 //! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
 
 mod demo;
+mod demo_drop;
 mod observer;
 mod status;
 mod systemd;
