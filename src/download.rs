@@ -18,7 +18,7 @@ use crate::config::DownloadSettings;
 use crate::error::{LedgerError, ProviderError};
 use crate::ledger::Ledger;
 use crate::model::{DueItem, Observer, ProviderName};
-use crate::provider::Provider;
+use crate::provider::{Provider, speed};
 use crate::storage::{Storage, WriteError};
 use futures_util::StreamExt;
 
@@ -292,7 +292,14 @@ impl Downloader {
             )));
         }
         let observer = self.observer.clone();
-        let stream = body.stream.inspect(move |_| observer.progress());
+        let s = &self.settings;
+        let stream = speed::guard(
+            body.stream,
+            body.url.clone(),
+            s.low_speed_limit,
+            s.low_speed_time,
+        )
+        .inspect(move |_| observer.progress());
         self.storage
             .write_atomic(rel, stream, cap, validate_json)
             .await

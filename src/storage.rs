@@ -78,10 +78,16 @@ pub fn safe_component(id: &str) -> String {
     format!("{}~{hash}", &enc[..cut])
 }
 
+/// How a file or directory is made durable: `File::sync_all`, swapped only by tests to inject
+/// fsync failures.
+type SyncFn = fn(&std::fs::File) -> std::io::Result<()>;
+
 /// The local mirror under one root directory.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    sync_file: SyncFn,
+    sync_dir: SyncFn,
 }
 
 impl Storage {
@@ -91,7 +97,21 @@ impl Storage {
         let root = root
             .canonicalize()
             .map_err(|e| StorageError::io(root, "resolve", e))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            sync_file: std::fs::File::sync_all,
+            sync_dir: std::fs::File::sync_all,
+        })
+    }
+
+    /// The same storage with fsync of files and of directories replaced (fault injection).
+    #[cfg(test)]
+    pub(crate) fn with_sync(self, sync_file: SyncFn, sync_dir: SyncFn) -> Self {
+        Self {
+            sync_file,
+            sync_dir,
+            ..self
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -189,7 +209,7 @@ impl Storage {
         let mut part = final_path.clone().into_os_string();
         part.push(PART_SUFFIX);
         let part = PathBuf::from(part);
-        let result = write_part(&part, body, cap, validate_json).await;
+        let result = write_part(&part, body, cap, validate_json, self.sync_file).await;
         let (bytes, sha256) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -201,7 +221,12 @@ impl Storage {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(StorageError::io(&final_path, "rename into", e).into());
         }
-        sync_dir(dir).await?;
+        // Until the directory is synced the new name may not survive a power cut: a failure here
+        // is a failed write, so the file is taken back rather than left published but unrecorded.
+        if let Err(e) = sync_dir(dir, self.sync_dir).await {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(e.into());
+        }
         Ok(Published {
             rel_path: rel.to_string_lossy().into_owned(),
             bytes,
@@ -220,7 +245,7 @@ impl Storage {
         // The new directories' entries must survive a power cut too, up to the root.
         let mut cur = dir.parent();
         while let Some(d) = cur {
-            sync_dir(d.to_owned()).await?;
+            sync_dir(d.to_owned(), self.sync_dir).await?;
             if d == self.root {
                 break;
             }
@@ -263,6 +288,7 @@ async fn write_part<E, S>(
     mut body: S,
     cap: u64,
     validate_json: bool,
+    sync_file: SyncFn,
 ) -> Result<(u64, String), WriteError<E>>
 where
     E: std::error::Error + 'static,
@@ -287,8 +313,7 @@ where
         let file = out
             .into_inner()
             .map_err(|e| StorageError::io(&path, "write", e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| StorageError::io(&path, "fsync", e))?;
+        sync_file(&file).map_err(|e| StorageError::io(&path, "fsync", e))?;
         Ok((n, hex::encode(hash.finalize())))
     });
     let mut received = 0u64;
@@ -335,10 +360,10 @@ where
     Ok((bytes, sha))
 }
 
-async fn sync_dir(dir: PathBuf) -> Result<(), StorageError> {
+async fn sync_dir(dir: PathBuf, sync: SyncFn) -> Result<(), StorageError> {
     tokio::task::spawn_blocking(move || {
         std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
+            .and_then(|d| sync(&d))
             .map_err(|e| StorageError::io(&dir, "fsync directory", e))
     })
     .await
@@ -434,6 +459,63 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["i.json"]);
+    }
+
+    fn eio(_: &std::fs::File) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(5))
+    }
+
+    fn ok(_: &std::fs::File) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn json_body() -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        futures_util::stream::iter(vec![Ok(Bytes::from_static(b"{\"a\":1}"))])
+    }
+
+    #[tokio::test]
+    async fn a_failed_file_fsync_is_a_failed_write_that_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::new(dir.path()).unwrap().with_sync(eio, ok);
+        let r = s
+            .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true)
+            .await;
+        match r {
+            Err(WriteError::Storage(StorageError::Io { action, .. })) => {
+                assert_eq!(action, "fsync")
+            }
+            other => panic!("fsync failure reported as {other:?}"),
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.is_empty(),
+            "temp dropped, nothing published: {names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_directory_fsync_takes_the_published_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("p/b")).unwrap();
+        let s = Storage::new(dir.path()).unwrap().with_sync(ok, eio);
+        let r = s
+            .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true)
+            .await;
+        assert!(
+            matches!(&r, Err(WriteError::Storage(StorageError::Io { action, .. })) if *action == "fsync directory"),
+            "{r:?}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.is_empty(),
+            "no file left without a durable name: {names:?}"
+        );
     }
 
     #[test]

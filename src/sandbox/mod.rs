@@ -13,6 +13,7 @@ mod batches;
 mod body;
 mod data;
 mod extract_page;
+mod faults;
 mod launch;
 pub mod llamacloud;
 mod object_store;
@@ -20,6 +21,7 @@ pub mod perfectparser;
 pub mod talonic;
 mod uploads;
 
+pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
 #[cfg(test)]
 mod tests;
@@ -28,6 +30,7 @@ mod upload_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -132,6 +135,16 @@ pub enum Fault {
         /// The status code to answer with.
         status: u16,
     },
+    /// The next download of this item's result goes wrong as `fault` says. It is consumed by the
+    /// request that serves the body: the API result endpoint for an inline item, the object store
+    /// for a redirected one (statuses and redirect loops always by the API result endpoint).
+    Result {
+        /// Batch id (decoded).
+        batch: String,
+        /// Item id (decoded).
+        item: String,
+        fault: ResultFault,
+    },
 }
 
 /// Counters, snapshot by [`Sandbox::stats`]. Route counters count every request to the route,
@@ -188,7 +201,7 @@ impl Sandbox {
         // The store's address is part of every redirect, so it is bound first.
         let store = bind((Ipv4Addr::LOCALHOST, 0).into()).await?;
         let api = bind(listen).await?;
-        let shared = Arc::new(Shared::new(spec, store.url.clone()));
+        let shared = Arc::new(Shared::new(spec, store.url.clone(), api.url.clone()));
         let store = store.serve(object_store::router(shared.clone()));
         let api = api.serve(extract_page::router(shared.clone()));
         tracing::debug!(
@@ -330,6 +343,8 @@ pub(crate) struct Clock {
     start: Instant,
     start_wall_us: i64,
     scale: f64,
+    /// Simulated time added by [`Clock::advance`] (the test clock).
+    offset_us: AtomicI64,
 }
 
 impl Clock {
@@ -343,12 +358,21 @@ impl Clock {
             start: Instant::now(),
             start_wall_us: chrono::Utc::now().timestamp_micros(),
             scale,
+            offset_us: AtomicI64::new(0),
         }
     }
 
     /// Simulated now, in microseconds since the Unix epoch.
     pub(crate) fn now_us(&self) -> i64 {
-        self.start_wall_us + (self.start.elapsed().as_secs_f64() * self.scale * 1e6) as i64
+        self.start_wall_us
+            + self.offset_us.load(Ordering::Relaxed)
+            + (self.start.elapsed().as_secs_f64() * self.scale * 1e6) as i64
+    }
+
+    /// Moves simulated time forward by `by`.
+    pub(crate) fn advance(&self, by: Duration) {
+        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX / 4);
+        self.offset_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// The simulated instant `secs` seconds after the start (negative = before), in microseconds.
@@ -370,6 +394,8 @@ pub(crate) struct Shared {
     /// Keys the presigned URLs; random per sandbox so URLs never outlive it.
     pub(crate) secret: [u8; 32],
     pub(crate) store_url: String,
+    /// `http://HOST:PORT` of the API, where the store's redirect loop points back to.
+    pub(crate) api_url: String,
     mutable: Mutex<Mutable>,
 }
 
@@ -379,10 +405,17 @@ pub(crate) struct Mutable {
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) log: Vec<LoggedRequest>,
     pub(crate) uploads: uploads::Uploads,
+    /// Path prefix of the API answered 503 while set ([`Sandbox::set_outage`]).
+    pub(crate) outage: Option<String>,
+    /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
+    pub(crate) result_cost: Duration,
+    pub(crate) mix: Option<faults::MixState>,
+    /// The last gzip bomb built: (decoded size, compressed bytes); building one is costly.
+    pub(crate) bomb: Option<(u64, bytes::Bytes)>,
 }
 
 impl Shared {
-    fn new(spec: SandboxSpec, store_url: String) -> Shared {
+    fn new(spec: SandboxSpec, store_url: String, api_url: String) -> Shared {
         let clock = Clock::new(spec.time_scale);
         let world = data::World::new(&spec.batches, &clock);
         Shared {
@@ -395,6 +428,7 @@ impl Shared {
             world: RwLock::new(world),
             secret: rand::random(),
             store_url,
+            api_url,
             mutable: Mutex::new(Mutable::default()),
         }
     }
