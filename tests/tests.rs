@@ -7,6 +7,8 @@ mod common;
 mod mirror;
 // 409 / 410 / 429 / redirects / hostile ids: the provider's failure modes.
 mod provider_faults;
+// Injected faults, one test each: the item ends right, nothing lost or corrupted (issue 7).
+mod faults;
 // SIGKILL mid-mirror and SIGTERM drain, on the real binary.
 mod crash;
 // sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.

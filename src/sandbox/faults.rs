@@ -21,6 +21,9 @@ use super::{Fault, Sandbox, Shared};
 
 /// How long a stalled body stays silent: longer than any client should wait.
 const STALL: Duration = Duration::from_secs(3600);
+/// How long a body that is cut short waits before the cut: without it the server gives up before
+/// the headers and the first half are even flushed, and the fault is one of the request instead.
+const FLUSH: Duration = Duration::from_millis(200);
 /// Padding frames of the oversize and gzip-bomb bodies.
 const PAD_FRAME: usize = 64 * 1024;
 
@@ -158,10 +161,11 @@ impl Sandbox {
         }
     }
 
-    /// Takes the API down: every request whose path starts with `path_prefix` is answered 503
-    /// until called again with None. Queued faults are still served first.
-    pub fn set_outage(&self, path_prefix: Option<&str>) {
-        self.shared.lock().outage = path_prefix.map(str::to_owned);
+    /// Takes the API down: every request whose raw path contains `pattern` ("/" for all of it,
+    /// "/result" for the result endpoint only) is answered 503 until called again with None.
+    /// Queued [`Fault::Status`] faults are still served first.
+    pub fn set_outage(&self, pattern: Option<&str>) {
+        self.shared.lock().outage = pattern.map(str::to_owned);
     }
 
     /// Moves the simulated clock forward (the test clock), in simulated time.
@@ -236,7 +240,7 @@ impl Shared {
         self.lock()
             .outage
             .as_deref()
-            .is_some_and(|p| path.starts_with(p))
+            .is_some_and(|p| path.contains(p))
     }
 
     /// Charges one served result to the simulated clock.
@@ -263,6 +267,7 @@ pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &Result
         ResultFault::Reset => {
             let cut = futures_util::stream::iter(prefix(frames, half).map(Ok)).chain(
                 futures_util::stream::once(async {
+                    tokio::time::sleep(FLUSH).await;
                     Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionReset,
                         "sandbox: connection reset mid-body",
@@ -271,12 +276,15 @@ pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &Result
             );
             json(len, Body::from_stream(cut))
         }
-        ResultFault::ShortBody => json(
-            len,
-            Body::from_stream(futures_util::stream::iter(
-                prefix(frames, half).map(Ok::<_, std::io::Error>),
-            )),
-        ),
+        ResultFault::ShortBody => {
+            let short = futures_util::stream::iter(prefix(frames, half).map(Ok)).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(FLUSH).await;
+                    Ok::<_, std::io::Error>(Bytes::new())
+                }),
+            );
+            json(len, Body::from_stream(short))
+        }
         ResultFault::TruncatedJson => json(
             half,
             Body::from_stream(futures_util::stream::iter(

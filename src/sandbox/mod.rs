@@ -405,7 +405,7 @@ pub(crate) struct Mutable {
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) log: Vec<LoggedRequest>,
     pub(crate) uploads: uploads::Uploads,
-    /// Path prefix of the API answered 503 while set ([`Sandbox::set_outage`]).
+    /// What API paths answered 503 contain while set ([`Sandbox::set_outage`]).
     pub(crate) outage: Option<String>,
     /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
     pub(crate) result_cost: Duration,
