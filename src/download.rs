@@ -22,6 +22,10 @@ use crate::provider::{Provider, speed};
 use crate::storage::{Storage, WriteError};
 use futures_util::StreamExt;
 
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod tests;
+
 /// Attempts after which a body that keeps arriving malformed fails the item.
 const MAX_MALFORMED_ATTEMPTS: u32 = 3;
 
