@@ -26,6 +26,8 @@ pub(crate) use clock::Clock;
 pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upload_tests;
