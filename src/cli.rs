@@ -107,4 +107,18 @@ pub struct SandboxArgs {
     /// The API key clients must send.
     #[arg(long, default_value = "sandbox-key")]
     pub api_key: String,
+    /// Inject this fault into a random share of result downloads (repeatable; extract_page only).
+    #[arg(long = "fault", value_name = "NAME",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::sandbox::ResultFault::NAMES))]
+    pub faults: Vec<String>,
+    /// Share of result requests given one of the --fault faults, drawn from --seed.
+    #[arg(long, default_value_t = 0.1, value_parser = fault_rate)]
+    pub fault_rate: f64,
+}
+
+fn fault_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }

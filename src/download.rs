@@ -18,9 +18,13 @@ use crate::config::DownloadSettings;
 use crate::error::{LedgerError, ProviderError};
 use crate::ledger::Ledger;
 use crate::model::{DueItem, Observer, ProviderName};
-use crate::provider::Provider;
+use crate::provider::{Provider, speed};
 use crate::storage::{Storage, WriteError};
 use futures_util::StreamExt;
+
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod tests;
 
 /// Attempts after which a body that keeps arriving malformed fails the item.
 const MAX_MALFORMED_ATTEMPTS: u32 = 3;
@@ -292,7 +296,14 @@ impl Downloader {
             )));
         }
         let observer = self.observer.clone();
-        let stream = body.stream.inspect(move |_| observer.progress());
+        let s = &self.settings;
+        let stream = speed::guard(
+            body.stream,
+            body.url.clone(),
+            s.low_speed_limit,
+            s.low_speed_time,
+        )
+        .inspect(move |_| observer.progress());
         self.storage
             .write_atomic(rel, stream, cap, validate_json)
             .await

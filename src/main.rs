@@ -96,6 +96,12 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 result_bytes: a.result_bytes,
                 seed: a.seed,
                 api_key: a.api_key,
+                faults: a
+                    .faults
+                    .iter()
+                    .filter_map(|n| batchmirror::sandbox::ResultFault::named(n))
+                    .collect(),
+                fault_rate: a.fault_rate,
             };
             daemon::cancel_on_signals(shutdown.clone())?;
             let stop = shutdown.cancelled_owned();

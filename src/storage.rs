@@ -78,10 +78,16 @@ pub fn safe_component(id: &str) -> String {
     format!("{}~{hash}", &enc[..cut])
 }
 
+/// How a file or directory is made durable: `File::sync_all`, swapped only by tests to inject
+/// fsync failures.
+type SyncFn = fn(&std::fs::File) -> std::io::Result<()>;
+
 /// The local mirror under one root directory.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    sync_file: SyncFn,
+    sync_dir: SyncFn,
 }
 
 impl Storage {
@@ -91,7 +97,21 @@ impl Storage {
         let root = root
             .canonicalize()
             .map_err(|e| StorageError::io(root, "resolve", e))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            sync_file: std::fs::File::sync_all,
+            sync_dir: std::fs::File::sync_all,
+        })
+    }
+
+    /// The same storage with fsync of files and of directories replaced (fault injection).
+    #[cfg(test)]
+    pub(crate) fn with_sync(self, sync_file: SyncFn, sync_dir: SyncFn) -> Self {
+        Self {
+            sync_file,
+            sync_dir,
+            ..self
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -189,7 +209,7 @@ impl Storage {
         let mut part = final_path.clone().into_os_string();
         part.push(PART_SUFFIX);
         let part = PathBuf::from(part);
-        let result = write_part(&part, body, cap, validate_json).await;
+        let result = write_part(&part, body, cap, validate_json, self.sync_file).await;
         let (bytes, sha256) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -201,7 +221,12 @@ impl Storage {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(StorageError::io(&final_path, "rename into", e).into());
         }
-        sync_dir(dir).await?;
+        // Until the directory is synced the new name may not survive a power cut: a failure here
+        // is a failed write, so the file is taken back rather than left published but unrecorded.
+        if let Err(e) = sync_dir(dir, self.sync_dir).await {
+            let _ = tokio::fs::remove_file(&final_path).await;
+            return Err(e.into());
+        }
         Ok(Published {
             rel_path: rel.to_string_lossy().into_owned(),
             bytes,
@@ -220,7 +245,7 @@ impl Storage {
         // The new directories' entries must survive a power cut too, up to the root.
         let mut cur = dir.parent();
         while let Some(d) = cur {
-            sync_dir(d.to_owned()).await?;
+            sync_dir(d.to_owned(), self.sync_dir).await?;
             if d == self.root {
                 break;
             }
@@ -263,6 +288,7 @@ async fn write_part<E, S>(
     mut body: S,
     cap: u64,
     validate_json: bool,
+    sync_file: SyncFn,
 ) -> Result<(u64, String), WriteError<E>>
 where
     E: std::error::Error + 'static,
@@ -287,8 +313,7 @@ where
         let file = out
             .into_inner()
             .map_err(|e| StorageError::io(&path, "write", e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| StorageError::io(&path, "fsync", e))?;
+        sync_file(&file).map_err(|e| StorageError::io(&path, "fsync", e))?;
         Ok((n, hex::encode(hash.finalize())))
     });
     let mut received = 0u64;
@@ -335,10 +360,10 @@ where
     Ok((bytes, sha))
 }
 
-async fn sync_dir(dir: PathBuf) -> Result<(), StorageError> {
+async fn sync_dir(dir: PathBuf, sync: SyncFn) -> Result<(), StorageError> {
     tokio::task::spawn_blocking(move || {
         std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
+            .and_then(|d| sync(&d))
             .map_err(|e| StorageError::io(&dir, "fsync directory", e))
     })
     .await
@@ -346,104 +371,5 @@ async fn sync_dir(dir: PathBuf) -> Result<(), StorageError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn safe_ids_are_kept_and_others_encoded_into_one_component() {
-        assert_eq!(safe_component("item_001.v2-a"), "item_001.v2-a");
-        for hostile in [
-            "../x", "a/b", ".hidden", "..", ".", "", "é€", "a\\b", "%41", "x~y",
-        ] {
-            let c = safe_component(hostile);
-            assert!(!c.is_empty() && !c.starts_with('.'), "{hostile:?} -> {c:?}");
-            assert!(
-                !c.contains('/') && !c.contains('\\'),
-                "{hostile:?} -> {c:?}"
-            );
-            assert!(c.len() <= MAX_NAME);
-        }
-        assert_ne!(safe_component("%41"), safe_component("A"));
-        let long = "ü".repeat(300);
-        let c = safe_component(&long);
-        assert!(c.len() <= MAX_NAME, "{}", c.len());
-        assert_ne!(
-            c,
-            safe_component(&"ü".repeat(301)),
-            "hash keeps long ids apart"
-        );
-        assert_ne!(
-            safe_component(&"a".repeat(129)),
-            safe_component(&"a".repeat(130))
-        );
-        let dotted = format!(".{}", "x".repeat(127));
-        let lookalike = format!("2E{}", "x".repeat(127));
-        assert_ne!(safe_component(&dotted), safe_component(&lookalike));
-    }
-
-    #[test]
-    fn resolve_refuses_paths_leaving_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::new(dir.path()).unwrap();
-        assert!(s.resolve(Path::new("../x")).is_err());
-        assert!(s.resolve(Path::new("/etc/passwd")).is_err());
-        assert!(s.resolve(Path::new("a/./b")).is_ok());
-    }
-
-    #[tokio::test]
-    async fn publish_is_atomic_and_failures_leave_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::new(dir.path()).unwrap();
-        let ok = futures_util::stream::iter(vec![
-            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"a\":")),
-            Ok(Bytes::from_static(b"1}")),
-        ]);
-        let p = s
-            .write_atomic(Path::new("p/b/i.json"), ok, 100, true)
-            .await
-            .unwrap();
-        assert_eq!(p.bytes, 7);
-        assert_eq!(p.sha256, hex::encode(Sha256::digest(b"{\"a\":1}")));
-        assert_eq!(
-            std::fs::read(dir.path().join("p/b/i.json")).unwrap(),
-            b"{\"a\":1}"
-        );
-
-        let broken = futures_util::stream::iter(vec![
-            Ok(Bytes::from_static(b"{\"a\"")),
-            Err(std::io::Error::other("reset")),
-        ]);
-        let r = s
-            .write_atomic(Path::new("p/b/j.json"), broken, 100, true)
-            .await;
-        assert!(matches!(r, Err(WriteError::Body(_))));
-        let big =
-            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 101]))]);
-        let r = s
-            .write_atomic(Path::new("p/b/k.json"), big, 100, false)
-            .await;
-        assert!(matches!(r, Err(WriteError::TooLarge { cap: 100 })));
-        let bad =
-            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"{nope"))]);
-        let r = s
-            .write_atomic(Path::new("p/b/l.json"), bad, 100, true)
-            .await;
-        assert!(matches!(r, Err(WriteError::InvalidJson(_))));
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, vec!["i.json"]);
-    }
-
-    #[test]
-    fn stray_parts_are_removed_and_results_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::new(dir.path()).unwrap();
-        std::fs::create_dir_all(dir.path().join("p/b")).unwrap();
-        std::fs::write(dir.path().join("p/b/x.json.part"), b"half").unwrap();
-        std::fs::write(dir.path().join("p/b/y.json"), b"{}").unwrap();
-        assert_eq!(s.remove_stray_parts().unwrap(), 1);
-        assert!(dir.path().join("p/b/y.json").exists());
-    }
-}
+#[path = "storage_tests.rs"]
+mod tests;

@@ -201,6 +201,10 @@ pub struct DownloadSettings {
     pub drain_timeout: Duration,
     /// Check that a result parses as JSON before publishing it.
     pub validate_json: bool,
+    /// A body slower than this many bytes/s over `low_speed_time` is abandoned (0 = never).
+    pub low_speed_limit: u64,
+    /// The window of `low_speed_limit`, counted while waiting on the network.
+    pub low_speed_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -407,6 +411,8 @@ impl fmt::Display for Settings {
         writeln!(f, "read_timeout = {}", toml_duration(d.read_timeout))?;
         writeln!(f, "drain_timeout = {}", toml_duration(d.drain_timeout))?;
         writeln!(f, "validate_json = {}", d.validate_json)?;
+        writeln!(f, "low_speed_limit = {}", d.low_speed_limit)?;
+        writeln!(f, "low_speed_time = {}", toml_duration(d.low_speed_time))?;
         writeln!(f, "\n[log]")?;
         let format = match self.log.format {
             LogFormat::Text => "text",

@@ -21,6 +21,8 @@ pub(super) mod defaults {
     pub const READ_TIMEOUT: &str = "60s";
     pub const DRAIN_TIMEOUT: &str = "30s";
     pub const VALIDATE_JSON: bool = true;
+    pub const LOW_SPEED_LIMIT: i64 = 1024;
+    pub const LOW_SPEED_TIME: &str = "2m";
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_LEVEL: &str = "info";
     pub const PAGE_SIZE: i64 = 200;
@@ -129,6 +131,8 @@ pub(super) struct RawDownload {
     pub read_timeout: String,
     pub drain_timeout: String,
     pub validate_json: bool,
+    pub low_speed_limit: RawBytes,
+    pub low_speed_time: String,
 }
 
 impl Default for RawDownload {
@@ -141,6 +145,8 @@ impl Default for RawDownload {
             read_timeout: defaults::READ_TIMEOUT.into(),
             drain_timeout: defaults::DRAIN_TIMEOUT.into(),
             validate_json: defaults::VALIDATE_JSON,
+            low_speed_limit: RawBytes::Int(defaults::LOW_SPEED_LIMIT),
+            low_speed_time: defaults::LOW_SPEED_TIME.into(),
         }
     }
 }

@@ -118,6 +118,10 @@ fn example_documents_the_defaults() {
     assert_eq!(s.download.read_timeout, Duration::from_secs(60));
     assert_eq!(s.download.drain_timeout, Duration::from_secs(30));
     assert!(s.download.validate_json && d.download.validate_json);
+    assert_eq!(s.download.low_speed_limit, 1024);
+    assert_eq!(d.download.low_speed_limit, 1024);
+    assert_eq!(s.download.low_speed_time, Duration::from_secs(120));
+    assert_eq!(d.download.low_speed_time, Duration::from_secs(120));
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.log.level, "info");
     let (p, dp) = (&s.providers[0], &d.providers[0]);
@@ -233,6 +237,18 @@ fn bad_values_name_their_key() {
         (
             "[download]\nconnect_timeout = \"0s\"",
             "download.connect_timeout",
+        ),
+        (
+            "[download]\nlow_speed_limit = -1",
+            "download.low_speed_limit",
+        ),
+        (
+            "[download]\nlow_speed_limit = \"fast\"",
+            "download.low_speed_limit",
+        ),
+        (
+            "[download]\nlow_speed_time = \"0s\"",
+            "download.low_speed_time",
         ),
         ("[schedule]\ncron = \"every five minutes\"", "schedule.cron"),
         ("[schedule]\ncron = \"*/5 * * * *\"", "schedule.cron"),
@@ -355,6 +371,7 @@ fn the_secret_never_shows() {
 fn display_is_toml_that_loads_back() {
     let text = format!(
         "[download]\nmax_body_bytes = 1000\nalert_margin = \"90m\"\n\
+         low_speed_limit = \"16KiB\"\nlow_speed_time = \"45s\"\n\
          [log]\nlevel = \"info,batchmirror=debug\"\n{}",
         provider_block("api_key = \"k\"\nretention = \"36h\"")
     );
@@ -363,6 +380,8 @@ fn display_is_toml_that_loads_back() {
     assert_eq!(again.to_string(), s.to_string());
     assert_eq!(again.download.max_body_bytes, 1000);
     assert_eq!(again.download.alert_margin, Duration::from_secs(5400));
+    assert_eq!(again.download.low_speed_limit, 16 << 10);
+    assert_eq!(again.download.low_speed_time, Duration::from_secs(45));
     assert_eq!(again.providers[0].retention, Duration::from_secs(36 * 3600));
     assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
 }

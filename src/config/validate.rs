@@ -185,6 +185,17 @@ fn validate_download(d: &RawDownload) -> Result<DownloadSettings, ConfigError> {
             })
             .map_err(|m| ConfigError::invalid("download.max_body_bytes", m))?,
     };
+    let low_speed_limit = match &d.low_speed_limit {
+        RawBytes::Int(n) => u64::try_from(*n).map_err(|_| {
+            ConfigError::invalid(
+                "download.low_speed_limit",
+                format!("{n} must be 0 (off) or more bytes per second"),
+            )
+        })?,
+        RawBytes::Str(s) => {
+            raw::parse_bytes(s).map_err(|m| ConfigError::invalid("download.low_speed_limit", m))?
+        }
+    };
     Ok(DownloadSettings {
         concurrency: int_in_range("download.concurrency", d.concurrency, 1, 256)? as usize,
         alert_margin: duration("download.alert_margin", &d.alert_margin, false)?,
@@ -193,6 +204,8 @@ fn validate_download(d: &RawDownload) -> Result<DownloadSettings, ConfigError> {
         read_timeout: duration("download.read_timeout", &d.read_timeout, true)?,
         drain_timeout: duration("download.drain_timeout", &d.drain_timeout, false)?,
         validate_json: d.validate_json,
+        low_speed_limit,
+        low_speed_time: duration("download.low_speed_time", &d.low_speed_time, true)?,
     })
 }
 

@@ -75,6 +75,8 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
             result_bytes: 16 * 1024,
             seed: 7,
             api_key: p.api_key.expose().to_owned(),
+            faults: Vec::new(),
+            fault_rate: 0.0,
         };
         let sandbox = sandbox::start_generated(kind, &generated, ([127, 0, 0, 1], 0).into())
             .await

@@ -9,6 +9,7 @@ pub mod http;
 pub mod llamacloud;
 pub mod perfectparser;
 pub mod retry;
+pub mod speed;
 pub mod talonic;
 pub mod wire;
 

@@ -85,6 +85,7 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
             retry_after,
             ..
         }) => fault_response(status, retry_after),
+        _ if sh.in_outage(&path) => fault_response(503, None),
         _ => next.run(req).await,
     };
     sh.log_end(index, resp.status().as_u16());
@@ -112,7 +113,7 @@ fn count_route(sh: &Shared, path: &str) {
     }
 }
 
-fn fault_response(status: u16, retry_after: Option<String>) -> Response {
+pub(super) fn fault_response(status: u16, retry_after: Option<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = match status.as_u16() {
         429 => "Rate limit exceeded",
@@ -409,8 +410,15 @@ async fn get_result(
     if now > it.done_us.saturating_add(sh.retention_us) {
         return detail(StatusCode::GONE, "Result expired");
     }
+    let redirected = it.delivery == Delivery::Redirect;
+    if let Some(fault) = sh.api_result_fault(&b.id, &it.id, redirected) {
+        return super::faults::respond(&sh, &b.id, it, &fault);
+    }
     match it.delivery {
-        Delivery::Inline => sh.result_response(&b.id, it),
+        Delivery::Inline => {
+            sh.charge_result();
+            sh.result_response(&b.id, it)
+        }
         Delivery::Redirect => Response::builder()
             .status(StatusCode::FOUND)
             .header(header::LOCATION, object_store::presign(&sh, &b.id, &it.id))

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use super::llamacloud::{LlamaSandbox, LlamaSpec};
 use super::perfectparser::{PerfectSandbox, PerfectSpec};
 use super::talonic::{TalonicSandbox, TalonicSpec};
-use super::{Sandbox, SandboxSpec};
+use super::{FaultMix, ResultFault, Sandbox, SandboxSpec};
 
 /// The provider kinds a sandbox exists for, as config names them.
 pub const KINDS: [&str; 4] = ["extract_page", "llamacloud", "talonic", "perfectparser"];
@@ -24,6 +24,9 @@ pub struct Generated {
     pub seed: u64,
     /// The key clients must send.
     pub api_key: String,
+    /// Faults drawn at random for `fault_rate` of the result requests (extract_page only).
+    pub faults: Vec<ResultFault>,
+    pub fault_rate: f64,
 }
 
 type StopFn = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -51,11 +54,24 @@ pub async fn start_generated(
     listen: SocketAddr,
 ) -> std::io::Result<Running> {
     let (b, n, bytes, seed) = (g.batches, g.items_per_batch, g.result_bytes, g.seed);
+    if !g.faults.is_empty() && kind != "extract_page" {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "fault injection is built into the extract_page sandbox only",
+        ));
+    }
     match kind {
         "extract_page" => {
             let mut spec = SandboxSpec::generated(b, n, bytes, seed);
             spec.api_key = g.api_key.clone();
             let sb = Sandbox::start(spec, listen).await?;
+            if !g.faults.is_empty() {
+                sb.set_fault_mix(Some(FaultMix {
+                    faults: g.faults.clone(),
+                    rate: g.fault_rate,
+                    seed,
+                }));
+            }
             Ok(Running {
                 base_url: sb.base_url(),
                 stop: Box::new(move || Box::pin(sb.stop())),

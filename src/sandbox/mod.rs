@@ -11,8 +11,10 @@
 
 mod batches;
 mod body;
+mod clock;
 mod data;
 mod extract_page;
+mod faults;
 mod launch;
 pub mod llamacloud;
 mod object_store;
@@ -20,7 +22,11 @@ pub mod perfectparser;
 pub mod talonic;
 mod uploads;
 
+pub(crate) use clock::Clock;
+pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -132,6 +138,16 @@ pub enum Fault {
         /// The status code to answer with.
         status: u16,
     },
+    /// The next download of this item's result goes wrong as `fault` says. It is consumed by the
+    /// request that serves the body: the API result endpoint for an inline item, the object store
+    /// for a redirected one (statuses and redirect loops always by the API result endpoint).
+    Result {
+        /// Batch id (decoded).
+        batch: String,
+        /// Item id (decoded).
+        item: String,
+        fault: ResultFault,
+    },
 }
 
 /// Counters, snapshot by [`Sandbox::stats`]. Route counters count every request to the route,
@@ -188,7 +204,7 @@ impl Sandbox {
         // The store's address is part of every redirect, so it is bound first.
         let store = bind((Ipv4Addr::LOCALHOST, 0).into()).await?;
         let api = bind(listen).await?;
-        let shared = Arc::new(Shared::new(spec, store.url.clone()));
+        let shared = Arc::new(Shared::new(spec, store.url.clone(), api.url.clone()));
         let store = store.serve(object_store::router(shared.clone()));
         let api = api.serve(extract_page::router(shared.clone()));
         tracing::debug!(
@@ -331,38 +347,6 @@ impl Served {
     }
 }
 
-/// The simulated clock: sim_now = wall clock at start + elapsed real time × time_scale.
-pub(crate) struct Clock {
-    start: Instant,
-    start_wall_us: i64,
-    scale: f64,
-}
-
-impl Clock {
-    fn new(scale: f64) -> Clock {
-        let scale = if scale.is_finite() && scale > 0.0 {
-            scale
-        } else {
-            0.0
-        };
-        Clock {
-            start: Instant::now(),
-            start_wall_us: chrono::Utc::now().timestamp_micros(),
-            scale,
-        }
-    }
-
-    /// Simulated now, in microseconds since the Unix epoch.
-    pub(crate) fn now_us(&self) -> i64 {
-        self.start_wall_us + (self.start.elapsed().as_secs_f64() * self.scale * 1e6) as i64
-    }
-
-    /// The simulated instant `secs` seconds after the start (negative = before), in microseconds.
-    pub(crate) fn at_us(&self, secs: f64) -> i64 {
-        self.start_wall_us + (secs * 1e6).round() as i64
-    }
-}
-
 /// What the handlers of both listeners share.
 pub(crate) struct Shared {
     pub(crate) api_key: String,
@@ -376,6 +360,8 @@ pub(crate) struct Shared {
     /// Keys the presigned URLs; random per sandbox so URLs never outlive it.
     pub(crate) secret: [u8; 32],
     pub(crate) store_url: String,
+    /// `http://HOST:PORT` of the API, where the store's redirect loop points back to.
+    pub(crate) api_url: String,
     mutable: Mutex<Mutable>,
 }
 
@@ -385,10 +371,17 @@ pub(crate) struct Mutable {
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) log: Vec<LoggedRequest>,
     pub(crate) uploads: uploads::Uploads,
+    /// What API paths answered 503 contain while set ([`Sandbox::set_outage`]).
+    pub(crate) outage: Option<String>,
+    /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
+    pub(crate) result_cost: Duration,
+    pub(crate) mix: Option<faults::MixState>,
+    /// The last gzip bomb built: (decoded size, compressed bytes); building one is costly.
+    pub(crate) bomb: Option<(u64, bytes::Bytes)>,
 }
 
 impl Shared {
-    fn new(spec: SandboxSpec, store_url: String) -> Shared {
+    fn new(spec: SandboxSpec, store_url: String, api_url: String) -> Shared {
         let clock = Clock::new(spec.time_scale);
         let world = data::World::new(&spec.batches, &clock);
         Shared {
@@ -401,6 +394,7 @@ impl Shared {
             world: RwLock::new(world),
             secret: rand::random(),
             store_url,
+            api_url,
             mutable: Mutex::new(Mutable::default()),
         }
     }

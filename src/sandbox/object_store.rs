@@ -37,6 +37,7 @@ const AMZ_DATE: &str = "%Y%m%dT%H%M%SZ";
 pub(crate) fn router(shared: St) -> Router {
     let store = Router::new()
         .route("/results/{batch}/{item}", get(get_object))
+        .route("/loop/{batch}/{item}", get(redirect_back))
         .route(
             "/uploads/{file_id}",
             put(super::uploads::put_object).layer(DefaultBodyLimit::disable()),
@@ -61,6 +62,29 @@ fn canonical_path(batch: &str, item: &str) -> String {
         utf8_percent_encode(batch, SEGMENT),
         utf8_percent_encode(item, SEGMENT)
     )
+}
+
+/// `/loop/{batch}/{item}`: the store half of [`super::ResultFault::RedirectLoop`].
+pub(crate) fn loop_path(batch: &str, item: &str) -> String {
+    format!(
+        "/loop/{}/{}",
+        utf8_percent_encode(batch, SEGMENT),
+        utf8_percent_encode(item, SEGMENT)
+    )
+}
+
+/// Redirects back to the API's result URL, which redirected here: a loop between two URLs.
+async fn redirect_back(
+    State(sh): State<St>,
+    Path((batch, item)): Path<(String, String)>,
+) -> Response {
+    let location = format!(
+        "{}/v1/batches/{}/items/{}/result",
+        sh.api_url,
+        utf8_percent_encode(&batch, SEGMENT),
+        utf8_percent_encode(&item, SEGMENT)
+    );
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
 }
 
 /// `/uploads/{file_id}`, percent-encoded.
@@ -151,6 +175,10 @@ async fn get_object(
             "The specified key does not exist.",
         );
     };
+    if let Some(fault) = sh.store_result_fault(&b.id, &it.id) {
+        return super::faults::respond(&sh, &b.id, it, &fault);
+    }
+    sh.charge_result();
     let resp = sh.result_response(&b.id, it);
     *sh.lock()
         .stats

@@ -1,0 +1,126 @@
+//! The download queue against the sandbox with fsync failures injected into storage: a failed
+//! fsync is a failed write (temp dropped, nothing published, the item retried), never a success.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+use crate::model::{BatchId, ItemId, ItemState, no_observer};
+use crate::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
+
+fn eio(_: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(5))
+}
+
+async fn sandbox() -> Sandbox {
+    let item = ItemSpec {
+        id: "i".into(),
+        finishes_at: -60.0,
+        outcome: Outcome::Succeeded,
+        result_bytes: 3000,
+        delivery: Delivery::Inline,
+    };
+    let spec = SandboxSpec {
+        api_key: "k".into(),
+        seed: 3,
+        batches: vec![BatchSpec {
+            id: "b".into(),
+            created_ago: Duration::from_secs(3600),
+            items: vec![item],
+        }],
+        time_scale: 1.0,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        presign_ttl: Duration::from_secs(300),
+        result_delay: Duration::ZERO,
+    };
+    Sandbox::start(spec, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_fsync_drops_the_temp_publishes_nothing_and_retries_the_item() {
+    type Sync = fn(&std::fs::File) -> std::io::Result<()>;
+    let ok: Sync = std::fs::File::sync_all;
+    for (file_sync, dir_sync, action) in [
+        (eio as Sync, ok, "fsync"),
+        (ok, eio as Sync, "fsync directory"),
+    ] {
+        let sb = sandbox().await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[ledger]\npath = \"{d}/l.sqlite3\"\n[storage]\nroot = \"{d}/m\"\n\
+             [[provider]]\nname = \"ep\"\nkind = \"extract_page\"\nbase_url = \"{u}\"\napi_key = \"k\"\n",
+            d = dir.path().display(),
+            u = sb.base_url()
+        );
+        let settings = crate::config::load_str(&text, "test", &HashMap::new()).unwrap();
+        let ledger = Ledger::open(&settings.ledger_path).unwrap();
+        let provider =
+            crate::provider::build(&settings.providers[0], &settings.download, no_observer())
+                .unwrap();
+        crate::sync::list_provider(provider.as_ref(), &ledger, no_observer().as_ref())
+            .await
+            .unwrap();
+        let downloader = |storage: Storage| {
+            Downloader::new(
+                ledger.clone(),
+                Arc::new(storage),
+                std::slice::from_ref(&provider),
+                settings.download.clone(),
+                no_observer(),
+            )
+        };
+        let failing = Storage::new(&settings.storage_root)
+            .unwrap()
+            .with_sync(file_sync, dir_sync);
+        // A directory fsync also runs when directories are created: create them beforehand, so
+        // the failure hits the publish itself.
+        std::fs::create_dir_all(settings.storage_root.join("ep/b")).unwrap();
+        let report = downloader(failing)
+            .drain(Utc::now(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.mirrored, report.retrying),
+            (0, 1),
+            "{action}: {report:?}"
+        );
+        let (p, b, i) = (
+            ProviderName::parse("ep").unwrap(),
+            BatchId::parse("b").unwrap(),
+            ItemId::parse("i").unwrap(),
+        );
+        let row = ledger.item(&p, &b, &i).await.unwrap().unwrap();
+        assert_eq!(row.state, ItemState::Ready, "{action}: not mirrored");
+        assert!(row.sha256.is_none());
+        let error = row.last_error.unwrap();
+        assert!(
+            error.contains(action) && error.contains("os error 5"),
+            "{error}"
+        );
+        let files: Vec<_> = std::fs::read_dir(settings.storage_root.join("ep/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(files.is_empty(), "{action}: nothing left behind: {files:?}");
+
+        // The retry, with a disk that syncs again, publishes the exact body.
+        let healthy = Storage::new(&settings.storage_root).unwrap();
+        let later = Utc::now() + chrono::Duration::days(1);
+        let report = downloader(healthy)
+            .drain(later, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.mirrored, 1, "{action}: {report:?}");
+        let row = ledger.item(&p, &b, &i).await.unwrap().unwrap();
+        assert_eq!(row.state, ItemState::Mirrored);
+        let (sha, _) = sb.expected("b", "i").unwrap();
+        assert_eq!(row.sha256.as_deref(), Some(sha.as_str()));
+        let bytes = std::fs::read(settings.storage_root.join(row.path.unwrap())).unwrap();
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            sha
+        );
+    }
+}
