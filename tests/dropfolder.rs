@@ -128,7 +128,7 @@ async fn two_hundred_files_dropped_at_once_are_each_submitted_once_and_come_back
         expected.insert(format!("early-{i:03}.pdf"), sha(body.as_bytes()));
     }
     let text = config_with_drop(dir.path(), &sandbox.base_url(), "mode = \"inotify\"");
-    let (token, daemon) = start_daemon(settings(&text));
+    let (token, daemon) = start_daemon(settings(&text.clone()));
     for i in 0..180 {
         let body = format!("document number {i}\n").repeat(40 + i);
         std::fs::write(f.inbox.join(format!("doc-{i:03}.pdf")), &body).unwrap();
@@ -159,6 +159,13 @@ async fn two_hundred_files_dropped_at_once_are_each_submitted_once_and_come_back
     assert!(names(&f.inbox).is_empty(), "{:?}", names(&f.inbox));
     assert!(names(&f.failed).is_empty());
     assert_eq!(uploads(dir.path(), UploadState::Delivered).await.len(), 200);
+    let report = daemon::status(&settings(&text)).await.unwrap();
+    let counts = report.dropfolder.expect("status shows the drop folder");
+    assert_eq!(counts["delivered"], 200);
+    assert_eq!(
+        counts["submitting"] + counts["waiting"] + counts["accepted"],
+        0
+    );
 }
 
 /// Writes `chunks` of 1 KB with `pause` between them, holding the file open throughout.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, UploadState};
 use crate::model::{ItemState, ProviderSummary};
 
 /// Most at-risk items listed by `status`.
@@ -31,6 +31,10 @@ pub struct StatusReport {
     pub ledger_exists: bool,
     pub providers: Vec<ProviderSummary>,
     pub at_risk_items: Vec<AtRiskItem>,
+    /// Drop-folder uploads per state (submitting, waiting, accepted, delivered, failed,
+    /// rejected), when `[dropfolder]` is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropfolder: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Summarises the ledger named by `settings`.
@@ -59,6 +63,7 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
             ledger_exists: false,
             providers,
             at_risk_items: vec![],
+            dropfolder: settings.dropfolder.as_ref().map(|_| upload_states(&[])),
         });
     }
     let ledger = Ledger::open_read_only(&settings.ledger_path)?;
@@ -76,12 +81,31 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
             deadline: d.deadline,
         })
         .collect();
+    let dropfolder = match &settings.dropfolder {
+        Some(_) => Some(upload_states(&ledger.upload_counts().await?)),
+        None => None,
+    };
     Ok(StatusReport {
         ledger: ledger_path,
         ledger_exists: true,
         providers,
         at_risk_items,
+        dropfolder,
     })
+}
+
+/// Every upload state with its count (0 when absent).
+fn upload_states(counts: &[(String, u64)]) -> std::collections::BTreeMap<String, u64> {
+    UploadState::ALL
+        .iter()
+        .map(|s| {
+            let n = counts
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map_or(0, |(_, n)| *n);
+            (s.as_str().to_owned(), n)
+        })
+        .collect()
 }
 
 impl StatusReport {
@@ -122,6 +146,10 @@ impl StatusReport {
             if let Some(e) = &p.last_error {
                 let _ = writeln!(out, "  last error: {e}");
             }
+        }
+        if let Some(d) = &self.dropfolder {
+            let parts: Vec<String> = d.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let _ = writeln!(out, "\ndrop folder uploads: {}", parts.join(", "));
         }
         if !self.at_risk_items.is_empty() {
             let _ = writeln!(out, "\nat risk (deadline within the alert margin):");

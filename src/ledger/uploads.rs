@@ -371,9 +371,18 @@ impl Ledger {
         .await
     }
 
-    /// Counts per upload state, for `status` and metrics.
+    /// Counts per upload state, for `status` (none on a ledger from before the drop folder, which
+    /// `status` reads without migrating).
     pub async fn upload_counts(&self) -> Result<Vec<(String, u64)>, LedgerError> {
         self.run(|c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'uploads')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(Vec::new());
+            }
             let mut stmt = c.prepare("SELECT state, COUNT(*) FROM uploads GROUP BY state")?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
                 .collect()
