@@ -14,6 +14,8 @@
 
 pub mod schema;
 
+#[cfg(feature = "sandbox")]
+mod bench;
 mod queries;
 mod reads;
 mod rows;
