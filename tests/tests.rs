@@ -25,3 +25,5 @@ mod provider_llamacloud;
 mod provider_talonic;
 // The PerfectParser adapter against its sandbox.
 mod provider_perfectparser;
+// `batchmirror bench` at a small size on the real binary.
+mod bench;
