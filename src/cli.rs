@@ -56,6 +56,12 @@ pub enum Command {
     ///
     /// Example: batchmirror sandbox --provider talonic --listen 127.0.0.1:8080 --api-key k
     Sandbox(SandboxArgs),
+    /// Measure mirroring against curl on the bundled sandbox: many small results, one large one,
+    /// an idle pass over a big ledger and `status` over a bigger one.
+    ///
+    /// Example: batchmirror bench --items 2000 --skip-large
+    #[cfg(feature = "sandbox")]
+    Bench(crate::bench::BenchArgs),
     /// Validate the config and print it with secrets redacted.
     ///
     /// Exit code 2, with the key and the problem named, when the config is wrong.

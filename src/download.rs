@@ -5,7 +5,7 @@
 //! leaves exactly the in-flight rows behind for start-up recovery. On shutdown no new item is
 //! claimed; in-flight fetches get `drain_timeout` to finish, the rest are aborted and released.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,20 +115,30 @@ impl Downloader {
         let mut in_flight: HashMap<tokio::task::Id, DueItem> = HashMap::new();
         let limit = self.settings.concurrency.max(1);
         let mut exhausted = false;
+        // Claimed but not started yet. Claiming a whole round at once costs one ledger commit
+        // per `limit` items instead of one per freed slot; at most `limit` rows wait here, and a
+        // crash releases them like any in-flight row (they have no file).
+        let mut queued: VecDeque<DueItem> = VecDeque::new();
         loop {
-            while !exhausted && !cancel.is_cancelled() && tasks.len() < limit {
-                // Claim only free slots' worth, so the deadline order stays fresh.
-                let want = limit - tasks.len();
-                let claimed = self.ledger.claim_due(&names, not_after, want).await?;
-                // Retries are scheduled after `not_after`, so a short claim means the queue is empty.
-                exhausted = claimed.len() < want;
-                for item in claimed {
-                    self.warn_if_at_risk(&item);
-                    let this = self.clone();
-                    let it = item.clone();
-                    let handle = tasks.spawn(async move { this.fetch_one(&it).await });
-                    in_flight.insert(handle.id(), item);
+            while !cancel.is_cancelled() && tasks.len() < limit {
+                if queued.is_empty() {
+                    if exhausted {
+                        break;
+                    }
+                    let claimed = self.ledger.claim_due(&names, not_after, limit).await?;
+                    // Retries are scheduled after `not_after`, so a short claim means the queue
+                    // is empty.
+                    exhausted = claimed.len() < limit;
+                    queued.extend(claimed);
                 }
+                let Some(item) = queued.pop_front() else {
+                    break;
+                };
+                self.warn_if_at_risk(&item);
+                let this = self.clone();
+                let it = item.clone();
+                let handle = tasks.spawn(async move { this.fetch_one(&it).await });
+                in_flight.insert(handle.id(), item);
             }
             if tasks.is_empty() {
                 break;
@@ -142,6 +152,8 @@ impl Downloader {
                             // Every other write would fail the same way: stop claiming until the
                             // next pass, and keep the attempts for when there is room again.
                             exhausted = true;
+                            let unstarted: Vec<DueItem> = queued.drain(..).collect();
+                            self.ledger.release(&unstarted).await?;
                             tracing::error!("disk full: downloads paused until the next pass");
                         }
                         report.add(outcome);
@@ -158,6 +170,10 @@ impl Downloader {
                     break;
                 }
             }
+        }
+        if !queued.is_empty() {
+            let unstarted: Vec<DueItem> = queued.into_iter().collect();
+            self.ledger.release(&unstarted).await?;
         }
         Ok(report)
     }

@@ -18,8 +18,11 @@
 //! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
 //! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
+//! - `bench`: `batchmirror bench`, the performance figures against the sandbox (feature `sandbox`).
 
 pub mod alerts;
+#[cfg(feature = "sandbox")]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

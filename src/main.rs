@@ -88,6 +88,12 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
+        #[cfg(feature = "sandbox")]
+        Command::Bench(a) => {
+            telemetry::init(LogFormat::Text, "warn");
+            batchmirror::bench::run(&a).await?;
+            Ok(0)
+        }
         Command::Sandbox(a) => {
             telemetry::init(LogFormat::Text, "info");
             let generated = batchmirror::sandbox::Generated {

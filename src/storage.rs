@@ -21,6 +21,8 @@ pub const PART_SUFFIX: &str = ".part";
 const MAX_NAME: usize = 180;
 /// Write buffer: large enough to keep syscalls few on multi-GB results.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Results up to this size are held in memory and published in one blocking step.
+const SMALL_BODY: u64 = 1024 * 1024;
 
 /// Why a result could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +211,46 @@ impl Storage {
         let mut part = final_path.clone().into_os_string();
         part.push(PART_SUFFIX);
         let part = PathBuf::from(part);
-        let result = write_part(&part, body, cap, validate_json, self.sync_file).await;
+        // Most results are small: held in memory, they are checked, written, fsynced, renamed and
+        // their directory fsynced in one blocking task, instead of a thread hand-off per step.
+        let mut body = body;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut held = 0u64;
+        let small = loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    held += chunk.len() as u64;
+                    if held > cap {
+                        return Err(WriteError::TooLarge { cap });
+                    }
+                    head.push(chunk);
+                    if held > SMALL_BODY {
+                        break false;
+                    }
+                }
+                Some(Err(e)) => return Err(WriteError::Body(e)),
+                None => break true,
+            }
+        };
+        if small {
+            let syncs = (self.sync_file, self.sync_dir);
+            let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+                publish_small(&part, &final_path, &dir, &head, validate_json, syncs)
+            })
+            .await
+            .map_err(|e| StorageError::io(rel, "write", std::io::Error::other(e)))?
+            .map_err(|e| match e {
+                SmallError::Storage(e) => WriteError::Storage(e),
+                SmallError::InvalidJson(m) => WriteError::InvalidJson(m),
+            })?;
+            return Ok(Published {
+                rel_path: rel.to_string_lossy().into_owned(),
+                bytes,
+                sha256,
+            });
+        }
+        let rest = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
+        let result = write_part(&part, rest, cap, validate_json, self.sync_file).await;
         let (bytes, sha256) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -281,6 +322,67 @@ impl Storage {
         }
         Ok(removed)
     }
+}
+
+/// Why a small, in-memory result was not published.
+enum SmallError {
+    Storage(StorageError),
+    InvalidJson(String),
+}
+
+/// Publishes a result held in memory: JSON check first (nothing is written for a bad body), then
+/// `.part` → write → fsync → rename → fsync directory, the same durable sequence as the streaming
+/// path. The `.part` is removed on any failure.
+fn publish_small(
+    part: &Path,
+    final_path: &Path,
+    dir: &Path,
+    chunks: &[Bytes],
+    validate_json: bool,
+    (sync_file, sync_dir): (SyncFn, SyncFn),
+) -> Result<(u64, String), SmallError> {
+    if validate_json {
+        let joined;
+        let whole: &[u8] = match chunks {
+            [one] => one,
+            _ => {
+                joined = chunks.concat();
+                &joined
+            }
+        };
+        serde_json::from_slice::<serde::de::IgnoredAny>(whole)
+            .map_err(|e| SmallError::InvalidJson(e.to_string()))?;
+    }
+    let write = || -> Result<(u64, String), StorageError> {
+        let mut file =
+            std::fs::File::create(part).map_err(|e| StorageError::io(part, "create", e))?;
+        let mut hash = Sha256::new();
+        let mut n = 0u64;
+        for chunk in chunks {
+            hash.update(chunk);
+            n += chunk.len() as u64;
+            file.write_all(chunk)
+                .map_err(|e| StorageError::io(part, "write", e))?;
+        }
+        sync_file(&file).map_err(|e| StorageError::io(part, "fsync", e))?;
+        std::fs::rename(part, final_path)
+            .map_err(|e| StorageError::io(final_path, "rename into", e))?;
+        Ok((n, hex::encode(hash.finalize())))
+    };
+    let written = write().inspect_err(|_| {
+        let _ = std::fs::remove_file(part);
+    });
+    let written = written.map_err(SmallError::Storage)?;
+    // As in `write_atomic`: an unsynced directory may lose the name, so the file is taken back.
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| sync_dir(&d)) {
+        let _ = std::fs::remove_file(final_path);
+        return Err(SmallError::Storage(StorageError::io(
+            dir,
+            "fsync directory",
+            e,
+        )));
+    }
+    Ok(written)
 }
 
 async fn write_part<E, S>(

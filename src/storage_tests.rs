@@ -155,3 +155,63 @@ fn stray_parts_are_removed_and_results_kept() {
     assert_eq!(s.remove_stray_parts().unwrap(), 1);
     assert!(dir.path().join("p/b/y.json").exists());
 }
+
+/// A JSON document of `n` bytes (`["xxx…"]`) in 64 KiB chunks.
+fn big_json(n: usize, valid: bool) -> (Vec<u8>, Vec<Result<Bytes, std::io::Error>>) {
+    let mut doc = vec![b'x'; n];
+    doc[..2].copy_from_slice(b"[\"");
+    doc[n - 2..].copy_from_slice(if valid { b"\"]" } else { b"\"," });
+    let chunks = doc
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (doc, chunks)
+}
+
+#[tokio::test]
+async fn results_above_the_in_memory_size_stream_and_are_checked_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path()).unwrap();
+    let n = 3 * SMALL_BODY as usize + 5;
+    let (doc, chunks) = big_json(n, true);
+    let p = s
+        .write_atomic(
+            Path::new("p/b/big.json"),
+            futures_util::stream::iter(chunks),
+            u64::MAX,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.bytes, n as u64);
+    assert_eq!(p.sha256, hex::encode(Sha256::digest(&doc)));
+    assert_eq!(std::fs::read(dir.path().join("p/b/big.json")).unwrap(), doc);
+    // The tail is broken only after the in-memory limit: still refused, nothing left behind.
+    let (_, chunks) = big_json(n, false);
+    let r = s
+        .write_atomic(
+            Path::new("p/b/bad.json"),
+            futures_util::stream::iter(chunks),
+            u64::MAX,
+            true,
+        )
+        .await;
+    assert!(matches!(r, Err(WriteError::InvalidJson(_))), "{r:?}");
+    // The cap holds past the in-memory limit too.
+    let (_, chunks) = big_json(n, true);
+    let r = s
+        .write_atomic(
+            Path::new("p/b/capped.json"),
+            futures_util::stream::iter(chunks),
+            2 * SMALL_BODY,
+            true,
+        )
+        .await;
+    assert!(matches!(r, Err(WriteError::TooLarge { .. })), "{r:?}");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["big.json"]);
+}

@@ -34,3 +34,5 @@ mod dropfolder;
 mod dropfolder_perfectparser;
 // Submitting files (extract.page upload flow, PerfectParser multipart) through the built provider.
 mod provider_submit;
+// `batchmirror bench` at a small size on the real binary.
+mod bench;

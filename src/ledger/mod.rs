@@ -15,6 +15,8 @@
 
 pub mod schema;
 
+#[cfg(feature = "sandbox")]
+mod bench;
 mod queries;
 mod reads;
 mod rows;
@@ -69,8 +71,18 @@ struct Inner {
     path: PathBuf,
     // Declared before `_lock` so the connection closes before the lock is released.
     conn: Mutex<Connection>,
+    /// Outcomes waiting for the next group commit (see [`Ledger::finish`]).
+    finishing: Mutex<Vec<Finishing>>,
     /// The exclusive lock on `<path>.lock`, held for the ledger's life (`None` when read-only).
     _lock: Option<File>,
+}
+
+/// One queued outcome and who waits for its commit.
+struct Finishing {
+    item: DueItem,
+    outcome: Outcome,
+    now: i64,
+    done: tokio::sync::oneshot::Sender<Result<bool, LedgerError>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -143,6 +155,7 @@ impl Ledger {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
+                finishing: Mutex::default(),
                 _lock: Some(lock_file),
             }),
         })
@@ -174,6 +187,7 @@ impl Ledger {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
+                finishing: Mutex::default(),
                 _lock: None,
             }),
         })
@@ -337,11 +351,57 @@ impl Ledger {
     }
 
     /// Records how a claimed item ended; an unknown or already final row is left as it is.
+    ///
+    /// Group commit: the outcome is queued, and whichever caller gets the connection next commits
+    /// every queued outcome in one transaction (one WAL fsync for many items instead of one each).
+    /// Each caller still returns only once its own outcome is committed, so durability is as
+    /// before; a batch that fails is retried one outcome at a time, so each caller gets its own
+    /// error.
     async fn finish(&self, item: &DueItem, outcome: Outcome, now: i64) -> Result<(), LedgerError> {
-        let due = item.clone();
-        let changed = self
-            .run(move |c| queries::finish(c, &due, &outcome, now))
-            .await?;
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.inner
+            .finishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Finishing {
+                item: item.clone(),
+                outcome,
+                now,
+                done,
+            });
+        let this = self.clone();
+        self.run(move |c| {
+            let batch = std::mem::take(
+                &mut *this
+                    .inner
+                    .finishing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            // Empty when an earlier caller already committed ours along with its own.
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let ops: Vec<_> = batch.iter().map(|f| (&f.item, &f.outcome, f.now)).collect();
+            match queries::finish_all(c, &ops) {
+                Ok(changed) => {
+                    for (f, changed) in batch.into_iter().zip(changed) {
+                        let _ = f.done.send(Ok(changed));
+                    }
+                }
+                Err(_) => {
+                    for f in batch {
+                        let one = queries::finish_all(c, &[(&f.item, &f.outcome, f.now)]);
+                        let _ = f.done.send(one.map(|v| v[0]).map_err(|e| this.sqlite(e)));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let changed = committed
+            .await
+            .map_err(|_| LedgerError::Task("the group commit was dropped".into()))??;
         if !changed {
             tracing::warn!(provider = %item.provider, batch = %item.batch, item = %item.item,
                 "ledger left an item as it was: it is unknown or already final");

@@ -375,6 +375,20 @@ pub(crate) fn finish(
     Ok(changed > 0)
 }
 
+/// Several outcomes in one IMMEDIATE transaction (one commit); whether each changed a row.
+pub(crate) fn finish_all(
+    conn: &mut Connection,
+    ops: &[(&DueItem, &Outcome, i64)],
+) -> Result<Vec<bool>> {
+    let tx = immediate(conn)?;
+    let mut changed = Vec::with_capacity(ops.len());
+    for (item, outcome, now) in ops {
+        changed.push(finish(&tx, item, outcome, *now)?);
+    }
+    tx.commit()?;
+    Ok(changed)
+}
+
 /// A final failure: `state`, one more attempt, the error, no further attempt time.
 fn end(
     conn: &Connection,

@@ -1,0 +1,130 @@
+//! What a benchmark run stands on: the sandbox accounts it serves, the config files of the
+//! `batchmirror` children and the config file of `curl --parallel`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
+
+use super::BenchError;
+
+/// The key the bench sandboxes accept.
+pub const KEY: &str = "bench-key";
+/// Items per sandbox batch (two item pages of the largest size the client asks for).
+const PER_BATCH: usize = 1000;
+/// The provider name in every bench config.
+pub const PROVIDER: &str = "bench";
+
+/// An account of `items` finished results of about `bytes` each, served inline (one GET each, as
+/// curl fetches them), in batches of [`PER_BATCH`].
+pub fn account(items: usize, bytes: usize) -> SandboxSpec {
+    let batches = items.div_ceil(PER_BATCH);
+    let batches = (0..batches)
+        .map(|b| {
+            let n = PER_BATCH.min(items - b * PER_BATCH);
+            BatchSpec {
+                id: format!("batch_{b:06}"),
+                created_ago: Duration::from_secs(7200 + b as u64),
+                items: (0..n)
+                    .map(|i| ItemSpec {
+                        id: format!("item_{i:05}"),
+                        finishes_at: -3600.0,
+                        outcome: Outcome::Succeeded,
+                        result_bytes: bytes,
+                        delivery: Delivery::Inline,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    SandboxSpec {
+        api_key: KEY.to_owned(),
+        seed: 42,
+        batches,
+        time_scale: 1.0,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        presign_ttl: Duration::from_secs(300),
+        result_delay: Duration::ZERO,
+    }
+}
+
+/// Every (batch, item) of a spec, in order.
+pub fn ids(spec: &SandboxSpec) -> Vec<(String, String)> {
+    spec.batches
+        .iter()
+        .flat_map(|b| b.items.iter().map(|i| (b.id.clone(), i.id.clone())))
+        .collect()
+}
+
+/// Exact bytes the sandbox serves for `ids`.
+pub fn expected_bytes(sandbox: &Sandbox, ids: &[(String, String)]) -> u64 {
+    ids.iter()
+        .filter_map(|(b, i)| sandbox.expected(b, i))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The files of one `batchmirror` under test.
+pub struct Instance {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub ledger: PathBuf,
+    pub mirror: PathBuf,
+}
+
+/// Writes a config for a fresh ledger and mirror under `dir`, mirroring `base_url` with
+/// `concurrency` downloads. The rate limit is lifted (the sandbox has none) and logs keep to
+/// warnings; everything else is the shipped default, JSON validation included.
+pub fn instance(dir: &Path, base_url: &str, concurrency: usize) -> Result<Instance, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::io("create", dir, e))?;
+    let inst = Instance {
+        dir: dir.to_owned(),
+        config: dir.join("config.toml"),
+        ledger: dir.join("ledger.sqlite3"),
+        mirror: dir.join("mirror"),
+    };
+    let mut toml = String::new();
+    let _ = writeln!(
+        toml,
+        "[ledger]\npath = {}\n\n[storage]\nroot = {}\n",
+        toml_str(&inst.ledger.to_string_lossy()),
+        toml_str(&inst.mirror.to_string_lossy())
+    );
+    let _ = writeln!(
+        toml,
+        "[download]\nconcurrency = {concurrency}\nmax_body_bytes = \"64GiB\"\n\n[log]\nlevel = \"warn\"\n"
+    );
+    let _ = writeln!(
+        toml,
+        "[[provider]]\nname = {}\nkind = \"extract_page\"\nbase_url = {}\napi_key = {}\nrequests_per_minute = 100000000\npage_size = 200",
+        toml_str(PROVIDER),
+        toml_str(base_url),
+        toml_str(KEY)
+    );
+    std::fs::write(&inst.config, toml).map_err(|e| BenchError::io("write", &inst.config, e))?;
+    Ok(inst)
+}
+
+/// A `curl --config` file fetching every result of `ids` into `out/<batch>/<item>.json`.
+pub fn curl_config(
+    path: &Path,
+    base_url: &str,
+    ids: &[(String, String)],
+    out: &Path,
+) -> Result<(), BenchError> {
+    let mut cfg = format!("header = \"X-API-KEY: {KEY}\"\n");
+    for (b, i) in ids {
+        let _ = writeln!(
+            cfg,
+            "url = \"{base_url}/v1/batches/{b}/items/{i}/result\"\noutput = {}",
+            toml_str(&out.join(b).join(format!("{i}.json")).to_string_lossy())
+        );
+    }
+    std::fs::write(path, cfg).map_err(|e| BenchError::io("write", path, e))
+}
