@@ -16,11 +16,14 @@
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
+//! - `crashloop`: the SIGKILL-and-restart harness of the ledger invariants (feature `sandbox`).
 //! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
 
 pub mod alerts;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "sandbox")]
+pub mod crashloop;
 pub mod daemon;
 pub mod download;
 pub mod error;
