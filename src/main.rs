@@ -88,6 +88,21 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
+        Command::Crashloop(a) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let daemon = std::env::current_exe().context("the path of this binary")?;
+            let opts = a.into_options(daemon);
+            eprintln!(
+                "crashloop seed={} loops={}: starting",
+                opts.seed, opts.loops
+            );
+            let verdict = batchmirror::crashloop::crashloop(opts).await?;
+            println!("{}", verdict.line());
+            for line in verdict.details() {
+                println!("{line}");
+            }
+            Ok(if verdict.passed() { 0 } else { 1 })
+        }
         Command::Sandbox(a) => {
             telemetry::init(LogFormat::Text, "info");
             let generated = batchmirror::sandbox::Generated {
