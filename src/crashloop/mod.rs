@@ -8,6 +8,8 @@
 //! short version in `tests/crashloop.rs`.
 
 mod observe;
+#[cfg(test)]
+mod tests;
 mod verdict;
 mod world;
 
@@ -168,7 +170,7 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
             "items, concurrency and max_life must be above zero".to_owned(),
         ));
     }
-    let started = Instant::now();
+    let begun = Instant::now();
     let result_delay = opts
         .result_delay
         .unwrap_or_else(|| paced_result_delay(&opts));
@@ -193,6 +195,7 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
         // code included) is part of the contract too.
         let once = rng.random_ratio(1, 4);
         let life = Duration::from_micros(rng.random_range(0..=micros(opts.max_life)));
+        let started = chrono::Utc::now();
         let mut child = spawn(&opts.daemon, once, &config, &log)?;
         let killed = tokio::select! {
             status = child.wait() => {
@@ -211,16 +214,17 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
             }
         };
         let snap = look(&world, &dir, &tracker).await?;
-        tracker.observe(&world, &snap, at, killed);
+        tracker.observe(&world, &snap, at, started, killed);
     }
 
+    let started = chrono::Utc::now();
     let mut last = spawn(&opts.daemon, true, &config, &log)?;
     let status = tokio::time::timeout(FINAL_PASS_TIMEOUT, last.wait())
         .await
         .map_err(|_| CrashloopError::FinalPassTimeout(FINAL_PASS_TIMEOUT))?
         .map_err(io(&opts.daemon, "wait for"))?;
     let mut snap = look(&world, &dir, &tracker).await?;
-    tracker.observe(&world, &snap, opts.loops, false);
+    tracker.observe(&world, &snap, opts.loops, started, false);
     // The verdict re-hashes every final file, not only the ones first seen in this look.
     snap.digests = scan(&world, &dir, Default::default()).await?.digests;
     let served = sandbox.stats();
@@ -235,7 +239,7 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
         served: &served,
         final_exit: status.code(),
         result_delay,
-        elapsed: started.elapsed(),
+        elapsed: begun.elapsed(),
     });
     if verdict.passed() && !opts.keep {
         std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove"))?;

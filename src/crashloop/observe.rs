@@ -19,6 +19,9 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::world::{PROVIDER, World};
@@ -50,6 +53,8 @@ pub(super) struct LedgerView {
     pub downloading: Vec<usize>,
     /// Item rows of any state.
     pub rows: u64,
+    /// When a listing last finished (the ledger's `last_pass_at`).
+    pub listed_at: Option<DateTime<Utc>>,
     pub quick_check: Vec<String>,
     /// Rows naming an item the account does not have.
     pub unknown: Vec<String>,
@@ -172,6 +177,9 @@ pub(super) async fn read_ledger(
             }
         }
     }
+    let names = [(provider, "extract_page".to_owned())];
+    let summary = ledger.summary(&names, Utc::now(), Duration::ZERO).await?;
+    view.listed_at = summary.first().and_then(|s| s.last_pass_at);
     view.quick_check = ledger.quick_check().await?;
     Ok(Some(view))
 }
@@ -183,7 +191,7 @@ pub struct KillStats {
     pub kills: u32,
     /// Daemons that exited on their own before their kill (`sync --once` that finished).
     pub exited_early: u32,
-    /// Kills before the listing had stored every item.
+    /// Kills before the daemon's listing had finished (in start-up, recovery or the listing).
     pub during_listing: u32,
     /// Kills with at least one row `downloading` (claimed, not yet recorded).
     pub downloads_in_flight: u32,
@@ -242,8 +250,16 @@ impl Tracker {
         self.problems.push(p);
     }
 
-    /// Takes in the look after loop `at` (`killed`: it ended by SIGKILL, so rows in flight count).
-    pub(super) fn observe(&mut self, world: &World, snap: &Snapshot, at: u32, killed: bool) {
+    /// Takes in the look after loop `at`, whose daemon started at `started`; `killed`: it ended
+    /// by SIGKILL, so its rows in flight count.
+    pub(super) fn observe(
+        &mut self,
+        world: &World,
+        snap: &Snapshot,
+        at: u32,
+        started: DateTime<Utc>,
+        killed: bool,
+    ) {
         let name = |k: usize| format!("{}/{}", world.items[k].batch, world.items[k].item);
         for (&k, id) in &snap.files {
             self.gone.remove(&k);
@@ -312,7 +328,7 @@ impl Tracker {
         };
         self.check_ledger(world, snap, view, at);
         if killed {
-            self.count_kill(world, snap, view);
+            self.count_kill(world, snap, view, started);
         }
     }
 
@@ -381,11 +397,18 @@ impl Tracker {
         }
     }
 
-    fn count_kill(&mut self, world: &World, snap: &Snapshot, view: &LedgerView) {
+    fn count_kill(
+        &mut self,
+        world: &World,
+        snap: &Snapshot,
+        view: &LedgerView,
+        started: DateTime<Utc>,
+    ) {
         let s = &mut self.stats;
         s.kills += 1;
         s.max_in_flight = s.max_in_flight.max(view.downloading.len());
-        if view.rows < world.items.len() as u64 {
+        // Listing ends with `record_pass`; every life lists again (page cursors are not kept).
+        if view.rows < world.items.len() as u64 || view.listed_at.is_none_or(|t| t < started) {
             s.during_listing += 1;
         }
         if !view.downloading.is_empty() {

@@ -85,7 +85,7 @@ impl CrashloopVerdict {
         let k = &self.kills;
         let mut out = vec![
             format!(
-                "  kills: {} by SIGKILL ({} before the listing was stored, {} with downloads in flight, {} between a publish and its commit, {} with items unmirrored); {} exited on their own",
+                "  kills: {} by SIGKILL ({} before their listing finished, {} with downloads in flight, {} between a publish and its commit, {} with items unmirrored); {} exited on their own",
                 k.kills,
                 k.during_listing,
                 k.downloads_in_flight,
@@ -226,6 +226,13 @@ pub(super) fn judge(o: Outcome<'_>) -> CrashloopVerdict {
                 name(k),
                 file.1,
                 file.0
+            ));
+        }
+        if times == 0 {
+            // The counters would not match the ids, and the check below would pass vacuously.
+            tracker.problem(format!(
+                "{}: mirrored, but the sandbox never counted it served",
+                name(k)
             ));
         }
         // Without injected faults an item is served again only after a kill found it in flight.

@@ -106,6 +106,10 @@ impl World {
                 });
             }
         }
+        World::from_items(items)
+    }
+
+    pub(super) fn from_items(items: Vec<Item>) -> World {
         let by_ids = items
             .iter()
             .enumerate()
