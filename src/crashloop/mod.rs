@@ -174,7 +174,10 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
     let result_delay = opts
         .result_delay
         .unwrap_or_else(|| paced_result_delay(&opts));
-    let spec = world::spec(opts.seed, opts.items, opts.item_bytes, result_delay);
+    // Late items finish while about the first four fifths of the loops run.
+    let late = opts.max_life.mul_f64(f64::from(opts.loops) / 2.0 * 0.8);
+    let spec = world::spec(opts.seed, opts.items, opts.item_bytes, result_delay, late);
+    let all_finished = tokio::time::Instant::now() + late + Duration::from_secs(1);
     let sandbox = Sandbox::start(spec.clone(), ([127, 0, 0, 1], 0).into())
         .await
         .map_err(CrashloopError::Sandbox)?;
@@ -217,6 +220,8 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
         tracker.observe(&world, &snap, at, started, killed);
     }
 
+    // The final pass must find every item finished, or what it leaves pending would count lost.
+    tokio::time::sleep_until(all_finished).await;
     let started = chrono::Utc::now();
     let mut last = spawn(&opts.daemon, true, &config, &log)?;
     let status = tokio::time::timeout(FINAL_PASS_TIMEOUT, last.wait())

@@ -53,6 +53,8 @@ pub(super) struct LedgerView {
     pub downloading: Vec<usize>,
     /// Item rows of any state.
     pub rows: u64,
+    /// Rows of items not finished at the provider yet.
+    pub pending: u64,
     /// When a listing last finished (the ledger's `last_pass_at`).
     pub listed_at: Option<DateTime<Utc>>,
     pub quick_check: Vec<String>,
@@ -173,6 +175,7 @@ pub(super) async fn read_ledger(
                     view.mirrored.insert(k, record);
                 }
                 ItemState::Downloading => view.downloading.push(k),
+                ItemState::Pending => view.pending += 1,
                 _ => {}
             }
         }
@@ -199,6 +202,8 @@ pub struct KillStats {
     pub published_not_recorded: u32,
     /// Kills with items not mirrored yet.
     pub items_unmirrored: u32,
+    /// Kills with items the ledger knew as still pending at the provider.
+    pub items_pending: u32,
     /// Most rows found `downloading` at one kill.
     pub max_in_flight: usize,
 }
@@ -419,6 +424,9 @@ impl Tracker {
         }
         if view.mirrored.len() < world.succeeded() {
             s.items_unmirrored += 1;
+        }
+        if view.pending > 0 {
+            s.items_pending += 1;
         }
         for &k in &view.downloading {
             self.in_flight_kills[k] += 1;

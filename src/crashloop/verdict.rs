@@ -85,12 +85,13 @@ impl CrashloopVerdict {
         let k = &self.kills;
         let mut out = vec![
             format!(
-                "  kills: {} by SIGKILL ({} before their listing finished, {} with downloads in flight, {} between a publish and its commit, {} with items unmirrored); {} exited on their own",
+                "  kills: {} by SIGKILL ({} before their listing finished, {} with downloads in flight, {} between a publish and its commit, {} with items unmirrored, {} with items still pending); {} exited on their own",
                 k.kills,
                 k.during_listing,
                 k.downloads_in_flight,
                 k.published_not_recorded,
                 k.items_unmirrored,
+                k.items_pending,
                 k.exited_early
             ),
             format!(

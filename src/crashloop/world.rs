@@ -38,11 +38,14 @@ pub(super) struct World {
 }
 
 /// `items` items in batches of 100; sizes average `item_bytes`; about 1 in 40 fails at the provider.
+/// One in five finishes at a random moment within `late` of the start, so the daemons keep
+/// listing items that turn from pending to ready while they are being killed.
 pub(super) fn spec(
     seed: u64,
     items: usize,
     item_bytes: usize,
     result_delay: Duration,
+    late: Duration,
 ) -> SandboxSpec {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x00c4_a510_0f00_0001);
     let mut batches = Vec::new();
@@ -57,7 +60,11 @@ pub(super) fn spec(
                 } else {
                     format!("it-{b:03}-{i:03}")
                 },
-                finishes_at: -600.0 - b as f64,
+                finishes_at: if i % 5 == 4 {
+                    rng.random::<f64>() * late.as_secs_f64()
+                } else {
+                    -600.0 - b as f64
+                },
                 outcome: if rng.random_ratio(1, 40) {
                     Outcome::Failed
                 } else {
