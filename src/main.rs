@@ -96,7 +96,12 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 "crashloop seed={} loops={}: starting",
                 opts.seed, opts.loops
             );
-            let verdict = batchmirror::crashloop::crashloop(opts).await?;
+            // Dropping the loop on Ctrl-C kills its daemon too (kill_on_drop), leaving no orphan.
+            daemon::cancel_on_signals(shutdown.clone())?;
+            let verdict = tokio::select! {
+                v = batchmirror::crashloop::crashloop(opts) => v?,
+                () = shutdown.cancelled() => return Ok(130),
+            };
             println!("{}", verdict.line());
             for line in verdict.details() {
                 println!("{line}");
