@@ -68,6 +68,12 @@ pub enum Command {
     ///
     /// Example: BATCHMIRROR__DOWNLOAD__CONCURRENCY=4 batchmirror check-config --config ./c.toml
     CheckConfig(ConfigArg),
+    /// Crash-loop the daemon against the sandbox and check the ledger invariants (test harness).
+    ///
+    /// Example: scripts/crashloop.sh --loops 200 --seed 7
+    #[cfg(feature = "sandbox")]
+    #[command(hide = true)]
+    Crashloop(crate::crashloop::CrashloopArgs),
     /// Print a shell completion script.
     ///
     /// Example: batchmirror completions bash > /etc/bash_completion.d/batchmirror

@@ -17,6 +17,7 @@
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
+//! - `crashloop`: the SIGKILL-and-restart harness of the ledger invariants (feature `sandbox`).
 //! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
 //! - `bench`: `batchmirror bench`, the performance figures against the sandbox (feature `sandbox`).
 
@@ -25,6 +26,8 @@ pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "sandbox")]
+pub mod crashloop;
 pub mod daemon;
 pub mod download;
 pub mod dropfolder;

@@ -94,6 +94,27 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             batchmirror::bench::run(&a).await?;
             Ok(0)
         }
+        #[cfg(feature = "sandbox")]
+        Command::Crashloop(a) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let daemon = std::env::current_exe().context("the path of this binary")?;
+            let opts = a.into_options(daemon);
+            eprintln!(
+                "crashloop seed={} loops={}: starting",
+                opts.seed, opts.loops
+            );
+            // Dropping the loop on Ctrl-C kills its daemon too (kill_on_drop), leaving no orphan.
+            daemon::cancel_on_signals(shutdown.clone())?;
+            let verdict = tokio::select! {
+                v = batchmirror::crashloop::crashloop(opts) => v?,
+                () = shutdown.cancelled() => return Ok(130),
+            };
+            println!("{}", verdict.line());
+            for line in verdict.details() {
+                println!("{line}");
+            }
+            Ok(if verdict.passed() { 0 } else { 1 })
+        }
         Command::Sandbox(a) => {
             telemetry::init(LogFormat::Text, "info");
             let generated = batchmirror::sandbox::Generated {

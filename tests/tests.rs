@@ -13,6 +13,8 @@ mod faults;
 mod faults_outage;
 // SIGKILL mid-mirror and SIGTERM drain, on the real binary.
 mod crash;
+// The crash-loop harness: repeated SIGKILLs of the real binary, then the ledger invariants.
+mod crashloop;
 // sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.
 mod systemd;
 // The Prometheus endpoint and /healthz.

@@ -553,6 +553,12 @@ impl Ledger {
             .await
     }
 
+    /// `PRAGMA quick_check` on demand (opening already runs it): `["ok"]` when the file is sound,
+    /// else SQLite's findings. Works on a read-only ledger.
+    pub async fn quick_check(&self) -> Result<Vec<String>, LedgerError> {
+        self.run(|c| reads::quick_check(c)).await
+    }
+
     /// `EXPLAIN QUERY PLAN` detail lines of the claim statements, for the index test. Blocking
     /// (briefly takes the connection); not for use on an async worker in a hot path.
     pub fn explain_claim(&self) -> Result<Vec<String>, LedgerError> {

@@ -129,3 +129,10 @@ pub(crate) fn items_in_state(
     )?
     .collect()
 }
+
+/// `PRAGMA quick_check`'s lines: exactly `["ok"]` for a sound file.
+pub(crate) fn quick_check(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare("PRAGMA quick_check")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
