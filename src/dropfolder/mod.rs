@@ -120,7 +120,7 @@ impl DropFolder {
             "drop folder watched"
         );
         self.recover().await?;
-        let mut settler = Settler::new(s.settle);
+        let mut settler = Settler::new(s.settle, s.rescan);
         let mut retry_at: HashMap<OsString, Instant> = HashMap::new();
         let mut refused: HashSet<OsString> = HashSet::new();
         let mut tick = tokio::time::interval(tick_every);
@@ -176,7 +176,12 @@ impl DropFolder {
                         }
                         tracing::debug!(file = ?name, stamp = ?stamp.as_ref().ok(), "drop folder: settled");
                         let next = match stamp {
-                            Ok(stamp) => self.take(&name, stamp).await?,
+                            // Stopping mid-submission is safe: the upload row was committed with
+                            // its key first, and the restart asks again with the same key.
+                            Ok(stamp) => tokio::select! {
+                                next = self.take(&name, stamp) => next?,
+                                () = shutdown.cancelled() => break,
+                            },
                             Err(refusal) => self.refuse(&name, &refusal),
                         };
                         match next {

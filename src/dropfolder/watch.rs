@@ -133,6 +133,9 @@ fn translate(
         EventKind::Create(_) | EventKind::Modify(_) if polling => {
             send(Change::Closed, &mut names())
         }
+        // chmod, touch, a link count change: no writer involved, only the settle time restarts
+        // (as Written it would wait for a close that never comes).
+        EventKind::Modify(ModifyKind::Metadata(_)) => send(Change::Closed, &mut names()),
         EventKind::Create(_) | EventKind::Modify(_) => send(Change::Written, &mut names()),
         // Opens (ours included), reads and removals change nothing: the next stat sees a
         // removal.
@@ -182,13 +185,17 @@ struct Tracked {
 #[derive(Debug)]
 pub struct Settler {
     settle: Duration,
+    /// A writer silent this long (no event, same size and mtime) is presumed gone: its close may
+    /// have been lost with an event-queue overflow.
+    stale_writer: Duration,
     files: HashMap<OsString, Tracked>,
 }
 
 impl Settler {
-    pub fn new(settle: Duration) -> Self {
+    pub fn new(settle: Duration, stale_writer: Duration) -> Self {
         Self {
             settle,
+            stale_writer,
             files: HashMap::new(),
         }
     }
@@ -211,11 +218,14 @@ impl Settler {
 
     /// A scan found `name`: tracked from now unless it already is.
     pub fn seen(&mut self, name: &OsString, now: Instant) {
-        self.files.entry(name.clone()).or_insert(Tracked {
+        let t = self.files.entry(name.clone()).or_insert(Tracked {
             stamp: None,
             since: now,
             writing: false,
         });
+        if t.writing && now.duration_since(t.since) >= self.stale_writer {
+            t.writing = false;
+        }
     }
 
     /// Stops tracking `name` (taken, refused or gone); a later event or scan tracks it anew.
@@ -280,7 +290,7 @@ mod tests {
     fn a_growing_file_is_never_due_and_a_still_one_is_after_settle() {
         let t0 = Instant::now();
         let sec = Duration::from_secs(1);
-        let mut s = Settler::new(Duration::from_secs(2));
+        let mut s = Settler::new(Duration::from_secs(2), Duration::from_secs(300));
         let a = OsString::from("a.pdf");
         s.seen(&a, t0);
         // Growing by a little every second (a 1 KB/s writer): never due.
@@ -297,7 +307,7 @@ mod tests {
     #[test]
     fn with_events_a_file_open_for_writing_waits_for_its_close() {
         let t0 = Instant::now();
-        let mut s = Settler::new(Duration::from_secs(2));
+        let mut s = Settler::new(Duration::from_secs(2), Duration::from_secs(300));
         let a = OsString::from("scan.pdf");
         s.change(&Change::Written(a.clone()), t0);
         // A writer that pauses longer than settle is still not done.
@@ -309,9 +319,24 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_silent_past_the_stale_limit_is_presumed_gone_at_the_next_scan() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_secs(2), Duration::from_secs(300));
+        let a = OsString::from("lost-close.pdf");
+        s.change(&Change::Written(a.clone()), t0);
+        s.seen(&a, t0 + Duration::from_secs(299));
+        assert!(due(&mut s, t0 + Duration::from_secs(299), 5).is_empty());
+        // The stamp settles from here; the writer is still presumed active until the limit.
+        assert!(due(&mut s, t0 + Duration::from_secs(302), 5).is_empty());
+        // Unchanged for 300 s by the next scan: taken, since its stamp has long settled.
+        s.seen(&a, t0 + Duration::from_secs(602));
+        assert_eq!(due(&mut s, t0 + Duration::from_secs(602), 5), vec![a]);
+    }
+
+    #[test]
     fn vanished_files_are_dropped_and_refusals_reported_once() {
         let t0 = Instant::now();
-        let mut s = Settler::new(Duration::ZERO);
+        let mut s = Settler::new(Duration::ZERO, Duration::from_secs(300));
         let (a, b) = (OsString::from("a"), OsString::from("b"));
         s.seen(&a, t0);
         s.seen(&b, t0);
