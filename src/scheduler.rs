@@ -30,6 +30,14 @@ impl PassTrigger {
         true
     }
 
+    /// Asks for a pass unless one is running, silently: for the drop folder, which asks often
+    /// while it awaits results (a pass already running will pick them up).
+    pub fn nudge(&self) {
+        if !self.running.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     /// Waits for a request.
     pub async fn requested(&self) {
         self.wake.notified().await;

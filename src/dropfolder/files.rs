@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -259,11 +259,6 @@ pub fn publish(dir: &Path, name: &str, mut contents: impl Read) -> std::io::Resu
     )))
 }
 
-/// The outbox (or failed/) path of a note or result named after a filed file.
-pub fn beside(dir: &Path, filed_as: &str, suffix: &str) -> PathBuf {
-    dir.join(format!("{filed_as}{suffix}"))
-}
-
 /// A MIME type for the name's extension (what the providers accept), else octet-stream.
 pub fn content_type(name: &str) -> &'static str {
     let ext = name
@@ -279,5 +274,105 @@ pub fn content_type(name: &str) -> &'static str {
         "txt" => "text/plain",
         "json" => "application/json",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filing_never_overwrites_and_suffixes_collisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, done) = (dir.path().join("inbox"), dir.path().join("done"));
+        std::fs::create_dir_all(&inbox).unwrap();
+        for (i, body) in ["first", "second", "third"].iter().enumerate() {
+            std::fs::write(inbox.join("scan.pdf"), body).unwrap();
+            let filed = file_away(&inbox, "scan.pdf", &done).unwrap();
+            assert_eq!(filed, candidate("scan.pdf", i as u32));
+        }
+        assert_eq!(candidate("scan.pdf", 2), "scan (2).pdf");
+        assert_eq!(candidate("README", 1), "README (1)");
+        assert_eq!(
+            std::fs::read_to_string(done.join("scan.pdf")).unwrap(),
+            "first"
+        );
+        assert_eq!(
+            std::fs::read_to_string(done.join("scan (2).pdf")).unwrap(),
+            "third"
+        );
+        assert!(!inbox.join("scan.pdf").exists());
+    }
+
+    #[test]
+    fn publish_is_atomic_and_no_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            publish(dir.path(), "a.json", &b"one"[..]).unwrap(),
+            "a.json"
+        );
+        assert_eq!(
+            publish(dir.path(), "a.json", &b"two"[..]).unwrap(),
+            "a (1).json"
+        );
+        assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"one");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temp file left: {names:?}");
+    }
+
+    #[test]
+    fn take_refuses_links_and_changes_and_reads_what_it_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path();
+        std::fs::write(inbox.join("ok.pdf"), b"content").unwrap();
+        let st = stamp(inbox, "ok.pdf".as_ref()).unwrap().unwrap();
+        let (name, t) = take(inbox, "ok.pdf".as_ref(), st, 100).unwrap();
+        assert_eq!(name, "ok.pdf");
+        assert_eq!(t.sha256, hex::encode(Sha256::digest(b"content")));
+        assert!(matches!(
+            take(inbox, "ok.pdf".as_ref(), st, 3),
+            Err(Refusal::TooLarge { size: 7, cap: 3 })
+        ));
+        std::fs::write(inbox.join("ok.pdf"), b"content, longer").unwrap();
+        assert!(matches!(
+            take(inbox, "ok.pdf".as_ref(), st, 100),
+            Err(Refusal::Changed)
+        ));
+        std::os::unix::fs::symlink(inbox.join("ok.pdf"), inbox.join("link.pdf")).unwrap();
+        assert!(matches!(
+            stamp(inbox, "link.pdf".as_ref()),
+            Err(Refusal::NotRegular("a symbolic link"))
+        ));
+        // Even when the scan saw a regular file, a symlink swapped in is never followed.
+        assert!(matches!(
+            take(inbox, "link.pdf".as_ref(), st, 100),
+            Err(Refusal::NotRegular("a symbolic link"))
+        ));
+        std::fs::hard_link(inbox.join("ok.pdf"), inbox.join("twin.pdf")).unwrap();
+        let st = stamp(inbox, "twin.pdf".as_ref()).unwrap().unwrap();
+        assert!(matches!(
+            take(inbox, "twin.pdf".as_ref(), st, 100),
+            Err(Refusal::HardLinked(2))
+        ));
+        assert!(matches!(
+            take(inbox, "gone.pdf".as_ref(), st, 100),
+            Err(Refusal::Vanished)
+        ));
+    }
+
+    #[test]
+    fn filters_skip_partial_hidden_and_temp_files() {
+        let pats = |v: &[&str]| -> Vec<glob::Pattern> {
+            v.iter().map(|p| glob::Pattern::new(p).unwrap()).collect()
+        };
+        let (inc, exc) = (pats(&["*"]), pats(&["*.part", ".*", "~*", "*.tmp"]));
+        for skipped in ["a.pdf.part", ".hidden.pdf", "~lock.pdf", "x.tmp"] {
+            assert!(!wanted(skipped.as_ref(), &inc, &exc), "{skipped}");
+        }
+        assert!(wanted("invoice.pdf".as_ref(), &inc, &exc));
+        assert!(!wanted("a.pdf".as_ref(), &pats(&["*.png"]), &exc));
     }
 }

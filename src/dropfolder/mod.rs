@@ -35,6 +35,10 @@ use crate::scheduler::PassTrigger;
 use files::Refusal;
 use watch::{Change, Settler};
 
+/// A file written to and not closed, then silent this long (same size and mtime, no event), is
+/// presumed complete at the next scan: its close event may have been lost in a queue overflow.
+const STALE_WRITER: Duration = Duration::from_secs(10 * 60);
+
 /// What became of a settled file.
 enum Next {
     /// Taken care of (submitted, linked, filed, or refused for good).
@@ -120,7 +124,7 @@ impl DropFolder {
             "drop folder watched"
         );
         self.recover().await?;
-        let mut settler = Settler::new(s.settle, s.rescan);
+        let mut settler = Settler::new(s.settle, STALE_WRITER);
         let mut retry_at: HashMap<OsString, Instant> = HashMap::new();
         let mut refused: HashSet<OsString> = HashSet::new();
         let mut tick = tokio::time::interval(tick_every);
@@ -200,7 +204,7 @@ impl DropFolder {
                 _ = poll.tick() => {
                     self.deliver().await?;
                     if self.awaiting().await? {
-                        self.trigger.request();
+                        self.trigger.nudge();
                     }
                 },
                 () = self.trigger.pass_finished() => {

@@ -78,7 +78,13 @@ impl DropFolder {
         };
         let mut resume = None;
         for row in self.ledger.uploads_holding(&s.provider, &name).await? {
-            if row.sha256 != taken.sha256 {
+            if row.sha256 != taken.sha256 && row.state == UploadState::Accepted {
+                // Its job exists; only the file was replaced before the move. The result still
+                // comes back under the name; the new content is a new upload.
+                self.ledger
+                    .upload_filed(row.id, &row.name, Utc::now())
+                    .await?;
+            } else if row.sha256 != taken.sha256 {
                 tracing::warn!(
                     file = %name,
                     upload = row.id,
@@ -157,7 +163,7 @@ impl DropFolder {
                     "drop folder: submitted"
                 );
                 self.file_done(&row).await?;
-                self.trigger.request();
+                self.trigger.nudge();
                 Ok(Next::Done)
             }
             Err(e) => match verdict(&e) {
@@ -319,8 +325,31 @@ impl DropFolder {
 /// bytes there (then that file is the delivery: nothing is written twice).
 fn publish_once(dir: &Path, name: &str, src: &Path) -> std::io::Result<String> {
     let existing = dir.join(name);
-    if existing.exists() && std::fs::read(&existing)? == std::fs::read(src)? {
+    if same_bytes(&existing, src)? {
         return Ok(name.to_owned());
     }
     files::publish(dir, name, std::fs::File::open(src)?)
+}
+
+/// True when both files exist with the same bytes (compared in chunks, not loaded whole).
+fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return Ok(false);
+    };
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
 }
