@@ -115,20 +115,21 @@ impl Downloader {
         let mut in_flight: HashMap<tokio::task::Id, DueItem> = HashMap::new();
         let limit = self.settings.concurrency.max(1);
         let mut exhausted = false;
-        // Claimed but not started yet. Claiming a whole round at once costs one ledger commit
-        // per `limit` items instead of one per freed slot; at most `limit` rows wait here, and a
-        // crash releases them like any in-flight row (they have no file).
+        // Claimed but not started yet. Claims wait until half the slots are free and then fill
+        // them all in one ledger commit (not one commit per freed slot), so rows `downloading`
+        // never outnumber `limit`: a crash re-fetches at most what was in flight.
         let mut queued: VecDeque<DueItem> = VecDeque::new();
         loop {
             while !cancel.is_cancelled() && tasks.len() < limit {
                 if queued.is_empty() {
-                    if exhausted {
+                    let free = limit - tasks.len();
+                    if exhausted || (free < limit.div_ceil(2) && !tasks.is_empty()) {
                         break;
                     }
-                    let claimed = self.ledger.claim_due(&names, not_after, limit).await?;
+                    let claimed = self.ledger.claim_due(&names, not_after, free).await?;
                     // Retries are scheduled after `not_after`, so a short claim means the queue
                     // is empty.
-                    exhausted = claimed.len() < limit;
+                    exhausted = claimed.len() < free;
                     queued.extend(claimed);
                 }
                 let Some(item) = queued.pop_front() else {
