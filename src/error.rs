@@ -214,6 +214,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the disk under the ledger or the mirror is full: work stops, and it is alerted
+    /// about as a full disk rather than only logged.
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        match self {
+            Self::Storage(e) => e.is_disk_full(),
+            Self::Ledger(LedgerError::Sqlite { source, .. }) => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            Self::Ledger(LedgerError::Io { source, .. }) => source.raw_os_error() == Some(ENOSPC),
+            _ => false,
+        }
+    }
+
     /// Exit code per the command-line contract: 2 for configuration and usage, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -124,3 +124,81 @@ async fn a_full_disk_pauses_downloads_alerts_once_and_resumes() {
     let disk_full = alerts.iter().filter(|a| a["event"] == "disk_full").count();
     assert_eq!(disk_full, 1, "{alerts:?}");
 }
+
+#[tokio::test]
+async fn a_full_disk_under_the_ledger_stops_the_pass_alerts_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The ledger alone on a tiny disk; the mirror has room.
+    let Some(disk) = Tmpfs::mount(&dir.path().join("ledgerdisk"), "160k") else {
+        return;
+    };
+    let items = (0..400)
+        .map(|i| {
+            let mut it = done_item(
+                &format!("item-with-a-longish-id-{i:04}"),
+                60.0,
+                Delivery::Inline,
+            );
+            it.result_bytes = 500;
+            it
+        })
+        .collect();
+    let sandbox = start(spec(vec![batch("many", items)])).await;
+    let events = dir.path().join("alerts.jsonl");
+    let mut text = config_text(dir.path(), &sandbox.base_url(), "");
+    text = text.replace(
+        &format!("{}/ledger.sqlite3", dir.path().display()),
+        &format!("{}/ledgerdisk/ledger.sqlite3", dir.path().display()),
+    );
+    text.push_str(&format!(
+        "[alerts]\ncommand = [\"sh\", \"-c\", \"cat >> '{}'\"]\n",
+        events.display()
+    ));
+    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
+    assert!(
+        settings
+            .ledger_path
+            .starts_with(dir.path().join("ledgerdisk"))
+    );
+
+    let err = daemon::sync_once(settings.clone(), CancellationToken::new())
+        .await
+        .expect_err("a full ledger disk stops the pass");
+    assert!(err.is_disk_full(), "{err}");
+    assert!(
+        err.to_string().contains("ledger.sqlite3") && err.to_string().contains("full"),
+        "the message names the ledger and the cause: {err}"
+    );
+    let alerts = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(alerts.contains("\"disk_full\""), "alerted: {alerts:?}");
+    // Nothing half-written is left in the mirror.
+    assert!(
+        files_under(&dir.path().join("mirror"))
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".part"))
+    );
+
+    disk.grow("16m");
+    let report = daemon::sync_once(settings.clone(), CancellationToken::new())
+        .await
+        .expect("room again: the pass completes");
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let mirrored = ledger
+        .items_in_state(
+            &ProviderName::parse("ep").unwrap(),
+            ItemState::Mirrored,
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mirrored.len(),
+        400,
+        "every item mirrored once there was room"
+    );
+    for row in &mirrored {
+        let path = dir.path().join("mirror").join(row.path.as_deref().unwrap());
+        assert_eq!(Some(sha256_file(&path)), row.sha256);
+    }
+}

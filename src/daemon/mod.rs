@@ -302,8 +302,18 @@ pub async fn sync_once(
     let mirror = Mirror::open_with(settings, observer.clone()).await?;
     observer.attach(&mirror.ledger);
     let report = mirror.pass(&shutdown).await;
+    if let Err(e) = &report {
+        alert_if_disk_full(observer.as_ref(), e);
+    }
     observer.flush().await;
     report
+}
+
+/// A full disk under the ledger stops work (the pass fails): say so to the alert targets too.
+fn alert_if_disk_full(observer: &dyn Observer, e: &Error) {
+    if e.is_disk_full() {
+        observer.disk_full(&e.to_string());
+    }
 }
 
 /// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
@@ -378,7 +388,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                         }
                     }
                     // The ledger or the disk failed under us: stop, and let the supervisor restart.
-                    Err(e) => break Err(e),
+                    Err(e) => {
+                        alert_if_disk_full(observer.as_ref(), &e);
+                        break Err(e);
+                    }
                 }
             }
         }
