@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::toml_str;
 use crate::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
 
 use super::BenchError;
@@ -63,11 +64,6 @@ pub fn expected_bytes(sandbox: &Sandbox, ids: &[(String, String)]) -> u64 {
         .filter_map(|(b, i)| sandbox.expected(b, i))
         .map(|(_, n)| n)
         .sum()
-}
-
-/// A TOML basic string.
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The files of one `batchmirror` under test.

@@ -26,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
 
+use crate::config::toml_str;
 use crate::sandbox::Sandbox;
 use observe::{Snapshot, Tracker};
 use world::World;
@@ -266,11 +267,6 @@ fn make_work_dir(opts: &CrashloopOptions) -> Result<PathBuf, CrashloopError> {
     ));
     std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
     dir.canonicalize().map_err(io(&dir, "resolve"))
-}
-
-/// A TOML basic string.
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn config_text(dir: &Path, base_url: &str, concurrency: usize) -> String {
