@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::model::ItemId;
+
 use super::queries::merged_state;
 use super::*;
 use crate::model::{BatchStatus, RemoteStatus};
