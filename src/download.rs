@@ -115,17 +115,18 @@ impl Downloader {
         let mut in_flight: HashMap<tokio::task::Id, DueItem> = HashMap::new();
         let limit = self.settings.concurrency.max(1);
         let mut exhausted = false;
-        // Claimed but not started yet. Claims wait until half the slots are free and then fill
-        // them all in one ledger commit (not one commit per freed slot), so rows `downloading`
-        // never outnumber `limit`: a crash re-fetches at most what was in flight.
+        // Claimed but not started yet. A claim takes every free slot at once: slots freed while
+        // the previous claim was committing are claimed together, so commits stay fewer than
+        // items, and claimed rows (running or waiting here) never exceed `limit`. A crash
+        // releases waiting rows like any in-flight row (they have no file).
         let mut queued: VecDeque<DueItem> = VecDeque::new();
         loop {
             while !cancel.is_cancelled() && tasks.len() < limit {
                 if queued.is_empty() {
-                    let free = limit - tasks.len();
-                    if exhausted || (free < limit.div_ceil(2) && !tasks.is_empty()) {
+                    if exhausted {
                         break;
                     }
+                    let free = limit - tasks.len();
                     let claimed = self.ledger.claim_due(&names, not_after, free).await?;
                     // Retries are scheduled after `not_after`, so a short claim means the queue
                     // is empty.
@@ -145,27 +146,16 @@ impl Downloader {
                 break;
             }
             tokio::select! {
-                Some(joined) = tasks.join_next_with_id() => match joined {
-                    Ok((id, outcome)) => {
-                        in_flight.remove(&id);
-                        let outcome = outcome?;
-                        if matches!(outcome, Outcome::DiskFull) && !exhausted {
-                            // Every other write would fail the same way: stop claiming until the
-                            // next pass, and keep the attempts for when there is room again.
-                            exhausted = true;
-                            let unstarted: Vec<DueItem> = queued.drain(..).collect();
-                            self.ledger.release(&unstarted).await?;
-                            tracing::error!("disk full: downloads paused until the next pass");
-                        }
-                        report.add(outcome);
+                Some(joined) = tasks.join_next_with_id() => {
+                    // Everything else already finished is settled too, so the next claim fills
+                    // every slot they freed in one commit.
+                    let mut next = Some(joined);
+                    while let Some(joined) = next {
+                        self.settle(joined, &mut in_flight, &mut report, &mut exhausted, &mut queued)
+                            .await?;
+                        next = tasks.try_join_next_with_id();
                     }
-                    Err(e) => {
-                        if let Some(item) = in_flight.remove(&e.id()) {
-                            tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download task failed: {e}");
-                            self.ledger.release(&[item]).await?;
-                        }
-                    }
-                },
+                }
                 () = cancel.cancelled() => {
                     self.stop(&mut tasks, &mut in_flight, &mut report).await?;
                     break;
@@ -177,6 +167,39 @@ impl Downloader {
             self.ledger.release(&unstarted).await?;
         }
         Ok(report)
+    }
+
+    /// Records one finished fetch; a task that died has its row released.
+    async fn settle(
+        &self,
+        joined: Result<(tokio::task::Id, Result<Outcome, LedgerError>), tokio::task::JoinError>,
+        in_flight: &mut HashMap<tokio::task::Id, DueItem>,
+        report: &mut DownloadReport,
+        exhausted: &mut bool,
+        queued: &mut VecDeque<DueItem>,
+    ) -> Result<(), LedgerError> {
+        match joined {
+            Ok((id, outcome)) => {
+                in_flight.remove(&id);
+                let outcome = outcome?;
+                if matches!(outcome, Outcome::DiskFull) && !*exhausted {
+                    // Every other write would fail the same way: stop claiming until the next
+                    // pass, and keep the attempts for when there is room again.
+                    *exhausted = true;
+                    let unstarted: Vec<DueItem> = queued.drain(..).collect();
+                    self.ledger.release(&unstarted).await?;
+                    tracing::error!("disk full: downloads paused until the next pass");
+                }
+                report.add(outcome);
+            }
+            Err(e) => {
+                if let Some(item) = in_flight.remove(&e.id()) {
+                    tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download task failed: {e}");
+                    self.ledger.release(&[item]).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits up to `drain_timeout` for in-flight fetches, then aborts and releases the rest.

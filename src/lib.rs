@@ -9,6 +9,7 @@
 //! - [`ledger`]: sole owner of the SQLite ledger (schema, queries, lock, start-up checks).
 //! - [`provider`]: the [`provider::Provider`] trait, one adapter per API, retry and rate limiting.
 //! - [`storage`]: the mirror layout on disk and atomic, durable publishing.
+//! - [`jsoncheck`]: the streaming JSON check of large results.
 //! - [`sync`]: one listing pass: provider pages into ledger rows.
 //! - [`alerts`]: one alert per event (item at risk or lost, provider failing, disk full).
 //! - [`metrics`]: Prometheus counters and gauges, and the `/metrics` endpoint.
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod download;
 pub mod dropfolder;
 pub mod error;
+pub mod jsoncheck;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

@@ -13,6 +13,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::StorageError;
+use crate::jsoncheck::JsonCheck;
 use crate::model::{BatchId, ItemId, ProviderName, Published};
 
 /// Suffix of files being written; never the suffix of a published file.
@@ -21,6 +22,9 @@ pub const PART_SUFFIX: &str = ".part";
 const MAX_NAME: usize = 180;
 /// Write buffer: large enough to keep syscalls few on multi-GB results.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Chunks in flight to the writer and to the JSON check: bounded, so a slow disk or check slows
+/// the download instead of buffering it in memory.
+const CHANNEL: usize = 16;
 /// Results up to this size are held in memory and published in one blocking step.
 const SMALL_BODY: u64 = 1024 * 1024;
 
@@ -207,7 +211,6 @@ impl Storage {
             .parent()
             .ok_or_else(|| StorageError::OutsideRoot { path: rel.into() })?
             .to_owned();
-        self.ensure_dir(&dir).await?;
         let mut part = final_path.clone().into_os_string();
         part.push(PART_SUFFIX);
         let part = PathBuf::from(part);
@@ -234,7 +237,10 @@ impl Storage {
         };
         if small {
             let syncs = (self.sync_file, self.sync_dir);
+            let root = self.root.clone();
+            // The directory is made here too: one thread hand-off per small result, not two.
             let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+                ensure_dir(&root, &dir, syncs.1).map_err(SmallError::Storage)?;
                 publish_small(&part, &final_path, &dir, &head, validate_json, syncs)
             })
             .await
@@ -249,6 +255,10 @@ impl Storage {
                 sha256,
             });
         }
+        let (root, sync, at) = (self.root.clone(), self.sync_dir, dir.clone());
+        tokio::task::spawn_blocking(move || ensure_dir(&root, &at, sync))
+            .await
+            .map_err(|e| StorageError::io(&dir, "create", std::io::Error::other(e)))??;
         let rest = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
         let result = write_part(&part, rest, cap, validate_json, self.sync_file).await;
         let (bytes, sha256) = match result {
@@ -273,26 +283,6 @@ impl Storage {
             bytes,
             sha256,
         })
-    }
-
-    /// Creates a directory under the root and makes the new entries durable.
-    async fn ensure_dir(&self, dir: &Path) -> Result<(), StorageError> {
-        if tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
-            return Ok(());
-        }
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| StorageError::io(dir, "create", e))?;
-        // The new directories' entries must survive a power cut too, up to the root.
-        let mut cur = dir.parent();
-        while let Some(d) = cur {
-            sync_dir(d.to_owned(), self.sync_dir).await?;
-            if d == self.root {
-                break;
-            }
-            cur = d.parent();
-        }
-        Ok(())
     }
 
     /// Removes `*.part` files left by a crash. Only called while holding the ledger lock.
@@ -322,6 +312,25 @@ impl Storage {
         }
         Ok(removed)
     }
+}
+
+/// Creates a directory under the root and makes the new entries durable, up to the root.
+fn ensure_dir(root: &Path, dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
+    if std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create", e))?;
+    let mut cur = dir.parent();
+    while let Some(d) = cur {
+        std::fs::File::open(d)
+            .and_then(|f| sync_dir(&f))
+            .map_err(|e| StorageError::io(d, "fsync directory", e))?;
+        if d == root {
+            break;
+        }
+        cur = d.parent();
+    }
+    Ok(())
 }
 
 /// Why a small, in-memory result was not published.
@@ -398,7 +407,21 @@ where
 {
     // Blocking writes run on the blocking pool; chunks travel over a small bounded channel so a
     // slow disk slows the download instead of buffering it in memory.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL);
+    // JSON is checked while the body streams, on a thread of its own fed the same chunks, instead
+    // of reading the whole file again afterwards; its bounded channel keeps memory flat too.
+    let validator = validate_json.then(|| {
+        let (vtx, vrx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL);
+        let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut check = JsonCheck::new();
+            for chunk in vrx {
+                check.feed(&chunk)?;
+            }
+            check.finish()
+        });
+        (vtx, check)
+    });
+    let (mut vtx, check) = validator.unzip();
     let path = part.to_owned();
     let writer = tokio::task::spawn_blocking(move || -> Result<(u64, String), StorageError> {
         let file =
@@ -428,6 +451,13 @@ where
                     failure = Some(WriteError::TooLarge { cap });
                     break;
                 }
+                // A validator that stopped has found the body invalid: its error is reported
+                // below, and there is no point in writing the rest.
+                if let Some(v) = &vtx
+                    && v.send(c.clone()).is_err()
+                {
+                    break;
+                }
                 if tx.send(c).is_err() {
                     break; // the writer failed; its error is reported below
                 }
@@ -439,6 +469,16 @@ where
         }
     }
     drop(tx);
+    // End of input for the validator: it sees EOF and settles (a cut body is invalid JSON).
+    vtx.take();
+    let checked = match check {
+        Some(check) => Some(
+            check
+                .await
+                .map_err(|e| StorageError::io(part, "validate", std::io::Error::other(e)))?,
+        ),
+        None => None,
+    };
     let written = writer
         .await
         .map_err(|e| StorageError::io(part, "write", std::io::Error::other(e)))?;
@@ -446,18 +486,8 @@ where
         return Err(f);
     }
     let (bytes, sha) = written?;
-    if validate_json {
-        let path = part.to_owned();
-        let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-            let reader = std::io::BufReader::with_capacity(WRITE_BUFFER, f);
-            serde_json::from_reader::<_, serde::de::IgnoredAny>(reader)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| StorageError::io(part, "validate", std::io::Error::other(e)))?;
-        check.map_err(WriteError::InvalidJson)?;
+    if let Some(checked) = checked {
+        checked.map_err(WriteError::InvalidJson)?;
     }
     Ok((bytes, sha))
 }

@@ -215,3 +215,43 @@ async fn results_above_the_in_memory_size_stream_and_are_checked_the_same_way() 
     names.sort();
     assert_eq!(names, vec!["big.json"]);
 }
+
+#[tokio::test]
+async fn a_large_body_checked_while_it_streams_is_refused_early_or_on_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path()).unwrap();
+    let n = 3 * SMALL_BODY as usize;
+    // Broken right after the in-memory limit, long before its end: refused, nothing left behind.
+    let (mut doc, _) = big_json(n, true);
+    doc[SMALL_BODY as usize + 10] = b'"';
+    let chunks: Vec<Result<Bytes, std::io::Error>> = doc
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let r = s
+        .write_atomic(
+            Path::new("p/b/early.json"),
+            futures_util::stream::iter(chunks),
+            u64::MAX,
+            true,
+        )
+        .await;
+    assert!(matches!(r, Err(WriteError::InvalidJson(_))), "{r:?}");
+    // A body that fails half-way is a body error, not a JSON one, and publishes nothing.
+    let (_, mut chunks) = big_json(n, true);
+    chunks.truncate(chunks.len() / 2);
+    chunks.push(Err(std::io::Error::other("connection reset")));
+    let r = s
+        .write_atomic(
+            Path::new("p/b/cut.json"),
+            futures_util::stream::iter(chunks),
+            u64::MAX,
+            true,
+        )
+        .await;
+    assert!(matches!(r, Err(WriteError::Body(_))), "{r:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("p/b")).unwrap().count(),
+        0
+    );
+}
