@@ -423,3 +423,42 @@ async fn a_refused_file_goes_to_failed_with_the_reason_and_same_content_is_not_p
         std::fs::read(f.outbox.join("b.pdf.json")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_dropped_while_the_daemon_is_stopped_are_picked_up_at_start() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "mode = \"inotify\"");
+    // A first run, then a stop: nothing watches the inbox any more.
+    std::fs::write(f.inbox.join("before.pdf"), "seen while running").unwrap();
+    let (token, daemon) = start_daemon(settings(&text));
+    wait_until("the first result", 60, || {
+        f.outbox.join("before.pdf.json").exists()
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            f.inbox.join(format!("offline-{i}.pdf")),
+            format!("dropped offline {i}"),
+        )
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sandbox.stats().batches_created,
+        1,
+        "nothing runs while stopped"
+    );
+    let (token, daemon) = start_daemon(settings(&text));
+    wait_until("the offline drops' results", 60, || {
+        (0..3).all(|i| f.outbox.join(format!("offline-{i}.pdf.json")).exists())
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+    assert_eq!(sandbox.stats().batches_created, 4);
+    assert!(names(&f.inbox).is_empty());
+}
