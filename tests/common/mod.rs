@@ -130,3 +130,27 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
 pub fn total(map: &HashMap<(String, String), u64>) -> u64 {
     map.values().sum()
 }
+
+/// Provider "ep"'s rows that are mirrored, each checked against the sandbox's bytes: the ledger's
+/// sha256 and the file's both equal what was served.
+pub async fn mirrored_rows_match(
+    settings: &Settings,
+    sandbox: &Sandbox,
+) -> Vec<batchmirror::ledger::ItemRow> {
+    let ledger = batchmirror::ledger::Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let rows = ledger
+        .items_in_state(
+            &batchmirror::model::ProviderName::parse("ep").unwrap(),
+            batchmirror::model::ItemState::Mirrored,
+            100_000,
+        )
+        .await
+        .unwrap();
+    for row in &rows {
+        let (sha, _) = sandbox.expected(&row.batch, &row.item).unwrap();
+        assert_eq!(row.sha256.as_deref(), Some(sha.as_str()), "{}", row.item);
+        let file = settings.storage_root.join(row.path.as_deref().unwrap());
+        assert_eq!(sha256_file(&file), sha, "{}", file.display());
+    }
+    rows
+}
