@@ -236,12 +236,7 @@ pub async fn fetch_presigned(
     clients: &Clients,
     url: url::Url,
 ) -> Result<ResultBody, ProviderError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ProviderError::Redirect {
-            url: redact_url(&url),
-            message: format!("scheme {:?} is not http(s)", url.scheme()),
-        });
-    }
+    presigned_scheme(&url, "presigned URL")?;
     let resp = clients
         .presigned
         .get(url.clone())
@@ -251,24 +246,9 @@ pub async fn fetch_presigned(
     // A refusal from the store (expired or rejected signature, missing object) is about this link,
     // not the result: asking the API again yields a fresh one, and the API, not the store, says
     // when a result is gone (410). So it is retried, never a permanent failure.
-    let resp = match check_status(resp, &url).await {
-        Err(ProviderError::Status {
-            url,
-            status,
-            body,
-            retry_after,
-            ..
-        }) if (400..500).contains(&status) => {
-            return Err(ProviderError::Status {
-                url,
-                status,
-                body: format!("presigned URL refused by the object store: {body}"),
-                retry_after,
-                retryable: Some(true),
-            });
-        }
-        other => other?,
-    };
+    let resp = check_status(resp, &url)
+        .await
+        .map_err(|e| store_refusal(e, "presigned URL"))?;
     if resp.status().is_redirection() {
         return Err(ProviderError::Redirect {
             url: redact_url(&url),
@@ -276,6 +256,40 @@ pub async fn fetch_presigned(
         });
     }
     Ok(body_of(resp, &url))
+}
+
+/// Presigned URLs come from the server: only http(s) is followed.
+pub fn presigned_scheme(url: &url::Url, what: &str) -> Result<(), ProviderError> {
+    if matches!(url.scheme(), "http" | "https") {
+        Ok(())
+    } else {
+        Err(ProviderError::Redirect {
+            url: redact_url(url),
+            message: format!("{what} scheme {:?} is not http(s)", url.scheme()),
+        })
+    }
+}
+
+/// An object store's 4xx (expired or rejected signature, missing object, disputed length) is
+/// about the presigned URL, not what is behind it: retryable, since asking the API again yields a
+/// fresh URL. `what` names the URL in the message.
+pub fn store_refusal(err: ProviderError, what: &str) -> ProviderError {
+    match err {
+        ProviderError::Status {
+            url,
+            status,
+            body,
+            retry_after,
+            ..
+        } if (400..500).contains(&status) => ProviderError::Status {
+            url,
+            status,
+            body: format!("{what} refused by the object store: {body}"),
+            retry_after,
+            retryable: Some(true),
+        },
+        other => other,
+    }
 }
 
 /// Wraps a response's decoded body as a [`ResultBody`].

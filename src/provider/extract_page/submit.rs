@@ -127,12 +127,7 @@ async fn put_upload(
     url: url::Url,
     file: &Submission,
 ) -> Result<(), ProviderError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ProviderError::Redirect {
-            url: redact_url(&url),
-            message: format!("upload scheme {:?} is not http(s)", url.scheme()),
-        });
-    }
+    http::presigned_scheme(&url, "upload")?;
     let resp = ep
         .clients
         .presigned
@@ -142,33 +137,19 @@ async fn put_upload(
         .send()
         .await
         .map_err(|e| http::transport(&url, e))?;
-    // A refusal from the store (expired or rejected signature, a length it disputes) is about
-    // this upload URL: the retried flow asks for a fresh one, as `fetch_presigned` does.
-    match http::check_status(resp, &url)
+    // A refusal from the store is about this upload URL: the retried flow asks for a fresh one.
+    let resp = http::check_status(resp, &url)
         .await
-        .map_err(http::as_status)
-    {
-        Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(ProviderError::Redirect {
+        .map_err(|e| http::store_refusal(http::as_status(e), "upload"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(ProviderError::Redirect {
             url: redact_url(&url),
             message: format!(
                 "the object store answered the upload with {}",
                 resp.status()
             ),
-        }),
-        Err(ProviderError::Status {
-            url,
-            status,
-            body,
-            retry_after,
-            ..
-        }) if (400..500).contains(&status) => Err(ProviderError::Status {
-            url,
-            status,
-            body: format!("upload refused by the object store: {body}"),
-            retry_after,
-            retryable: Some(true),
-        }),
-        Err(e) => Err(e),
+        })
     }
 }
