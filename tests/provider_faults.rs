@@ -341,3 +341,27 @@ async fn an_expired_presigned_url_is_retried_through_the_api_never_failed() {
         .unwrap();
     assert_eq!(row.state, ItemState::Ready, "kept for the next pass");
 }
+
+#[tokio::test]
+async fn a_410_from_the_object_store_is_a_refused_link_not_a_lost_result() {
+    let sandbox = start(spec(vec![batch(
+        "b",
+        vec![done_item("s0", 30.0, Delivery::Redirect)],
+    )]))
+    .await;
+    // The store answers the first download 410: the API never said the result was gone.
+    sandbox.push_fault(Fault::StoreStatus { status: 410 });
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), &sandbox.base_url());
+    let report = daemon::sync_once(settings.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.download.lost, report.download.mirrored),
+        (0, 1),
+        "{report:?}"
+    );
+    let api_calls = sandbox.stats().result_requests[&("b".to_owned(), "s0".to_owned())];
+    assert_eq!(api_calls, 2, "a fresh link was asked of the API");
+    mirrored_rows_match(&settings, &sandbox).await;
+}

@@ -246,9 +246,11 @@ pub async fn fetch_presigned(
     // A refusal from the store (expired or rejected signature, missing object) is about this link,
     // not the result: asking the API again yields a fresh one, and the API, not the store, says
     // when a result is gone (410). So it is retried, never a permanent failure.
+    // A 409 or 410 here is the store's word on a link, not the API's on the result: only the API
+    // says a result is gone, so they are judged as plain statuses, like any store refusal.
     let resp = check_status(resp, &url)
         .await
-        .map_err(|e| store_refusal(e, "presigned URL"))?;
+        .map_err(|e| store_refusal(as_status(e), "presigned URL"))?;
     if resp.status().is_redirection() {
         return Err(ProviderError::Redirect {
             url: redact_url(&url),
