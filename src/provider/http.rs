@@ -260,6 +260,15 @@ pub async fn fetch_presigned(
     Ok(body_of(resp, &url))
 }
 
+/// True when a create answered with an earlier job for its `Idempotency-Key`
+/// (`Idempotent-Replayed: true`, PerfectParser's marker; extract.page documents none).
+pub fn replayed(headers: &HeaderMap) -> bool {
+    headers
+        .get("idempotent-replayed")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Presigned URLs come from the server: only http(s) is followed.
 pub fn presigned_scheme(url: &url::Url, what: &str) -> Result<(), ProviderError> {
     if matches!(url.scheme(), "http" | "https") {

@@ -82,11 +82,7 @@ pub(super) async fn submit(
     let resp = post_json(ep, &batches_url, &body, Some(&file.idempotency_key)).await?;
     // The docs name no replay marker (the same key just returns the same batch); the header
     // PerfectParser uses is honoured should the API ever send it.
-    let replayed = resp
-        .headers()
-        .get("idempotent-replayed")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let replayed = http::replayed(resp.headers());
     let batch: WireCreated = http::read_json(resp, &batches_url).await?;
     let batch = BatchId::parse(&batch.id).map_err(|e| ProviderError::Malformed {
         url: redact_url(&batches_url),

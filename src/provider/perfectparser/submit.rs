@@ -42,14 +42,14 @@ pub(super) async fn submit(
         });
     };
     let url = pp.url(&["extractions"])?;
-    let part = Part::stream_with_length(file.bytes.clone(), file.bytes.len() as u64)
-        .file_name(file.file_name.clone());
-    // A type the guesser produced but `mime` refuses is left to the server to judge by the name.
-    let part = match part.mime_str(&file.content_type) {
-        Ok(p) => p,
-        Err(_) => Part::stream_with_length(file.bytes.clone(), file.bytes.len() as u64)
-            .file_name(file.file_name.clone()),
+    let bare = || {
+        Part::stream_with_length(file.bytes.clone(), file.bytes.len() as u64)
+            .file_name(file.file_name.clone())
     };
+    // A type the guesser produced but `mime` refuses is left to the server to judge by the name.
+    let part = bare()
+        .mime_str(&file.content_type)
+        .unwrap_or_else(|_| bare());
     let form = Form::new()
         .text("parser_id", parser.to_owned())
         .part("files", part);
@@ -60,11 +60,7 @@ pub(super) async fn submit(
         .header("Idempotency-Key", &file.idempotency_key)
         .multipart(form);
     let resp = pp.send(&url, req).await.map_err(http::as_status)?;
-    let replayed = resp
-        .headers()
-        .get("idempotent-replayed")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let replayed = http::replayed(resp.headers());
     let wire: WireAccepted = http::read_json(resp, &url).await?;
     let malformed = |message: String| ProviderError::Malformed {
         url: redact_url(&url),
