@@ -268,16 +268,12 @@ impl Storage {
                 return Err(e);
             }
         };
-        if let Err(e) = tokio::fs::rename(&part, &final_path).await {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(StorageError::io(&final_path, "rename into", e).into());
-        }
-        // Until the directory is synced the new name may not survive a power cut: a failure here
-        // is a failed write, so the file is taken back rather than left published but unrecorded.
-        if let Err(e) = sync_dir(dir, self.sync_dir).await {
-            let _ = tokio::fs::remove_file(&final_path).await;
-            return Err(e.into());
-        }
+        let (sync, at) = (self.sync_dir, final_path.clone());
+        tokio::task::spawn_blocking(move || rename_durably(&part, &at, &dir, sync))
+            .await
+            .map_err(|e| {
+                StorageError::io(&final_path, "rename into", std::io::Error::other(e))
+            })??;
         Ok(Published {
             rel_path: rel.to_string_lossy().into_owned(),
             bytes,
@@ -374,24 +370,35 @@ fn publish_small(
                 .map_err(|e| StorageError::io(part, "write", e))?;
         }
         sync_file(&file).map_err(|e| StorageError::io(part, "fsync", e))?;
-        std::fs::rename(part, final_path)
-            .map_err(|e| StorageError::io(final_path, "rename into", e))?;
         Ok((n, hex::encode(hash.finalize())))
     };
     let written = write().inspect_err(|_| {
         let _ = std::fs::remove_file(part);
     });
     let written = written.map_err(SmallError::Storage)?;
-    // As in `write_atomic`: an unsynced directory may lose the name, so the file is taken back.
+    rename_durably(part, final_path, dir, sync_dir).map_err(SmallError::Storage)?;
+    Ok(written)
+}
+
+/// Renames a complete, fsynced `.part` onto its final name and fsyncs the directory. Until the
+/// directory is synced the new name may not survive a power cut: a failure there is a failed
+/// write, so the file is taken back rather than left published but unrecorded. On any failure
+/// neither name is left behind.
+fn rename_durably(
+    part: &Path,
+    final_path: &Path,
+    dir: &Path,
+    sync_dir: SyncFn,
+) -> Result<(), StorageError> {
+    if let Err(e) = std::fs::rename(part, final_path) {
+        let _ = std::fs::remove_file(part);
+        return Err(StorageError::io(final_path, "rename into", e));
+    }
     if let Err(e) = std::fs::File::open(dir).and_then(|d| sync_dir(&d)) {
         let _ = std::fs::remove_file(final_path);
-        return Err(SmallError::Storage(StorageError::io(
-            dir,
-            "fsync directory",
-            e,
-        )));
+        return Err(StorageError::io(dir, "fsync directory", e));
     }
-    Ok(written)
+    Ok(())
 }
 
 async fn write_part<E, S>(
@@ -490,16 +497,6 @@ where
         checked.map_err(WriteError::InvalidJson)?;
     }
     Ok((bytes, sha))
-}
-
-async fn sync_dir(dir: PathBuf, sync: SyncFn) -> Result<(), StorageError> {
-    tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&dir)
-            .and_then(|d| sync(&d))
-            .map_err(|e| StorageError::io(&dir, "fsync directory", e))
-    })
-    .await
-    .map_err(|e| StorageError::io("", "fsync directory", std::io::Error::other(e)))?
 }
 
 #[cfg(test)]
