@@ -80,14 +80,6 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// The `input_sha256` the sandbox put in a result made from an upload.
 fn input_sha(outbox_file: &Path) -> String {
     let v: serde_json::Value =

@@ -14,7 +14,7 @@ use batchmirror::sandbox::perfectparser::{PerfectSandbox, PerfectSpec};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::KEY;
+use crate::common::{KEY, wait_until};
 
 const PARSER: &str = "prs_drop";
 
@@ -61,14 +61,6 @@ fn run(dir: &Path, base_url: &str, spm: u32) -> (CancellationToken, tokio::task:
     (token, handle)
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submits_stay_under_the_submit_window_and_a_refused_type_goes_to_failed() {
     // 5 submits per 2 s at the sandbox (150 a minute), and the client told the same.
@@ -90,7 +82,7 @@ async fn submits_stay_under_the_submit_window_and_a_refused_type_goes_to_failed(
     let (token, daemon) = run(dir.path(), &sandbox.base_url(), 150);
     let outbox = dir.path().join("drop/outbox");
     let failed = dir.path().join("drop/failed");
-    wait_until("12 results and one refusal", || {
+    wait_until("12 results and one refusal", 90, || {
         shas.keys()
             .all(|n| outbox.join(format!("{n}.json")).exists())
             && failed.join("setup.exe.error.txt").exists()

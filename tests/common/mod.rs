@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use batchmirror::config::{self, Settings};
 use batchmirror::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
@@ -153,4 +153,13 @@ pub async fn mirrored_rows_match(
         assert_eq!(sha256_file(&file), sha, "{}", file.display());
     }
     rows
+}
+
+/// Polls `ok` every 25 ms until it holds; fails naming `what` after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
