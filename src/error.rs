@@ -168,6 +168,12 @@ impl ProviderError {
         }
     }
 
+    /// True when the server refused the request itself as invalid (400, 404, 410, 422), as it
+    /// does a listing position it no longer knows. Auth refusals and throttling are not this.
+    pub fn is_refused_request(&self) -> bool {
+        matches!(self.status(), Some(400 | 404 | 410 | 422)) && !self.is_retryable()
+    }
+
     /// How long the server asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -1,22 +1,33 @@
-//! One listing pass over one provider: batch pages into ledger rows, then each batch not yet fully
-//! handled through its item feed.
+//! One listing pass over one provider: a resumable walk over the batch listing into ledger rows,
+//! then each batch not yet fully handled through its item feed.
 //!
-//! Listing stops early at a page whose batches are all terminal and fully handled: batches are
-//! listed newest first, so later pages only hold older, handled ones. Batches still open in the
-//! ledger but not reached before stopping are read directly, so an old long-running batch is never
-//! forgotten. A cursor is saved only together with the rows of its page.
+//! The walk is kept in the ledger (see [`crate::model::Walk`]): each page's rows commit together
+//! with the walk's new position, so a walk cut short by a failing page or a crash resumes where it
+//! stopped on the next pass, and reads to the end; only a walk that reached the end moves the
+//! watermark. Batches are listed newest first, so a walk may stop early at a page whose batches are
+//! all handled and were first seen at or below the watermark: every older batch was listed by then.
+//! Early stop is off for a resumed walk, for the first walk, and after the provider refused a saved
+//! position (the walk starts again from the head and reads to the end). A provider that filters its
+//! listing by update time is walked `since` the start of the last complete walk instead, and `since`
+//! never advances past a walk that failed. Batches still open in the ledger but not reached are read
+//! directly, so an old long-running batch is never forgotten.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::Utc;
 
 use crate::error::{Error, ProviderError};
 use crate::ledger::Ledger;
-use crate::model::{BatchId, Observer, RemoteBatch, RemoteStatus};
+use crate::model::{BatchId, ListRequest, Observer, RemoteBatch, RemoteStatus, Walk, WalkState};
 use crate::provider::Provider;
 
 /// Most item pages read for one batch in one pass; a feed longer than this resumes next pass.
 const MAX_ITEM_PAGES: usize = 10_000;
+
+/// How far before the start of the last complete walk a `since` listing reaches: our clock and the
+/// provider's may disagree, and listing a batch twice costs nothing.
+const SINCE_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// What one listing pass saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +39,12 @@ pub struct ListReport {
     /// Entries the adapter refused, with reasons (also logged).
     pub rejected: Vec<String>,
     pub stopped_early: bool,
+    /// The number of the last walk this pass made.
+    pub walk: i64,
+    /// The pass first finished a walk an earlier pass had left incomplete.
+    pub resumed: bool,
+    /// The provider refused the saved position, so the walk started again from the head.
+    pub restarted: bool,
 }
 
 /// Why a listing pass stopped.
@@ -45,7 +62,7 @@ impl From<crate::error::LedgerError> for ListError {
     }
 }
 
-/// Lists one provider into the ledger.
+/// Lists one provider into the ledger: finishes an incomplete walk first, then walks from the head.
 pub async fn list_provider(
     provider: &dyn Provider,
     ledger: &Ledger,
@@ -54,32 +71,63 @@ pub async fn list_provider(
     let name = provider.name().clone();
     let mut report = ListReport::default();
     let mut visited: HashSet<BatchId> = HashSet::new();
-    let mut cursor: Option<String> = None;
+    let mut walk = match ledger.walk(&name).await? {
+        Some(w) if w.state != WalkState::Complete => {
+            tracing::warn!(
+                provider = %name, walk = w.walk, pages_read = w.pages,
+                "resuming a listing walk left incomplete ({}): reading on to the end",
+                w.last_error.as_deref().unwrap_or("interrupted")
+            );
+            report.resumed = true;
+            w
+        }
+        prior => head_walk(provider, ledger, prior.as_ref()).await?,
+    };
+    let mut early_stop = walk.early_stop && !report.resumed;
     loop {
-        let page = provider.list_batches(cursor.as_deref()).await?;
-        observer.progress();
-        report.pages += 1;
-        report.batches += page.batches.len() as u64;
-        note_rejected(&name.to_string(), None, &page.rejected, &mut report);
-        let handled = ledger
-            .upsert_batches(&name, &page.batches, Utc::now())
-            .await?;
-        for (batch, was_handled) in page.batches.iter().zip(&handled) {
-            visited.insert(batch.id.clone());
-            if !was_handled {
-                sync_batch(provider, ledger, batch, &mut report).await?;
-                observer.progress();
+        let from_head = walk.position.is_none();
+        let walked = walk_listing(
+            provider,
+            ledger,
+            observer,
+            &mut walk,
+            early_stop,
+            &mut visited,
+            &mut report,
+        )
+        .await;
+        match walked {
+            // The resumed walk covered the listing as it was when it began; what was added since
+            // sits at the head, so walk from there too (it stops at the first page of known ones).
+            Ok(()) if report.resumed && !from_head => {
+                let prior = ledger.walk(&name).await?;
+                walk = head_walk(provider, ledger, prior.as_ref()).await?;
+                early_stop = walk.early_stop;
             }
-        }
-        let answered = !page.batches.is_empty() || !page.rejected.is_empty();
-        if !page.batches.is_empty() && page.rejected.is_empty() && handled.iter().all(|h| *h) {
-            report.stopped_early = true;
-            break;
-        }
-        match page.next_cursor {
-            // A page of refused entries still moves the listing on: later pages may be fine.
-            Some(next) if answered && cursor.as_deref() != Some(&next) => cursor = Some(next),
-            _ => break,
+            Ok(()) => break,
+            Err(ListError::Provider(e))
+                if !from_head && e.is_refused_request() && !report.restarted =>
+            {
+                tracing::warn!(
+                    provider = %name, walk = walk.walk,
+                    "the provider refused the saved listing position; listing again from the head, to the end: {e}"
+                );
+                report.restarted = true;
+                walk = ledger
+                    .begin_walk(&name, false, walk.since, Utc::now())
+                    .await?;
+                early_stop = false;
+            }
+            Err(e) => {
+                if let ListError::Provider(pe) = &e
+                    && !matches!(pe, ProviderError::Cancelled)
+                {
+                    ledger
+                        .fail_walk(&name, walk.walk, &pe.to_string(), Utc::now())
+                        .await?;
+                }
+                return Err(e);
+            }
         }
     }
     // Open batches the listing did not reach (it stopped early, or the provider stopped listing
@@ -99,6 +147,95 @@ pub async fn list_provider(
         observer.progress();
     }
     Ok(report)
+}
+
+/// Starts a walk from the head: it may stop early once a walk has completed, and lists `since`
+/// the last complete walk's start where the provider can filter by that.
+async fn head_walk(
+    provider: &dyn Provider,
+    ledger: &Ledger,
+    prior: Option<&Walk>,
+) -> Result<Walk, ListError> {
+    let complete = prior.filter(|w| w.complete_through.is_some());
+    let (early_stop, since) = if provider.lists_since() {
+        (false, complete.and_then(|w| w.complete_since))
+    } else {
+        (complete.is_some(), None)
+    };
+    Ok(ledger
+        .begin_walk(provider.name(), early_stop, since, Utc::now())
+        .await?)
+}
+
+/// Reads the listing from `walk`'s position until its end (or an early stop), committing each
+/// page's rows with the walk's next position.
+async fn walk_listing(
+    provider: &dyn Provider,
+    ledger: &Ledger,
+    observer: &dyn Observer,
+    walk: &mut Walk,
+    early_stop: bool,
+    visited: &mut HashSet<BatchId>,
+    report: &mut ListReport,
+) -> Result<(), ListError> {
+    let name = provider.name().clone();
+    report.walk = walk.walk;
+    loop {
+        let request = ListRequest {
+            cursor: walk.position.clone(),
+            since: walk.since,
+        };
+        let page = provider.list_batches(&request).await?;
+        observer.progress();
+        report.pages += 1;
+        report.batches += page.batches.len() as u64;
+        note_rejected(name.as_str(), None, &page.rejected, report);
+        if page.next_cursor.is_some() && page.next_cursor == walk.position {
+            // Following it would read the same page forever; the walk cannot go on.
+            return Err(ListError::Provider(ProviderError::Malformed {
+                url: format!("{name} batch listing"),
+                message: "the page after this cursor named the same cursor again".into(),
+            }));
+        }
+        // A page of refused entries still moves the walk on: later pages may be fine. An empty
+        // page ends it whatever cursor it names.
+        let answered = !page.batches.is_empty() || !page.rejected.is_empty();
+        let next = page.next_cursor.clone().filter(|_| answered);
+        let at_end = next.is_none();
+        let seen = ledger
+            .apply_list_page(
+                &name,
+                walk.walk,
+                &page.batches,
+                next.as_deref(),
+                at_end,
+                SINCE_MARGIN,
+                Utc::now(),
+            )
+            .await?;
+        walk.position = next;
+        walk.pages += 1;
+        for (batch, seen) in page.batches.iter().zip(&seen) {
+            visited.insert(batch.id.clone());
+            if !seen.handled {
+                sync_batch(provider, ledger, batch, report).await?;
+                observer.progress();
+            }
+        }
+        if at_end {
+            return Ok(());
+        }
+        let known = !page.batches.is_empty()
+            && page.rejected.is_empty()
+            && seen.iter().all(|s| s.handled && s.within);
+        if early_stop && known {
+            ledger
+                .complete_walk(&name, walk.walk, SINCE_MARGIN, Utc::now())
+                .await?;
+            report.stopped_early = true;
+            return Ok(());
+        }
+    }
 }
 
 /// Reads a batch's item feed from its saved cursor and stores every page with its cursor.
@@ -189,7 +326,7 @@ mod tests {
         fn name(&self) -> &ProviderName {
             &self.0
         }
-        async fn list_batches(&self, _: Option<&str>) -> Result<BatchPage, ProviderError> {
+        async fn list_batches(&self, _: &ListRequest) -> Result<BatchPage, ProviderError> {
             Ok(BatchPage {
                 batches: vec![batch()],
                 rejected: vec![],

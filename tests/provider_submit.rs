@@ -76,7 +76,10 @@ async fn extract_page_submit_uploads_without_credentials_and_creates_one_batch_p
     assert_eq!(stats.idempotent_replays, 1);
     assert_eq!(stats.store_requests_with_credentials, 0);
 
-    let listed = p.list_batches(None).await.unwrap();
+    let listed = p
+        .list_batches(&batchmirror::model::ListRequest::default())
+        .await
+        .unwrap();
     assert!(listed.batches.iter().any(|b| b.id == first.batch));
 
     // Its one item completes with a result made from the uploaded bytes.

@@ -25,6 +25,7 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod uploads;
+mod walks;
 
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 

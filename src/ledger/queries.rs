@@ -51,9 +51,10 @@ pub(crate) fn merged_state(old: Option<ItemState>, remote: RemoteStatus) -> Item
 
 const UPSERT_BATCH: &str = "
 INSERT INTO batches (provider, batch_id, status, terminal, total_items, expires_at, created_at,
-                     handled, seen_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)
+                     handled, seen_at, first_walk)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)
 ON CONFLICT (provider, batch_id) DO UPDATE SET
+    first_walk = COALESCE(batches.first_walk, excluded.first_walk),
     handled = CASE WHEN batches.status = excluded.status
                     AND (excluded.total_items IS NULL OR excluded.total_items IS batches.total_items)
               THEN batches.handled ELSE 0 END,
@@ -65,12 +66,14 @@ ON CONFLICT (provider, batch_id) DO UPDATE SET
     seen_at = excluded.seen_at";
 
 /// Upserts one batch keyed by (`provider`, `batch`); returns whether it was handled before and
-/// stays handled (status and known total unchanged).
-fn upsert_batch(
+/// stays handled (status and known total unchanged). `walk` is the listing walk that sees it, kept
+/// as its `first_walk` when it has none yet (`None` when it is not seen by a listing).
+pub(crate) fn upsert_batch(
     tx: &Transaction<'_>,
     provider: &str,
     batch: &str,
     b: &RemoteBatch,
+    walk: Option<i64>,
     now: i64,
 ) -> Result<bool> {
     let before: Option<(String, bool, Option<i64>)> = tx
@@ -94,6 +97,7 @@ fn upsert_batch(
         opt_ms(b.expires_at),
         opt_ms(b.created_at),
         now,
+        walk,
     ])?;
     Ok(still_handled)
 }
@@ -107,7 +111,7 @@ pub(crate) fn upsert_batches(
     let tx = immediate(conn)?;
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
-        out.push(upsert_batch(&tx, provider, b.id.as_str(), b, now)?);
+        out.push(upsert_batch(&tx, provider, b.id.as_str(), b, None, now)?);
     }
     tx.commit()?;
     Ok(out)
@@ -156,7 +160,7 @@ pub(crate) fn apply_item_page(conn: &mut Connection, a: ItemPageArgs<'_>) -> Res
     let tx = immediate(conn)?;
     match a.batch_info {
         Some(b) => {
-            upsert_batch(&tx, a.provider, a.batch, b, a.now)?;
+            upsert_batch(&tx, a.provider, a.batch, b, None, a.now)?;
         }
         None => {
             // Items need their batch row; one we have not listed yet is recorded as not finished.

@@ -17,7 +17,7 @@ use crate::error::LedgerError;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this build understands.
 pub const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -118,6 +118,32 @@ CREATE TABLE uploads (
 
 CREATE INDEX uploads_open ON uploads (state, provider);
 CREATE INDEX uploads_content ON uploads (provider, sha256);
+";
+
+/// Version 3: each provider's listing walk, so a walk cut short resumes where it stopped, and
+/// the walk that first saw each batch (the early-stop watermark compares against it).
+///
+/// `walks` holds one row per provider: the current walk's number, state, position (the cursor or
+/// offset of the next page; NULL = the head) and `since`, plus the watermark `complete_through`
+/// (the newest walk that reached the end) and `complete_since` (when that walk started). Batches
+/// listed before this version have `first_walk` NULL until a walk lists them again.
+const V3: &str = "
+CREATE TABLE walks (
+    provider          TEXT PRIMARY KEY NOT NULL,
+    walk              INTEGER NOT NULL,
+    state             TEXT    NOT NULL,
+    position          TEXT,
+    early_stop        INTEGER NOT NULL,
+    since             INTEGER,
+    complete_through  INTEGER,
+    complete_since    INTEGER,
+    started_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    pages             INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT
+);
+
+ALTER TABLE batches ADD COLUMN first_walk INTEGER;
 ";
 
 /// True when SQLite says the file is not a database or is damaged.

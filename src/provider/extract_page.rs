@@ -16,8 +16,8 @@ use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus, Submission, Submitted,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, ProviderName,
+    RemoteBatch, RemoteItem, RemoteStatus, Submission, Submitted,
 };
 
 mod submit;
@@ -181,7 +181,8 @@ impl Provider for ExtractPage {
         &self.name
     }
 
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError> {
+        let cursor = page.cursor.as_deref();
         let mut url = self.url(&["batches"])?;
         url.query_pairs_mut()
             .append_pair("limit", &self.page_size.to_string());

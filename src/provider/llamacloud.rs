@@ -20,8 +20,8 @@ use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, ProviderName,
+    RemoteBatch, RemoteItem, RemoteStatus,
 };
 
 /// The sidecar holding the item's `processing-results` record.
@@ -268,7 +268,8 @@ impl Provider for LlamaCloud {
         &self.name
     }
 
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError> {
+        let cursor = page.cursor.as_deref();
         let (url, offset) = self.paged(&["beta", "batch-processing"], cursor)?;
         let wire: WirePage = http::read_json(self.get(&url).await?, &url).await?;
         let page_len = wire.items.len();

@@ -23,7 +23,8 @@ use futures_util::Stream;
 use crate::config::{DownloadSettings, ProviderKind, ProviderSettings};
 use crate::error::ProviderError;
 use crate::model::{
-    BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName, Submission, Submitted,
+    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, ProviderName, Submission,
+    Submitted,
 };
 
 /// A result body as it arrives: decoded bytes, streamed.
@@ -53,8 +54,16 @@ pub trait Provider: Send + Sync {
     /// The configured name (used in paths, the ledger and logs).
     fn name(&self) -> &ProviderName;
 
-    /// One page of the account's batches; `cursor` is what the previous page returned.
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError>;
+    /// One page of the account's batches, newest first: `page.cursor` is what the previous page
+    /// returned (`None` = the head), `page.since` filters by update time when
+    /// [`Provider::lists_since`] says the API can.
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError>;
+
+    /// True when [`Provider::list_batches`] honours `since` (only batches updated after it), so a
+    /// walk need not read the whole listing to find what changed.
+    fn lists_since(&self) -> bool {
+        false
+    }
 
     /// One page of a batch's items. For APIs with a change feed, `cursor` resumes it.
     async fn batch_items(

@@ -21,8 +21,8 @@ use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus, Submission, Submitted,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, ProviderName,
+    RemoteBatch, RemoteItem, RemoteStatus, Submission, Submitted,
 };
 
 mod submit;
@@ -272,11 +272,17 @@ impl Provider for PerfectParser {
         &self.name
     }
 
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError> {
         let mut url = self.url(&["extractions"])?;
         url.query_pairs_mut()
             .append_pair("limit", &self.page_size.to_string());
-        if let Some(c) = cursor {
+        if let Some(since) = page.since {
+            url.query_pairs_mut().append_pair(
+                "since",
+                &since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+        }
+        if let Some(c) = page.cursor.as_deref() {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
@@ -297,6 +303,11 @@ impl Provider for PerfectParser {
             rejected,
             next_cursor,
         })
+    }
+
+    /// `GET /v1/extractions?since=` lists only extractions updated after it (providers.md §4).
+    fn lists_since(&self) -> bool {
+        true
     }
 
     async fn batch_items(

@@ -18,7 +18,8 @@ use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
 use crate::model::{
-    BatchId, BatchPage, DueItem, ItemPage, Observer, ProviderName, Submission, Submitted,
+    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, ProviderName, Submission,
+    Submitted,
 };
 
 /// Longest wait we accept from a server before retrying; longer hints are capped (and the
@@ -192,9 +193,13 @@ impl Provider for Retrying {
         self.inner.name()
     }
 
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
-        self.call("listing batches", || self.inner.list_batches(cursor))
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError> {
+        self.call("listing batches", || self.inner.list_batches(page))
             .await
+    }
+
+    fn lists_since(&self) -> bool {
+        self.inner.lists_since()
     }
 
     async fn batch_items(
@@ -255,7 +260,7 @@ mod tests {
         fn name(&self) -> &ProviderName {
             &self.name
         }
-        async fn list_batches(&self, _: Option<&str>) -> Result<BatchPage, ProviderError> {
+        async fn list_batches(&self, _: &ListRequest) -> Result<BatchPage, ProviderError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_first {
                 return Err((self.error)());
@@ -312,7 +317,7 @@ mod tests {
             Arc::new(Limiter::new(60_000)),
             crate::model::no_observer(),
         );
-        assert!(r.list_batches(None).await.is_ok());
+        assert!(r.list_batches(&ListRequest::default()).await.is_ok());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
 
         let inner = flaky(5, || ProviderError::Transport {
@@ -325,7 +330,7 @@ mod tests {
             Arc::new(Limiter::new(60_000)),
             crate::model::no_observer(),
         );
-        assert!(r.list_batches(None).await.is_err());
+        assert!(r.list_batches(&ListRequest::default()).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
 
@@ -344,7 +349,7 @@ mod tests {
             Arc::new(Limiter::new(60_000)),
             crate::model::no_observer(),
         );
-        assert!(r.list_batches(None).await.is_err());
+        assert!(r.list_batches(&ListRequest::default()).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     }
 
@@ -364,7 +369,7 @@ mod tests {
             crate::model::no_observer(),
         );
         let start = Instant::now();
-        assert!(r.list_batches(None).await.is_ok());
+        assert!(r.list_batches(&ListRequest::default()).await.is_ok());
         assert!(start.elapsed() >= Duration::from_secs(40));
         // The gate stays closed for others until the named time, too.
         r.limiter.pause_for(Duration::from_secs(10));

@@ -23,8 +23,8 @@ use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ProviderName, RemoteBatch,
-    RemoteItem, RemoteStatus,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, ProviderName,
+    RemoteBatch, RemoteItem, RemoteStatus,
 };
 
 /// The largest listing page we ask for (the docs give no bound; the config caps at 100 too).
@@ -315,7 +315,8 @@ impl Provider for Talonic {
         &self.name
     }
 
-    async fn list_batches(&self, cursor: Option<&str>) -> Result<BatchPage, ProviderError> {
+    async fn list_batches(&self, page: &ListRequest) -> Result<BatchPage, ProviderError> {
+        let cursor = page.cursor.as_deref();
         let mut url = url_at(&self.base, &["batches"])?;
         url.query_pairs_mut()
             .append_pair("limit", &self.page_size.to_string());
