@@ -233,3 +233,85 @@ impl Ledger {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::{BatchId, BatchStatus};
+
+    fn done(id: &str) -> RemoteBatch {
+        RemoteBatch {
+            id: BatchId::parse(id).unwrap(),
+            status: BatchStatus::Completed,
+            total_items: Some(0),
+            created_at: None,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_within_the_watermark_only_once_a_walk_that_saw_it_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
+        let p = ProviderName::parse("acme").unwrap();
+        let now = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        let margin = Duration::from_secs(60);
+        assert_eq!(l.walk(&p).await.unwrap(), None);
+
+        let w1 = l.begin_walk(&p, false, None, now).await.unwrap();
+        assert_eq!((w1.walk, w1.state, w1.complete_through), (1, WalkState::Running, None));
+        let seen = l
+            .apply_list_page(&p, 1, &[done("a")], Some("c2"), false, margin, now)
+            .await
+            .unwrap();
+        assert!(!seen[0].within, "no walk has completed yet");
+        l.fail_walk(&p, 1, "page 2: HTTP 503", now).await.unwrap();
+        let failed = l.walk(&p).await.unwrap().unwrap();
+        assert_eq!(failed.state, WalkState::Failed);
+        assert_eq!(failed.position.as_deref(), Some("c2"), "resumes at the next page");
+        assert_eq!((failed.pages, failed.complete_since), (1, None));
+
+        // The resumed walk reaches the end: the watermark and `since` move only now.
+        l.apply_list_page(&p, 1, &[done("b")], None, true, margin, now)
+            .await
+            .unwrap();
+        let complete = l.walk(&p).await.unwrap().unwrap();
+        assert_eq!(complete.state, WalkState::Complete);
+        assert_eq!(complete.complete_through, Some(1));
+        assert_eq!(complete.complete_since, Some(now - chrono::Duration::seconds(60)));
+
+        // Walk 2 sees `a` (first seen by walk 1: within) and a new batch `n` (not within, even
+        // though walk 2 keeps the watermark of walk 1).
+        let w2 = l.begin_walk(&p, true, None, now).await.unwrap();
+        assert_eq!((w2.walk, w2.complete_through, w2.position), (2, Some(1), None));
+        let seen = l
+            .apply_list_page(&p, 2, &[done("n"), done("a")], Some("x"), false, margin, now)
+            .await
+            .unwrap();
+        assert_eq!(seen.iter().map(|s| s.within).collect::<Vec<_>>(), [false, true]);
+    }
+
+    #[tokio::test]
+    async fn batches_known_before_walks_existed_join_the_watermark_when_next_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
+        let p = ProviderName::parse("acme").unwrap();
+        let now = Utc::now();
+        // A row written without a walk (as by a ledger from before schema v3).
+        l.upsert_batches(&p, &[done("old")], now).await.unwrap();
+        let w = l.begin_walk(&p, false, None, now).await.unwrap();
+        l.apply_list_page(&p, w.walk, &[done("old")], None, true, Duration::ZERO, now)
+            .await
+            .unwrap();
+        let w = l.begin_walk(&p, true, None, now).await.unwrap();
+        let seen = l
+            .apply_list_page(&p, w.walk, &[done("old")], Some("c"), false, Duration::ZERO, now)
+            .await
+            .unwrap();
+        assert!(seen[0].within, "{seen:?}");
+    }
+}
