@@ -63,7 +63,7 @@ fn settings(dir: &Path, base_url: &str, rpm: u32, page_size: u32, exports: &[&st
     let mut s = config::load_str(&text, "test", &HashMap::new()).expect("valid test config");
     let p = &mut s.providers[0];
     p.kind = ProviderKind::PerfectParser;
-    p.requests_per_minute = rpm;
+    p.requests_per_minute = Some(rpm);
     p.page_size = page_size;
     p.options.export_formats = exports.iter().map(|f| (*f).to_owned()).collect();
     s

@@ -168,8 +168,6 @@ fn settings(dir: &Path, account: &Account, kind: ProviderKind) -> Settings {
     p.kind = kind;
     p.page_size = PAGE;
     p.retention = WEEK;
-    // Room for every request of these small accounts: pacing is not under test here.
-    p.requests_per_minute = 100_000;
     if kind == ProviderKind::LlamaCloud {
         p.options.project_id = Some("proj-1".into());
         p.options.result_formats = vec!["json".into()];

@@ -98,7 +98,7 @@ pub fn instance(dir: &Path, base_url: &str, concurrency: usize) -> Result<Instan
     );
     let _ = writeln!(
         toml,
-        "[[provider]]\nname = {}\nkind = \"extract_page\"\nbase_url = {}\napi_key = {}\nrequests_per_minute = 100000000\npage_size = 200",
+        "[[provider]]\nname = {}\nkind = \"extract_page\"\nbase_url = {}\napi_key = {}\npage_size = 200",
         toml_str(PROVIDER),
         toml_str(base_url),
         toml_str(KEY)

@@ -93,7 +93,20 @@ impl fmt::Display for Settings {
             writeln!(f, "kind = {}", toml_str(p.kind.as_str()))?;
             writeln!(f, "base_url = {}", toml_str(p.base_url.as_str()))?;
             writeln!(f, "api_key = {}", toml_str(&p.api_key.to_string()))?;
-            writeln!(f, "requests_per_minute = {}", p.requests_per_minute)?;
+            match (
+                p.requests_per_minute,
+                p.kind.documented_requests_per_minute(),
+            ) {
+                (Some(n), _) => writeln!(f, "requests_per_minute = {n}")?,
+                (None, Some(d)) => writeln!(
+                    f,
+                    "# requests_per_minute: adaptive, starting at the documented {d}/min"
+                )?,
+                (None, None) => writeln!(
+                    f,
+                    "# requests_per_minute: adaptive, no cap until the provider throttles"
+                )?,
+            }
             if let Some(n) = p.submits_per_minute {
                 writeln!(f, "submits_per_minute = {n}")?;
             }

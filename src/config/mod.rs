@@ -103,12 +103,13 @@ impl ProviderKind {
         }
     }
 
-    /// Requests per minute when the config names none: PerfectParser documents 150/min per key;
-    /// the others document no overall limit.
-    pub fn default_requests_per_minute(self) -> u32 {
+    /// The provider's published overall request limit, the adaptive pacer's starting cap and
+    /// ceiling: PerfectParser documents 150/min per key; the others document none, so they are
+    /// not capped until they throttle.
+    pub fn documented_requests_per_minute(self) -> Option<u32> {
         match self {
-            Self::PerfectParser => 150,
-            _ => 600,
+            Self::PerfectParser => Some(150),
+            _ => None,
         }
     }
 
@@ -223,8 +224,9 @@ pub struct ProviderSettings {
     /// Base URL without trailing slash, e.g. `https://api.extract.page`.
     pub base_url: url::Url,
     pub api_key: Secret,
-    /// Requests per minute to this provider, all calls together.
-    pub requests_per_minute: u32,
+    /// The user's cap on requests per minute to this provider, all API calls together (like
+    /// rclone's `--tpslimit`); `None` = adaptive pacing alone.
+    pub requests_per_minute: Option<u32>,
     /// Job submissions per minute (drop folder), paced one at a time; `None` = no separate cap.
     pub submits_per_minute: Option<u32>,
     /// Page size asked of the batch listing.

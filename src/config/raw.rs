@@ -180,7 +180,7 @@ pub(super) struct RawProvider {
     pub api_key_env: Option<String>,
     #[serde(default)]
     pub api_key: Option<String>,
-    /// Default by kind ([`super::ProviderKind::default_requests_per_minute`]).
+    /// Optional user cap; pacing is adaptive either way.
     #[serde(default)]
     pub requests_per_minute: Option<i64>,
     /// Default by kind ([`super::ProviderKind::default_submits_per_minute`]).

@@ -73,7 +73,11 @@ fn the_example_has_one_block_per_kind_with_its_own_keys() {
         .find(|p| p.kind == ProviderKind::PerfectParser)
         .unwrap();
     assert_eq!(pp.options.export_formats, ["csv"]);
-    assert_eq!(pp.requests_per_minute, 150);
+    assert_eq!(
+        pp.requests_per_minute, None,
+        "150/min is its documented start, not a user cap"
+    );
+    assert_eq!(pp.kind.documented_requests_per_minute(), Some(150));
     // A key that belongs to another kind is refused, naming it.
     let text = std::fs::read_to_string(path).unwrap().replacen(
         "\nkind = \"extract_page\"\n",
@@ -144,7 +148,7 @@ fn example_documents_the_defaults() {
     );
     assert_eq!(
         (p.requests_per_minute, p.page_size, p.max_retries),
-        (600, 200, 5)
+        (None, 200, 5)
     );
     assert_eq!(p.retention, Duration::from_secs(3 * 86400));
 }

@@ -235,13 +235,11 @@ fn validate_provider(
         kind,
         base_url,
         api_key,
-        requests_per_minute: int_in_range(
-            &key("requests_per_minute"),
-            p.requests_per_minute
-                .unwrap_or(i64::from(kind.default_requests_per_minute())),
-            1,
-            i64::from(u32::MAX),
-        )? as u32,
+        requests_per_minute: p
+            .requests_per_minute
+            .map(|n| int_in_range(&key("requests_per_minute"), n, 1, i64::from(u32::MAX)))
+            .transpose()?
+            .map(|n| n as u32),
         submits_per_minute: match p
             .submits_per_minute
             .or(kind.default_submits_per_minute().map(i64::from))

@@ -289,7 +289,6 @@ name = "{provider}"
 kind = "extract_page"
 base_url = {base_url}
 api_key = "{key}"
-requests_per_minute = 1000000
 page_size = 200
 "#,
         ledger = toml_str(&ledger.to_string_lossy()),

@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(l.walk(&p).await.unwrap(), None);
 
         let w1 = l.begin_walk(&p, false, None, now).await.unwrap();
-        assert_eq!((w1.walk, w1.state, w1.complete_through), (1, WalkState::Running, None));
+        assert_eq!(
+            (w1.walk, w1.state, w1.complete_through),
+            (1, WalkState::Running, None)
+        );
         let seen = l
             .apply_list_page(&p, 1, &[done("a")], Some("c2"), false, margin, now)
             .await
@@ -272,7 +275,11 @@ mod tests {
         l.fail_walk(&p, 1, "page 2: HTTP 503", now).await.unwrap();
         let failed = l.walk(&p).await.unwrap().unwrap();
         assert_eq!(failed.state, WalkState::Failed);
-        assert_eq!(failed.position.as_deref(), Some("c2"), "resumes at the next page");
+        assert_eq!(
+            failed.position.as_deref(),
+            Some("c2"),
+            "resumes at the next page"
+        );
         assert_eq!((failed.pages, failed.complete_since), (1, None));
 
         // The resumed walk reaches the end: the watermark and `since` move only now.
@@ -282,17 +289,34 @@ mod tests {
         let complete = l.walk(&p).await.unwrap().unwrap();
         assert_eq!(complete.state, WalkState::Complete);
         assert_eq!(complete.complete_through, Some(1));
-        assert_eq!(complete.complete_since, Some(now - chrono::Duration::seconds(60)));
+        assert_eq!(
+            complete.complete_since,
+            Some(now - chrono::Duration::seconds(60))
+        );
 
         // Walk 2 sees `a` (first seen by walk 1: within) and a new batch `n` (not within, even
         // though walk 2 keeps the watermark of walk 1).
         let w2 = l.begin_walk(&p, true, None, now).await.unwrap();
-        assert_eq!((w2.walk, w2.complete_through, w2.position), (2, Some(1), None));
+        assert_eq!(
+            (w2.walk, w2.complete_through, w2.position),
+            (2, Some(1), None)
+        );
         let seen = l
-            .apply_list_page(&p, 2, &[done("n"), done("a")], Some("x"), false, margin, now)
+            .apply_list_page(
+                &p,
+                2,
+                &[done("n"), done("a")],
+                Some("x"),
+                false,
+                margin,
+                now,
+            )
             .await
             .unwrap();
-        assert_eq!(seen.iter().map(|s| s.within).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(
+            seen.iter().map(|s| s.within).collect::<Vec<_>>(),
+            [false, true]
+        );
     }
 
     #[tokio::test]
@@ -309,7 +333,15 @@ mod tests {
             .unwrap();
         let w = l.begin_walk(&p, true, None, now).await.unwrap();
         let seen = l
-            .apply_list_page(&p, w.walk, &[done("old")], Some("c"), false, Duration::ZERO, now)
+            .apply_list_page(
+                &p,
+                w.walk,
+                &[done("old")],
+                Some("c"),
+                false,
+                Duration::ZERO,
+                now,
+            )
             .await
             .unwrap();
         assert!(seen[0].within, "{seen:?}");

@@ -228,6 +228,7 @@ pub fn observe_rate_headers(limiter: &super::retry::Limiter, headers: &HeaderMap
         && let Some(wait) = wait_hint(StatusCode::TOO_MANY_REQUESTS, headers, now)
     {
         limiter.pause_for(wait.min(Duration::from_secs(15 * 60)));
+        limiter.throttled();
     }
 }
 

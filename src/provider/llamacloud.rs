@@ -436,7 +436,7 @@ mod tests {
         let ctx = AdapterContext {
             clients: Clients::new(&settings.download).unwrap(),
             settings: settings.providers[0].clone(),
-            limiter: std::sync::Arc::new(crate::provider::retry::Limiter::new(600)),
+            limiter: std::sync::Arc::new(crate::provider::retry::Limiter::adaptive(None, None)),
             observer: crate::model::no_observer(),
         };
         let due = DueItem {

@@ -7,6 +7,7 @@
 pub mod extract_page;
 pub mod http;
 pub mod llamacloud;
+pub mod pacing;
 pub mod perfectparser;
 pub mod retry;
 pub mod speed;
@@ -126,7 +127,10 @@ pub fn build(
     let ctx = AdapterContext {
         settings: settings.clone(),
         clients: http::Clients::new(download)?,
-        limiter: Arc::new(retry::Limiter::new(policy.requests_per_minute)),
+        limiter: Arc::new(retry::Limiter::adaptive(
+            policy.documented_per_minute,
+            policy.requests_per_minute,
+        )),
         observer,
     };
     let adapter: Arc<dyn Provider> = match settings.kind {

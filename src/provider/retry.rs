@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::BackoffBuilder;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
+use super::pacing::{PaceSnapshot, Pacer};
 use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
@@ -33,7 +33,10 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub min_delay: Duration,
     pub max_delay: Duration,
-    pub requests_per_minute: u32,
+    /// The user's cap (`None` = adaptive pacing alone, from the kind's documented limit).
+    pub requests_per_minute: Option<u32>,
+    /// The provider's published limit: the pacer's starting cap and ceiling.
+    pub documented_per_minute: Option<u32>,
     /// A separate pace for job submissions, on top of the overall limiter.
     pub submits_per_minute: Option<u32>,
 }
@@ -44,7 +47,8 @@ impl RetryPolicy {
             max_attempts: s.max_retries.max(1),
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
-            requests_per_minute: s.requests_per_minute.max(1),
+            requests_per_minute: s.requests_per_minute,
+            documented_per_minute: s.kind.documented_requests_per_minute(),
             submits_per_minute: s.submits_per_minute,
         }
     }
@@ -59,20 +63,18 @@ impl RetryPolicy {
     }
 }
 
-/// The per-provider pacing shared by every request: a quota and a server-imposed pause.
+/// The per-provider pacing shared by every request: the adaptive cap and a server-imposed pause.
 pub struct Limiter {
-    quota: DefaultDirectRateLimiter,
+    pace: Pacer,
     paused_until: Mutex<Option<Instant>>,
 }
 
 impl Limiter {
-    pub fn new(requests_per_minute: u32) -> Self {
-        let per_minute = std::num::NonZeroU32::new(requests_per_minute.max(1)).unwrap_or(
-            // max(1) above makes this unreachable; NonZeroU32::MIN keeps it panic-free anyway.
-            std::num::NonZeroU32::MIN,
-        );
+    /// The provider's adaptive limiter: `documented` and `user_cap` (requests per minute) as in
+    /// [`Pacer::new`].
+    pub fn adaptive(documented: Option<u32>, user_cap: Option<u32>) -> Self {
         Self {
-            quota: RateLimiter::direct(Quota::per_minute(per_minute)),
+            pace: Pacer::new(documented.map(f64::from), user_cap.map(f64::from)),
             paused_until: Mutex::new(None),
         }
     }
@@ -81,11 +83,8 @@ impl Limiter {
     /// asks: a burst would be refused by a server counting any 60 s window, and the margin absorbs
     /// jitter between our clock and the server's.
     pub fn evenly(per_minute: u32) -> Self {
-        let period = Duration::from_secs(60).mul_f64(1.05) / per_minute.max(1);
-        let quota = Quota::with_period(period.max(Duration::from_millis(1)))
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
         Self {
-            quota: RateLimiter::direct(quota),
+            pace: Pacer::new(Some(f64::from(per_minute.max(1)) / 1.05), None),
             paused_until: Mutex::new(None),
         }
     }
@@ -99,7 +98,22 @@ impl Limiter {
                 _ => break,
             }
         }
-        self.quota.until_ready().await;
+        self.pace.acquire().await;
+    }
+
+    /// The provider refused for rate: the cap shrinks (see [`Pacer::throttled`]).
+    pub fn throttled(&self) {
+        self.pace.throttled();
+    }
+
+    /// A request was answered: the cap may grow back.
+    pub fn succeeded(&self) {
+        self.pace.succeeded();
+    }
+
+    /// The current cap, throttles seen and send rate.
+    pub fn pace(&self) -> PaceSnapshot {
+        self.pace.snapshot()
     }
 
     /// Holds every request to this provider until `wait` from now (the longest pause wins).
@@ -153,10 +167,14 @@ impl Retrying {
             let err = match op().await {
                 Ok(v) => {
                     self.observer.request(name, "ok");
+                    self.limiter.succeeded();
                     return Ok(v);
                 }
                 Err(e) => e,
             };
+            if matches!(err.status(), Some(429 | 503)) {
+                self.limiter.throttled();
+            }
             match err.status() {
                 Some(s) => self.observer.request(name, &s.to_string()),
                 None => self.observer.request(name, "transport"),
@@ -288,7 +306,8 @@ mod tests {
             max_attempts,
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
-            requests_per_minute: 60_000,
+            requests_per_minute: Some(60_000),
+            documented_per_minute: None,
             submits_per_minute: None,
         }
     }
@@ -314,7 +333,7 @@ mod tests {
         let r = Retrying::new(
             inner.clone(),
             policy(3),
-            Arc::new(Limiter::new(60_000)),
+            Arc::new(Limiter::adaptive(None, None)),
             crate::model::no_observer(),
         );
         assert!(r.list_batches(&ListRequest::default()).await.is_ok());
@@ -327,7 +346,7 @@ mod tests {
         let r = Retrying::new(
             inner.clone(),
             policy(3),
-            Arc::new(Limiter::new(60_000)),
+            Arc::new(Limiter::adaptive(None, None)),
             crate::model::no_observer(),
         );
         assert!(r.list_batches(&ListRequest::default()).await.is_err());
@@ -346,7 +365,7 @@ mod tests {
         let r = Retrying::new(
             inner.clone(),
             policy(5),
-            Arc::new(Limiter::new(60_000)),
+            Arc::new(Limiter::adaptive(None, None)),
             crate::model::no_observer(),
         );
         assert!(r.list_batches(&ListRequest::default()).await.is_err());
@@ -365,7 +384,7 @@ mod tests {
         let r = Retrying::new(
             inner.clone(),
             policy(3),
-            Arc::new(Limiter::new(60_000)),
+            Arc::new(Limiter::adaptive(None, None)),
             crate::model::no_observer(),
         );
         let start = Instant::now();
