@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::data::{Batch, Item};
-use super::extract_page::{batch_resource, detail};
-use super::uploads::{body_object, field_error, opt_string, result_body};
+use super::extract_page::batch_resource;
+use super::fastapi::{body_errors, body_object, detail, field_error, opt_string, string_list};
+use super::uploads::result_body;
 
 type St = Arc<Shared>;
 
@@ -39,8 +40,9 @@ struct Request {
 fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
     let body = body_object(raw)?;
     let mut errors = Vec::new();
+    let file_ids = string_list(&body, "file_ids", &mut errors);
+    // Required, so unlike an optional list neither absent nor null will do.
     let loc = json!(["body", "file_ids"]);
-    let mut file_ids = Vec::new();
     match body.get("file_ids") {
         None => errors.push(field_error(
             "missing",
@@ -48,31 +50,13 @@ fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
             "Field required",
             &Value::Object(body.clone()),
         )),
-        Some(Value::Array(ids)) if ids.is_empty() => {
-            let msg = "List should have at least 1 item after validation, not 0";
-            let mut e = field_error("too_short", loc, msg, &json!([]));
-            e["ctx"] = json!({ "field_type": "List", "min_length": 1, "actual_length": 0 });
-            errors.push(e);
-        }
-        Some(Value::Array(ids)) => {
-            for (i, id) in ids.iter().enumerate() {
-                match id {
-                    Value::String(s) => file_ids.push(s.clone()),
-                    other => errors.push(field_error(
-                        "string_type",
-                        json!(["body", "file_ids", i]),
-                        "Input should be a valid string",
-                        other,
-                    )),
-                }
-            }
-        }
-        Some(other) => errors.push(field_error(
+        Some(Value::Null) => errors.push(field_error(
             "list_type",
             loc,
             "Input should be a valid list",
-            other,
+            &Value::Null,
         )),
+        Some(_) => {}
     }
     let engine = opt_string(&body, "engine", usize::MAX, &mut errors);
     let mut object = |name: &str| match body.get(name) {
@@ -90,14 +74,9 @@ fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
     };
     let options = object("options").unwrap_or_default();
     let metadata = object("metadata").map(Value::Object);
-    if !errors.is_empty() {
-        let body = json!({ "detail": errors });
-        return Err(Box::new(
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response(),
-        ));
-    }
+    body_errors(errors)?;
     Ok(Request {
-        file_ids,
+        file_ids: file_ids.unwrap_or_default(),
         engine,
         options,
         metadata,

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::data::{Batch, Item, ItemStatus};
+use super::fastapi::{detail, int_param, parse_query, query_value_error, validation_error};
 use super::{Delivery, Fault, Shared, object_store};
 
 type St = Arc<Shared>;
@@ -139,10 +140,6 @@ async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response
     }
     sh.lock().stats.unauthorized += 1;
     detail(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
-}
-
-pub(super) fn detail(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "detail": message }))).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +286,17 @@ fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemR
 
 async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
-    let limit = match int_param(&q, "limit", 50, 1, 200) {
+    let page = list_page(&sh, &q);
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
+    let Some(fault) = cursor.and_then(|_| sh.lock().list_fault.clone()) else {
+        return page;
+    };
+    let reject = || invalid_cursor(cursor.map_or("", String::as_str));
+    super::list_faults::answer(&fault, page, |s| fault_response(s, None), reject).await
+}
+
+fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
+    let limit = match int_param(q, "limit", 50, 1, 200) {
         Ok(v) => v,
         Err(error) => return validation_error(error),
     };
@@ -312,7 +319,7 @@ async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Respon
                 b.created_us < *t || (b.created_us == *t && b.id.as_str() > id.as_str())
             })
         })
-        .map(|b| (b, batch_resource(&sh, b, now)))
+        .map(|b| (b, batch_resource(sh, b, now)))
         .filter(|(_, r)| status.is_none_or(|s| r.status == s.as_str()))
         .take(limit + 1)
         .collect::<Vec<_>>();
@@ -431,62 +438,8 @@ async fn get_result(
 // ---------------------------------------------------------------------------------------------
 // Query parameters and cursors.
 
-/// The last value wins for a repeated key, as in FastAPI.
-fn parse_query(query: Option<&str>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
-}
-
-/// An integer query parameter, or pydantic's validation error for it.
-fn int_param(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: usize,
-    min: i64,
-    max: i64,
-) -> Result<usize, Value> {
-    let Some(raw) = q.get(name) else {
-        return Ok(default);
-    };
-    let loc = json!(["query", name]);
-    let trimmed = raw.trim();
-    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
-    let error = if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        json!({ "type": "int_parsing", "loc": loc, "input": raw,
-                "msg": "Input should be a valid integer, unable to parse string as an integer" })
-    } else {
-        // All digits: an overflow is simply out of range on its side.
-        let n = trimmed
-            .parse::<i64>()
-            .unwrap_or(if trimmed.starts_with('-') {
-                i64::MIN
-            } else {
-                i64::MAX
-            });
-        if n < min {
-            json!({ "type": "greater_than_equal", "loc": loc, "input": raw, "ctx": { "ge": min },
-                    "msg": format!("Input should be greater than or equal to {min}") })
-        } else if n > max {
-            json!({ "type": "less_than_equal", "loc": loc, "input": raw, "ctx": { "le": max },
-                    "msg": format!("Input should be less than or equal to {max}") })
-        } else {
-            return Ok(n as usize);
-        }
-    };
-    Err(error)
-}
-
 fn invalid_cursor(raw: &str) -> Response {
-    validation_error(json!({
-        "type": "value_error", "loc": ["query", "cursor"], "input": raw,
-        "msg": "Value error, invalid cursor", "ctx": { "error": "invalid cursor" }
-    }))
-}
-
-pub(super) fn validation_error(error: Value) -> Response {
-    let body = json!({ "detail": [error] });
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+    query_value_error("cursor", raw, "invalid cursor")
 }
 
 /// Opaque to clients: base64url of `<kind>1:<micros>:<id>`, the position key of the last row.

@@ -14,8 +14,10 @@ mod body;
 mod clock;
 mod data;
 mod extract_page;
+mod fastapi;
 mod faults;
 mod launch;
+mod list_faults;
 pub mod llamacloud;
 mod object_store;
 pub mod perfectparser;
@@ -25,6 +27,7 @@ mod uploads;
 pub(crate) use clock::Clock;
 pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
+pub use list_faults::ListFault;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
@@ -376,6 +379,8 @@ pub(crate) struct Mutable {
     /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
     pub(crate) result_cost: Duration,
     pub(crate) mix: Option<faults::MixState>,
+    /// What answers list pages past the first ([`Sandbox::set_list_fault`]).
+    pub(crate) list_fault: Option<ListFault>,
     /// The last gzip bomb built: (decoded size, compressed bytes); building one is costly.
     pub(crate) bomb: Option<(u64, bytes::Bytes)>,
 }
