@@ -5,11 +5,13 @@
 //! The new batch joins [`super::data::World`] like a spec batch: one item per file, `pending`,
 //! then `running`, then `succeeded` a second or two (simulated) later, with an inline result
 //! made from the uploaded bytes by [`super::uploads::result_body`].
+//!
+//! `POST /v1/batches/{batch_id}/cancel` (§1.2, E6) stops any batch, created or from the spec.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -207,4 +209,29 @@ fn create_now(sh: &St, headers: &HeaderMap, raw: &Bytes) -> (Response, std::time
             no_delay,
         ),
     }
+}
+
+/// `POST /v1/batches/{batch_id}/cancel` [D E6]: 200 `BatchResource` (no `items`). Which states
+/// can be cancelled is NF: a pending or running batch is cancelled (its unfinished items end
+/// `cancelled`), a cancelled one is answered again unchanged, and a finished one is refused with
+/// 409 in the service's own `{"error", "status"}` form (as `result_not_ready` is).
+pub(crate) async fn cancel_batch(State(sh): State<St>, Path(batch_id): Path<String>) -> Response {
+    let now = sh.clock.now_us();
+    let mut world = sh.world_mut();
+    let Some(b) = world.batch_mut(&batch_id) else {
+        return detail(StatusCode::NOT_FOUND, "Batch not found");
+    };
+    if b.cancelled_us.is_none() {
+        let open = |it: &Item| !it.status(now).is_terminal();
+        if !b.items.iter().any(open) {
+            let status = batch_resource(&sh, b, now).status();
+            let body = json!({ "error": "batch_not_cancellable", "status": status });
+            return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+        }
+        for it in b.items.iter_mut().filter(|it| open(it)) {
+            it.cancelled_us = Some(now);
+        }
+        b.cancelled_us = Some(now);
+    }
+    axum::Json(batch_resource(&sh, b, now)).into_response()
 }

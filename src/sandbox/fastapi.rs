@@ -5,13 +5,28 @@
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 /// `{"detail": message}` with `status`, FastAPI's `HTTPException`.
 pub(crate) fn detail(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "detail": message }))).into_response()
+}
+
+/// An injected `status` as the service answers it: the reason phrase as `detail` (`too_many` for
+/// a 429), and `Retry-After` verbatim when given.
+pub(crate) fn status_detail(status: u16, retry_after: Option<String>, too_many: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match status.as_u16() {
+        429 => too_many,
+        _ => status.canonical_reason().unwrap_or("Injected fault"),
+    };
+    let mut resp = detail(status, message);
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    resp
 }
 
 /// A 422 with one pydantic error.

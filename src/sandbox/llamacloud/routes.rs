@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
-use super::super::fastapi::{detail, parse_query, query_value_error};
+use super::super::fastapi::{self, detail, parse_query, query_value_error};
 use super::super::list_faults;
 use super::body::Format;
 use super::query::{Query, enum_param, page_response, paging};
@@ -94,18 +94,8 @@ async fn method_not_allowed() -> Response {
     detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }
 
-/// `status` as the service answers it (`{"detail": <reason>}`), with `Retry-After` when given.
 fn status_detail(status: u16, retry_after: Option<String>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match status.as_u16() {
-        429 => "Too many requests",
-        _ => status.canonical_reason().unwrap_or("Injected fault"),
-    };
-    let mut resp = detail(status, message);
-    if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
+    fastapi::status_detail(status, retry_after, "Too many requests")
 }
 
 /// Logs, counts per route, and answers an injected fault instead when one matches.
