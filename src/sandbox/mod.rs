@@ -33,6 +33,10 @@ pub(crate) use listen::{Served, bind};
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod route_check;
+#[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upload_tests;
