@@ -5,19 +5,22 @@
 //! The new batch joins [`super::data::World`] like a spec batch: one item per file, `pending`,
 //! then `running`, then `succeeded` a second or two (simulated) later, with an inline result
 //! made from the uploaded bytes by [`super::uploads::result_body`].
+//!
+//! `POST /v1/batches/{batch_id}/cancel` (§1.2, E6) stops any batch, created or from the spec.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::data::{Batch, Item};
-use super::extract_page::{batch_resource, detail};
-use super::uploads::{body_object, field_error, opt_string, result_body};
+use super::extract_page::batch_resource;
+use super::fastapi::{body_errors, body_object, detail, field_error, opt_string, string_list};
+use super::uploads::result_body;
 
 type St = Arc<Shared>;
 
@@ -39,8 +42,9 @@ struct Request {
 fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
     let body = body_object(raw)?;
     let mut errors = Vec::new();
+    let file_ids = string_list(&body, "file_ids", &mut errors);
+    // Required, so unlike an optional list neither absent nor null will do.
     let loc = json!(["body", "file_ids"]);
-    let mut file_ids = Vec::new();
     match body.get("file_ids") {
         None => errors.push(field_error(
             "missing",
@@ -48,31 +52,13 @@ fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
             "Field required",
             &Value::Object(body.clone()),
         )),
-        Some(Value::Array(ids)) if ids.is_empty() => {
-            let msg = "List should have at least 1 item after validation, not 0";
-            let mut e = field_error("too_short", loc, msg, &json!([]));
-            e["ctx"] = json!({ "field_type": "List", "min_length": 1, "actual_length": 0 });
-            errors.push(e);
-        }
-        Some(Value::Array(ids)) => {
-            for (i, id) in ids.iter().enumerate() {
-                match id {
-                    Value::String(s) => file_ids.push(s.clone()),
-                    other => errors.push(field_error(
-                        "string_type",
-                        json!(["body", "file_ids", i]),
-                        "Input should be a valid string",
-                        other,
-                    )),
-                }
-            }
-        }
-        Some(other) => errors.push(field_error(
+        Some(Value::Null) => errors.push(field_error(
             "list_type",
             loc,
             "Input should be a valid list",
-            other,
+            &Value::Null,
         )),
+        Some(_) => {}
     }
     let engine = opt_string(&body, "engine", usize::MAX, &mut errors);
     let mut object = |name: &str| match body.get(name) {
@@ -90,14 +76,9 @@ fn parse(raw: &[u8]) -> Result<Request, Box<Response>> {
     };
     let options = object("options").unwrap_or_default();
     let metadata = object("metadata").map(Value::Object);
-    if !errors.is_empty() {
-        let body = json!({ "detail": errors });
-        return Err(Box::new(
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response(),
-        ));
-    }
+    body_errors(errors)?;
     Ok(Request {
-        file_ids,
+        file_ids: file_ids.unwrap_or_default(),
         engine,
         options,
         metadata,
@@ -228,4 +209,29 @@ fn create_now(sh: &St, headers: &HeaderMap, raw: &Bytes) -> (Response, std::time
             no_delay,
         ),
     }
+}
+
+/// `POST /v1/batches/{batch_id}/cancel` [D E6]: 200 `BatchResource` (no `items`). Which states
+/// can be cancelled is NF: a pending or running batch is cancelled (its unfinished items end
+/// `cancelled`), a cancelled one is answered again unchanged, and a finished one is refused with
+/// 409 in the service's own `{"error", "status"}` form (as `result_not_ready` is).
+pub(crate) async fn cancel_batch(State(sh): State<St>, Path(batch_id): Path<String>) -> Response {
+    let now = sh.clock.now_us();
+    let mut world = sh.world_mut();
+    let Some(b) = world.batch_mut(&batch_id) else {
+        return detail(StatusCode::NOT_FOUND, "Batch not found");
+    };
+    if b.cancelled_us.is_none() {
+        let open = |it: &Item| !it.status(now).is_terminal();
+        if !b.items.iter().any(open) {
+            let status = batch_resource(&sh, b, now).status();
+            let body = json!({ "error": "batch_not_cancellable", "status": status });
+            return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+        }
+        for it in b.items.iter_mut().filter(|it| open(it)) {
+            it.cancelled_us = Some(now);
+        }
+        b.cancelled_us = Some(now);
+    }
+    axum::Json(batch_resource(&sh, b, now)).into_response()
 }

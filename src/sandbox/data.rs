@@ -141,6 +141,8 @@ pub(crate) enum ItemStatus {
     Running,
     Succeeded,
     Failed,
+    /// Caught by `POST /v1/batches/{id}/cancel` before it was terminal.
+    Cancelled,
 }
 
 impl ItemStatus {
@@ -150,11 +152,12 @@ impl ItemStatus {
             ItemStatus::Running => "running",
             ItemStatus::Succeeded => "succeeded",
             ItemStatus::Failed => "failed",
+            ItemStatus::Cancelled => "cancelled",
         }
     }
 
     pub(crate) fn is_terminal(self) -> bool {
-        matches!(self, ItemStatus::Succeeded | ItemStatus::Failed)
+        !matches!(self, ItemStatus::Pending | ItemStatus::Running)
     }
 }
 
@@ -175,6 +178,8 @@ pub(crate) struct Batch {
     pub(crate) engine: String,
     pub(crate) options: Map<String, Value>,
     pub(crate) metadata: Option<Value>,
+    /// When `POST /v1/batches/{id}/cancel` stopped it.
+    pub(crate) cancelled_us: Option<i64>,
 }
 
 pub(crate) struct Item {
@@ -195,6 +200,8 @@ pub(crate) struct Item {
     pub(crate) body: Option<Bytes>,
     /// Pages of `body` (its `page_count`); 0 for generated results.
     pub(crate) body_pages: u64,
+    /// Set only on items a cancel caught before they were terminal.
+    pub(crate) cancelled_us: Option<i64>,
 }
 
 impl World {
@@ -229,6 +236,10 @@ impl World {
 
     pub(crate) fn batch(&self, id: &str) -> Option<&Batch> {
         self.index.get(id).map(|&i| &self.batches[i])
+    }
+
+    pub(crate) fn batch_mut(&mut self, id: &str) -> Option<&mut Batch> {
+        self.index.get(id).map(|&i| &mut self.batches[i])
     }
 
     pub(crate) fn item(&self, batch: &str, item: &str) -> Option<(&Batch, &Item)> {
@@ -276,6 +287,7 @@ impl Batch {
                     error,
                     body: None,
                     body_pages: 0,
+                    cancelled_us: None,
                 }
             })
             .collect();
@@ -311,6 +323,7 @@ impl Batch {
             engine,
             options,
             metadata,
+            cancelled_us: None,
         }
     }
 }
@@ -338,11 +351,14 @@ impl Item {
             error: None,
             body: Some(body),
             body_pages,
+            cancelled_us: None,
         }
     }
 
     pub(crate) fn status(&self, now_us: i64) -> ItemStatus {
-        if now_us >= self.done_us {
+        if self.cancelled_us.is_some_and(|c| now_us >= c) {
+            ItemStatus::Cancelled
+        } else if now_us >= self.done_us {
             match self.outcome {
                 Outcome::Succeeded => ItemStatus::Succeeded,
                 Outcome::Failed => ItemStatus::Failed,
@@ -359,14 +375,38 @@ impl Item {
         match self.status(now_us) {
             ItemStatus::Pending => created_us,
             ItemStatus::Running => self.running_us,
-            ItemStatus::Succeeded | ItemStatus::Failed => self.done_us,
+            _ => self.finished_us(now_us).unwrap_or(created_us),
         }
+    }
+
+    /// When it became terminal, if it is at `now_us`.
+    pub(crate) fn finished_us(&self, now_us: i64) -> Option<i64> {
+        match self.status(now_us) {
+            ItemStatus::Pending | ItemStatus::Running => None,
+            ItemStatus::Cancelled => self.cancelled_us,
+            ItemStatus::Succeeded | ItemStatus::Failed => Some(self.done_us),
+        }
+    }
+
+    /// Whether a worker had picked it up by `now_us` (a cancel can come before or after).
+    pub(crate) fn started(&self, now_us: i64) -> bool {
+        match self.status(now_us) {
+            ItemStatus::Pending => false,
+            ItemStatus::Cancelled => self.cancelled_us.is_some_and(|c| c >= self.running_us),
+            _ => true,
+        }
+    }
+
+    /// Whether it ends with a result (a cancel may have stopped it first).
+    pub(crate) fn will_succeed(&self) -> bool {
+        self.outcome == Outcome::Succeeded && self.cancelled_us.is_none()
     }
 
     pub(crate) fn attempts(&self, now_us: i64) -> u32 {
         match self.status(now_us) {
             ItemStatus::Pending => 0,
             ItemStatus::Running => 1,
+            ItemStatus::Cancelled => u32::from(self.started(now_us)),
             ItemStatus::Succeeded | ItemStatus::Failed => self.final_attempts,
         }
     }

@@ -24,6 +24,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::data::{Batch, Item, ItemStatus};
+use super::fastapi::{
+    detail, int_param, parse_query, query_value_error, status_detail, validation_error,
+};
 use super::{Delivery, Fault, Shared, object_store};
 
 type St = Arc<Shared>;
@@ -42,6 +45,10 @@ pub(crate) fn router(shared: St) -> Router {
         )
         .route("/v1/files/{file_id}", api_get(super::uploads::get_file))
         .route("/v1/batches/{batch_id}", api_get(get_batch))
+        .route(
+            "/v1/batches/{batch_id}/cancel",
+            post(super::batches::cancel_batch).fallback(method_not_allowed),
+        )
         .route(
             "/v1/batches/{batch_id}/items/{item_id}/result",
             api_get(get_result),
@@ -72,9 +79,7 @@ async fn method_not_allowed() -> Response {
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.log_begin(req.method().as_str(), &path);
-    if matches!(req.method().as_str(), "GET" | "HEAD") {
-        count_route(&sh, &path);
-    }
+    count_route(&sh, req.method().as_str(), &path);
     let fault = sh.take_fault(|f| match f {
         Fault::Status { path_prefix, .. } => path.starts_with(path_prefix.as_str()),
         _ => false,
@@ -92,7 +97,7 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     resp
 }
 
-fn count_route(sh: &Shared, path: &str) {
+fn count_route(sh: &Shared, method: &str, path: &str) {
     let segs: Vec<&str> = path.split('/').collect();
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
@@ -100,6 +105,17 @@ fn count_route(sh: &Shared, path: &str) {
             .into_owned()
     };
     let mut m = sh.lock();
+    if method == "POST" {
+        if let ["", "v1", "batches", b, "cancel"] = segs.as_slice()
+            && !b.is_empty()
+        {
+            m.stats.cancel_requests += 1;
+        }
+        return;
+    }
+    if !matches!(method, "GET" | "HEAD") {
+        return;
+    }
     match segs.as_slice() {
         ["", "v1", "batches"] => m.stats.list_requests += 1,
         ["", "v1", "batches", b] if !b.is_empty() => m.stats.detail_requests += 1,
@@ -114,16 +130,7 @@ fn count_route(sh: &Shared, path: &str) {
 }
 
 pub(super) fn fault_response(status: u16, retry_after: Option<String>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match status.as_u16() {
-        429 => "Rate limit exceeded",
-        _ => status.canonical_reason().unwrap_or("Injected fault"),
-    };
-    let mut resp = detail(status, message);
-    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    resp
+    status_detail(status, retry_after, "Rate limit exceeded")
 }
 
 async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
@@ -131,7 +138,12 @@ async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response
     // Other methods fall through to the 405, which FastAPI answers before any dependency.
     let gated = match req.method().as_str() {
         "GET" | "HEAD" => true,
-        "POST" => matches!(req.uri().path(), "/v1/files" | "/v1/batches"),
+        "POST" => {
+            let path = req.uri().path();
+            // The only other POST route is `/v1/batches/{batch_id}/cancel`.
+            matches!(path, "/v1/files" | "/v1/batches")
+                || (path.ends_with("/cancel") && path.split('/').count() == 5)
+        }
         _ => false,
     };
     if !gated || given == Some(sh.api_key.as_bytes()) {
@@ -139,10 +151,6 @@ async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response
     }
     sh.lock().stats.unauthorized += 1;
     detail(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
-}
-
-pub(super) fn detail(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "detail": message }))).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,6 +213,12 @@ struct ItemResource<'a> {
     error: Option<Value>,
 }
 
+impl BatchResource<'_> {
+    pub(super) fn status(&self) -> &'static str {
+        self.status
+    }
+}
+
 pub(super) fn ts(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .unwrap_or_default()
@@ -222,15 +236,18 @@ pub(super) fn batch_resource<'a>(sh: &Shared, b: &'a Batch, now: i64) -> BatchRe
             ItemStatus::Running => counts.running += 1,
             ItemStatus::Succeeded => counts.succeeded += 1,
             ItemStatus::Failed => counts.failed += 1,
+            ItemStatus::Cancelled => counts.cancelled += 1,
         }
-        if status != ItemStatus::Pending {
+        if it.started(now) {
             started = Some(started.map_or(it.running_us, |s| s.min(it.running_us)));
         }
-        last_done = last_done.max(it.done_us);
+        last_done = last_done.max(it.finished_us(now).unwrap_or(it.done_us));
     }
     let total = b.items.len() as u64;
-    let terminal = counts.succeeded + counts.failed == total;
-    let status = if terminal {
+    let terminal = counts.succeeded + counts.failed + counts.cancelled == total;
+    let status = if b.cancelled_us.is_some() {
+        "cancelled"
+    } else if terminal {
         match (counts.succeeded, counts.failed) {
             (_, 0) => "completed",
             (0, _) => "failed",
@@ -272,8 +289,8 @@ fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemR
         attempts: it.attempts(now),
         updated_at: ts(it.updated_us(b.created_us, now)),
         page_count: (status == ItemStatus::Succeeded).then(|| sh.result_pages(&b.id, it)),
-        started_at: (status != ItemStatus::Pending).then(|| ts(it.running_us)),
-        completed_at: status.is_terminal().then(|| ts(it.done_us)),
+        started_at: it.started(now).then(|| ts(it.running_us)),
+        completed_at: it.finished_us(now).map(ts),
         result_url: None,
         error: match (status, it.error) {
             (ItemStatus::Failed, Some((code, message))) => {
@@ -289,7 +306,17 @@ fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemR
 
 async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
-    let limit = match int_param(&q, "limit", 50, 1, 200) {
+    let page = list_page(&sh, &q);
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
+    let Some(fault) = cursor.and_then(|_| sh.lock().list_fault.clone()) else {
+        return page;
+    };
+    let reject = || invalid_cursor(cursor.map_or("", String::as_str));
+    super::list_faults::answer(&fault, page, |s| fault_response(s, None), reject).await
+}
+
+fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
+    let limit = match int_param(q, "limit", 50, 1, 200) {
         Ok(v) => v,
         Err(error) => return validation_error(error),
     };
@@ -312,7 +339,7 @@ async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Respon
                 b.created_us < *t || (b.created_us == *t && b.id.as_str() > id.as_str())
             })
         })
-        .map(|b| (b, batch_resource(&sh, b, now)))
+        .map(|b| (b, batch_resource(sh, b, now)))
         .filter(|(_, r)| status.is_none_or(|s| r.status == s.as_str()))
         .take(limit + 1)
         .collect::<Vec<_>>();
@@ -431,62 +458,8 @@ async fn get_result(
 // ---------------------------------------------------------------------------------------------
 // Query parameters and cursors.
 
-/// The last value wins for a repeated key, as in FastAPI.
-fn parse_query(query: Option<&str>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
-}
-
-/// An integer query parameter, or pydantic's validation error for it.
-fn int_param(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: usize,
-    min: i64,
-    max: i64,
-) -> Result<usize, Value> {
-    let Some(raw) = q.get(name) else {
-        return Ok(default);
-    };
-    let loc = json!(["query", name]);
-    let trimmed = raw.trim();
-    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
-    let error = if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        json!({ "type": "int_parsing", "loc": loc, "input": raw,
-                "msg": "Input should be a valid integer, unable to parse string as an integer" })
-    } else {
-        // All digits: an overflow is simply out of range on its side.
-        let n = trimmed
-            .parse::<i64>()
-            .unwrap_or(if trimmed.starts_with('-') {
-                i64::MIN
-            } else {
-                i64::MAX
-            });
-        if n < min {
-            json!({ "type": "greater_than_equal", "loc": loc, "input": raw, "ctx": { "ge": min },
-                    "msg": format!("Input should be greater than or equal to {min}") })
-        } else if n > max {
-            json!({ "type": "less_than_equal", "loc": loc, "input": raw, "ctx": { "le": max },
-                    "msg": format!("Input should be less than or equal to {max}") })
-        } else {
-            return Ok(n as usize);
-        }
-    };
-    Err(error)
-}
-
 fn invalid_cursor(raw: &str) -> Response {
-    validation_error(json!({
-        "type": "value_error", "loc": ["query", "cursor"], "input": raw,
-        "msg": "Value error, invalid cursor", "ctx": { "error": "invalid cursor" }
-    }))
-}
-
-pub(super) fn validation_error(error: Value) -> Response {
-    let body = json!({ "detail": [error] });
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+    query_value_error("cursor", raw, "invalid cursor")
 }
 
 /// Opaque to clients: base64url of `<kind>1:<micros>:<id>`, the position key of the last row.

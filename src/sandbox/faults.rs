@@ -1,8 +1,9 @@
 //! Result faults of the extract.page sandbox: the ways a real result download goes wrong (a
 //! connection dropped mid-body, a body shorter than its `Content-Length`, a stall after the
 //! headers, a 1 byte/s trickle, 5xx and 429 answers, a redirect loop, a gzip bomb, a body over any
-//! sane cap, malformed or truncated JSON), a provider outage, a test clock, and a seeded random mix
-//! of faults for `batchmirror sandbox --fault`.
+//! sane cap, malformed or truncated JSON), a provider outage, failing list pages, a test clock,
+//! a seeded random mix of faults for `batchmirror sandbox --fault`, and the body cuts
+//! ([`cut`]) the list faults of every sandbox share.
 //!
 //! It owns the faulty responses and the mix; which request consumes a fault is decided by the
 //! listeners ([`super::extract_page`] and [`super::object_store`]).
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::data::{Item, SplitMix};
-use super::{Fault, Sandbox, Shared};
+use super::{Fault, ListFault, Sandbox, Shared};
 
 /// How long a stalled body stays silent: longer than any client should wait.
 const STALL: Duration = Duration::from_secs(3600);
@@ -168,6 +169,12 @@ impl Sandbox {
         self.shared.lock().outage = pattern.map(str::to_owned);
     }
 
+    /// While set, every `GET /v1/batches` with a non-empty `cursor` (a page past the first) is
+    /// answered with `fault`; first pages are served normally. None clears it.
+    pub fn set_list_fault(&self, fault: Option<ListFault>) {
+        self.shared.lock().list_fault = fault;
+    }
+
     /// Moves the simulated clock forward (the test clock), in simulated time.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.clock.advance(by);
@@ -255,7 +262,6 @@ impl Shared {
 /// The faulty answer to a result request for `item`.
 pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &ResultFault) -> Response {
     let (frames, len) = body_frames(sh, batch, item);
-    let half = len / 2;
     let json = |cl: u64, body: Body| {
         axum::http::Response::builder()
             .status(StatusCode::OK)
@@ -264,33 +270,9 @@ pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &Result
             .body(body)
     };
     let built = match fault {
-        ResultFault::Reset => {
-            let cut = futures_util::stream::iter(prefix(frames, half).map(Ok)).chain(
-                futures_util::stream::once(async {
-                    tokio::time::sleep(FLUSH).await;
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "sandbox: connection reset mid-body",
-                    ))
-                }),
-            );
-            json(len, Body::from_stream(cut))
-        }
-        ResultFault::ShortBody => {
-            let short = futures_util::stream::iter(prefix(frames, half).map(Ok)).chain(
-                futures_util::stream::once(async {
-                    tokio::time::sleep(FLUSH).await;
-                    Ok::<_, std::io::Error>(Bytes::new())
-                }),
-            );
-            json(len, Body::from_stream(short))
-        }
-        ResultFault::TruncatedJson => json(
-            half,
-            Body::from_stream(futures_util::stream::iter(
-                prefix(frames, half).map(Ok::<_, std::io::Error>),
-            )),
-        ),
+        ResultFault::Reset => return cut(frames, len, Cut::Reset),
+        ResultFault::ShortBody => return cut(frames, len, Cut::Short),
+        ResultFault::TruncatedJson => return cut(frames, len, Cut::Truncated),
         ResultFault::Stall => json(
             len,
             Body::from_stream(futures_util::stream::once(async {
@@ -359,6 +341,53 @@ pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &Result
             .body(Body::empty()),
     };
     built.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// How [`cut`] gives only the first half of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The full `Content-Length`, half the body, then the connection drops.
+    Reset,
+    /// The full `Content-Length`, half the body, then the body ends cleanly.
+    Short,
+    /// `Content-Length` of the half and the half: a complete message of broken JSON.
+    Truncated,
+}
+
+/// 200 `application/json` with the first half of the `len`-byte body `frames`, cut as `how` says.
+pub(crate) fn cut(
+    frames: impl Iterator<Item = Bytes> + Send + 'static,
+    len: u64,
+    how: Cut,
+) -> Response {
+    let half = len / 2;
+    let head = futures_util::stream::iter(prefix(frames, half).map(Ok::<_, std::io::Error>));
+    let (announced, body) = match how {
+        Cut::Truncated => (half, Body::from_stream(head)),
+        Cut::Reset => (
+            len,
+            Body::from_stream(head.chain(futures_util::stream::once(async {
+                tokio::time::sleep(FLUSH).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "sandbox: connection reset mid-body",
+                ))
+            }))),
+        ),
+        Cut::Short => (
+            len,
+            Body::from_stream(head.chain(futures_util::stream::once(async {
+                tokio::time::sleep(FLUSH).await;
+                Ok(Bytes::new())
+            }))),
+        ),
+    };
+    axum::http::Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, announced)
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// The item's real body, frame by frame, and its length.

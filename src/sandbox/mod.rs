@@ -3,7 +3,7 @@
 //!
 //! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
 //! state shared by both listeners. The API routes live in [`extract_page`] (reads), [`uploads`]
-//! (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`), presigned URLs in
+//! (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`, cancel), presigned URLs in
 //! [`object_store`], the batch timeline and the generated mix in [`data`], and the result bodies in
 //! [`body`]. It is built from the provider's published contracts (`providers.md` §1 and the OpenAPI
 //! seeds) and uses nothing from the rest of the crate: the client must never pass a test because
@@ -14,8 +14,11 @@ mod body;
 mod clock;
 mod data;
 mod extract_page;
+mod fastapi;
 mod faults;
 mod launch;
+mod list_faults;
+mod listen;
 pub mod llamacloud;
 mod object_store;
 pub mod perfectparser;
@@ -25,27 +28,26 @@ mod uploads;
 pub(crate) use clock::Clock;
 pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
+pub use list_faults::ListFault;
+pub(crate) use listen::{Served, bind};
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod route_check;
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upload_tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
 /// The API key of [`SandboxSpec::generated`]; `batchmirror sandbox --api-key` overrides it.
 pub const DEFAULT_API_KEY: &str = "sk_sandbox_local";
-
-/// How long [`Sandbox::stop`] lets in-flight responses finish before it gives up on them.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything the sandbox serves, fixed at start.
 #[derive(Debug, Clone)]
@@ -176,6 +178,8 @@ pub struct Stats {
     pub batches_created: u64,
     /// `POST /v1/batches` answered with an earlier batch because of its `Idempotency-Key`.
     pub idempotent_replays: u64,
+    /// `POST /v1/batches/{id}/cancel` requests.
+    pub cancel_requests: u64,
 }
 
 /// One request as received by either listener.
@@ -236,12 +240,13 @@ impl Sandbox {
     }
 
     /// sha256 (lowercase hex) and length of the result body this item serves, None if no result.
-    /// An item that will succeed later already has its (future) body; a failed item has none.
+    /// An item that will succeed later already has its (future) body; a failed or cancelled
+    /// item has none.
     /// Items of batches created with `POST /v1/batches` are included.
     pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
         let world = self.shared.world();
         let (_, it) = world.item(batch, item)?;
-        if it.outcome != Outcome::Succeeded {
+        if !it.will_succeed() {
             return None;
         }
         Some(self.shared.result_digest(batch, it))
@@ -277,76 +282,6 @@ impl Sandbox {
     }
 }
 
-/// A URL a client can connect to: an unspecified bind address is reached over loopback.
-fn url_for(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
-}
-
-/// A listener bound but not serving yet: its URL is known before the routes that need it.
-pub(crate) struct Bound {
-    listener: TcpListener,
-    pub(crate) url: String,
-}
-
-/// Binds `listen` (port 0 = any free port).
-pub(crate) async fn bind(listen: SocketAddr) -> std::io::Result<Bound> {
-    let listener = TcpListener::bind(listen).await?;
-    let url = url_for(listener.local_addr()?);
-    Ok(Bound { listener, url })
-}
-
-impl Bound {
-    /// Serves `router` until [`Served::stop`], or until the `Served` is dropped.
-    pub(crate) fn serve(self, router: axum::Router) -> Served {
-        let (shutdown, mut rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            // `wait_for` also returns when the sender is dropped, so dropping the sandbox stops it.
-            let signal = async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            if let Err(err) = axum::serve(self.listener, router)
-                .with_graceful_shutdown(signal)
-                .await
-            {
-                tracing::warn!(%err, "sandbox listener failed");
-            }
-        });
-        Served {
-            url: self.url,
-            shutdown,
-            task,
-        }
-    }
-}
-
-/// A serving listener.
-pub(crate) struct Served {
-    url: String,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Served {
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Stops, letting in-flight responses finish for a short grace period.
-    pub(crate) async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
-            abort.abort();
-        }
-    }
-}
-
 /// What the handlers of both listeners share.
 pub(crate) struct Shared {
     pub(crate) api_key: String,
@@ -376,6 +311,8 @@ pub(crate) struct Mutable {
     /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
     pub(crate) result_cost: Duration,
     pub(crate) mix: Option<faults::MixState>,
+    /// What answers list pages past the first ([`Sandbox::set_list_fault`]).
+    pub(crate) list_fault: Option<ListFault>,
     /// The last gzip bomb built: (decoded size, compressed bytes); building one is costly.
     pub(crate) bomb: Option<(u64, bytes::Bytes)>,
 }

@@ -4,8 +4,7 @@
 //! `GET /v1/files/{file_id}` shows `status:"uploaded"` and the `sha256` afterwards.
 //!
 //! It owns the file records, the upload knobs (size cap, batch quota), the idempotency keys of
-//! [`super::batches`], the FastAPI-style body validation both use, and the result body an
-//! uploaded file turns into.
+//! [`super::batches`], and the result body an uploaded file turns into.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +17,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Shared;
-use super::extract_page::{detail, ts, validation_error};
+use super::extract_page::ts;
+use super::fastapi::{body_object, detail, field_error, opt_string};
 use super::object_store::{presign_url, s3_error, upload_path, verify};
 
 type St = Arc<Shared>;
@@ -137,55 +137,6 @@ pub(crate) fn result_body(input: &[u8]) -> (Bytes, u64) {
     let pages = pieces.len().div_ceil(CHUNKS_PER_PAGE) as u64;
     let body = json!({ "chunks": chunks, "input_sha256": sha256_hex(input) });
     (Bytes::from(body.to_string()), pages)
-}
-
-// ---------------------------------------------------------------------------------------------
-// FastAPI-style body validation, shared with `POST /v1/batches`.
-
-pub(crate) fn field_error(kind: &str, loc: Value, msg: &str, input: &Value) -> Value {
-    json!({ "type": kind, "loc": loc, "msg": msg, "input": input })
-}
-
-/// The JSON object of a request body, or its 422.
-pub(crate) fn body_object(raw: &[u8]) -> Result<Map<String, Value>, Box<Response>> {
-    match serde_json::from_slice::<Value>(raw) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Box::new(validation_error(field_error(
-            "model_attributes_type",
-            json!(["body"]),
-            "Input should be a valid dictionary or object to extract fields from",
-            &other,
-        )))),
-        Err(err) => Err(Box::new(validation_error(json!({
-            "type": "json_invalid", "loc": ["body", err.column().saturating_sub(1)], "msg": "JSON decode error",
-            "input": {}, "ctx": { "error": err.to_string() }
-        })))),
-    }
-}
-
-/// An optional string field of at most `max` characters.
-pub(crate) fn opt_string(
-    body: &Map<String, Value>,
-    name: &str,
-    max: usize,
-    errors: &mut Vec<Value>,
-) -> Option<String> {
-    match body.get(name) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= max => Some(s.clone()),
-        Some(v @ Value::String(_)) => {
-            let msg = format!("String should have at most {max} characters");
-            let mut e = field_error("string_too_long", json!(["body", name]), &msg, v);
-            e["ctx"] = json!({ "max_length": max });
-            errors.push(e);
-            None
-        }
-        Some(v) => {
-            let msg = "Input should be a valid string";
-            errors.push(field_error("string_type", json!(["body", name]), msg, v));
-            None
-        }
-    }
 }
 
 fn size_field(body: &Map<String, Value>, errors: &mut Vec<Value>) -> Option<u64> {

@@ -3,11 +3,13 @@
 //!
 //! This file owns the public surface (spec, faults, stats, start and stop) and the state the
 //! handlers share, including the per-key request quota behind the `X-RateLimit-*` headers. The
-//! routes live in [`routes`], submissions (`POST /v1/extractions`: validation, credits,
-//! idempotency) in [`submit`], the timeline, generated mix and bodies in [`world`], XLSX exports in
-//! [`xlsx`]. It uses nothing from the client side: the client must never pass a test because both
-//! sides share a bug.
+//! routes live in [`routes`], the account and parser routes in [`account`], submissions
+//! (`POST /v1/extractions`: validation, credits, idempotency) in [`submit`], the timeline,
+//! generated mix and bodies in [`world`], exports in [`export`] and [`xlsx`]. It uses nothing
+//! from the client side: the client must never pass a test because both sides share a bug.
 
+mod account;
+mod export;
 mod routes;
 mod submit;
 #[cfg(test)]
@@ -19,10 +21,10 @@ mod xlsx;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Clock, LoggedRequest, Served, bind};
+use super::{Clock, ListFault, LoggedRequest, Served, bind};
 
 /// The API key of [`PerfectSpec::generated`] (`pp_live_` is the only documented prefix).
 pub const DEFAULT_API_KEY: &str = "pp_live_sandbox_local";
@@ -167,10 +169,13 @@ pub struct PerfectStats {
     pub document_requests: HashMap<(String, String), u64>,
     /// Document bodies served with 200, per (extraction, document).
     pub document_downloads: HashMap<(String, String), u64>,
-    /// Export requests per (extraction, document, format as asked).
+    /// Export requests per (extraction, document, format as asked); the document is empty for
+    /// the export of a whole extraction.
     pub export_requests: HashMap<(String, String, String), u64>,
     /// `GET /v1/credits`.
     pub credits_requests: u64,
+    /// `GET /v1/me`.
+    pub me_requests: u64,
     /// Requests refused with 429 because the key's quota was spent.
     pub rate_limited: u64,
     /// Requests answered 401.
@@ -236,11 +241,18 @@ impl PerfectSandbox {
         if d.outcome != DocOutcome::Completed || !routes::FORMATS.contains(&format) {
             return None;
         }
-        let (_, bytes) = world::export(self.shared.seed, e, d, format);
+        let (_, bytes) = export::export(self.shared.seed, e, &[d], format);
         Some((
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
             bytes.len() as u64,
         ))
+    }
+
+    /// While set, every `GET /v1/extractions` with a non-empty `cursor` (a page past the first,
+    /// with or without `since`) is answered with `fault`; first pages are served normally. None
+    /// clears it.
+    pub fn set_list_fault(&self, fault: Option<ListFault>) {
+        self.shared.lock().list_fault = fault;
     }
 
     /// Every request received, in order of arrival.
@@ -264,7 +276,8 @@ pub(crate) struct Shared {
     pub(crate) window: Duration,
     pub(crate) submit_limit: u32,
     pub(crate) submit_window: Duration,
-    pub(crate) parsers: Vec<String>,
+    /// Leaf lock: nothing else is locked while it is held.
+    parsers: RwLock<Vec<account::Parser>>,
     /// Pages of the spec's extractions (charged before the start).
     pub(crate) spec_pages: u64,
     pub(crate) clock: Clock,
@@ -279,6 +292,8 @@ pub(crate) struct Shared {
 pub(crate) struct Mutable {
     pub(crate) stats: PerfectStats,
     pub(crate) faults: VecDeque<PerfectFault>,
+    /// What answers list pages past the first ([`PerfectSandbox::set_list_fault`]).
+    pub(crate) list_fault: Option<ListFault>,
     pub(crate) log: Vec<LoggedRequest>,
     /// Per-key fixed windows.
     windows: HashMap<String, Window>,
@@ -306,6 +321,7 @@ impl Shared {
         let clock = Clock::new(spec.time_scale);
         let world = world::World::new(&spec.extractions, &clock);
         let spec_pages = world.extractions.iter().map(|e| e.page_count()).sum();
+        let start_us = clock.at_us(0.0);
         Shared {
             api_key: spec.api_key,
             seed: spec.seed,
@@ -315,7 +331,12 @@ impl Shared {
             window: spec.window.max(Duration::from_millis(100)),
             submit_limit: spec.submits_per_minute.max(1),
             submit_window: spec.submit_window.max(Duration::from_millis(100)),
-            parsers: spec.parsers,
+            parsers: RwLock::new(
+                spec.parsers
+                    .iter()
+                    .map(|id| account::Parser::seeded(id, start_us))
+                    .collect(),
+            ),
             spec_pages,
             clock,
             world: RwLock::new(world),
@@ -327,6 +348,23 @@ impl Shared {
     /// The world, for reading; drop the guard before any `.await`.
     pub(crate) fn world(&self) -> RwLockReadGuard<'_, world::World> {
         self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The parsers submissions may name; hold it only briefly (a leaf lock).
+    pub(crate) fn parsers(&self) -> RwLockReadGuard<'_, Vec<account::Parser>> {
+        self.parsers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn parsers_mut(&self) -> RwLockWriteGuard<'_, Vec<account::Parser>> {
+        self.parsers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name of parser `id`, if the sandbox holds it.
+    pub(crate) fn parser_name(&self, id: &str) -> Option<String> {
+        self.parsers()
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.name.clone())
     }
 
     pub(crate) fn insert(&self, extraction: world::Extraction) {

@@ -12,14 +12,14 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::world::{Data, DocStatus, DocumentBody, Extraction, export, ts};
-use super::{PerfectFault, Shared};
+use super::world::{Data, DocStatus, Document, DocumentBody, Extraction, ts};
+use super::{PerfectFault, Shared, account, export};
 
 type St = Arc<Shared>;
 
@@ -42,12 +42,19 @@ pub(crate) fn router(shared: St) -> Router {
         .route("/v1/extractions", get(list).post(super::submit::submit))
         .route("/v1/extractions/{id}", get(status))
         .route("/v1/extractions/{id}/results", get(results))
+        .route(
+            "/v1/extractions/{id}/export",
+            get(export::export_extraction),
+        )
         .route("/v1/extractions/{id}/documents/{doc}", get(document))
         .route(
             "/v1/extractions/{id}/documents/{doc}/export",
-            get(export_doc),
+            get(export::export_doc),
         )
-        .route("/v1/credits", get(credits))
+        .route("/v1/credits", get(account::credits))
+        .route("/v1/me", get(account::me))
+        .route("/v1/parsers", post(account::create_parser))
+        .route("/v1/parsers/{id}", get(account::get_parser))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared.clone());
@@ -128,6 +135,7 @@ fn count_route(sh: &Shared, method: &Method, path: &str, query: Option<&str>) {
         _ if method != Method::GET => {}
         ["", "v1", "extractions"] => m.stats.list_requests += 1,
         ["", "v1", "credits"] => m.stats.credits_requests += 1,
+        ["", "v1", "me"] => m.stats.me_requests += 1,
         ["", "v1", "extractions", e] => *m.stats.status_requests.entry(decode(e)).or_default() += 1,
         ["", "v1", "extractions", _, "results"] => m.stats.results_requests += 1,
         ["", "v1", "extractions", e, "documents", d] => {
@@ -143,6 +151,13 @@ fn count_route(sh: &Shared, method: &Method, path: &str, query: Option<&str>) {
                 .entry((decode(e), decode(d), format))
                 .or_default() += 1;
         }
+        ["", "v1", "extractions", e, "export"] => {
+            let format = parse_query(query).remove("format").unwrap_or_default();
+            *m.stats
+                .export_requests
+                .entry((decode(e), String::new(), format))
+                .or_default() += 1;
+        }
         _ => {}
     }
 }
@@ -152,7 +167,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn not_found(what: &str) -> Response {
+pub(crate) fn not_found(what: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "RESOURCE_NOT_FOUND",
@@ -160,18 +175,18 @@ fn not_found(what: &str) -> Response {
     )
 }
 
-fn invalid(message: &str) -> Response {
+pub(crate) fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", message)
 }
 
-fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+pub(crate) fn parse_query(query: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
 }
 
 /// The list entry of an extraction (also the head of its status and results).
-fn summary(e: &Extraction, now: i64) -> serde_json::Map<String, Value> {
+fn summary(sh: &Shared, e: &Extraction, now: i64) -> serde_json::Map<String, Value> {
     let mut counts = [0u64; 3]; // completed, failed, processing (queued included)
     for d in &e.documents {
         match d.status(now) {
@@ -183,7 +198,8 @@ fn summary(e: &Extraction, now: i64) -> serde_json::Map<String, Value> {
     let v = json!({
         "extraction_id": e.id,
         "parser_id": e.parser_id,
-        "parser_name": "Invoices",
+        "parser_name": sh.parser_name(&e.parser_id)
+            .unwrap_or_else(|| account::DEFAULT_PARSER_NAME.to_owned()),
         "status": e.status(now),
         "file_count": e.documents.len(),
         "page_count": e.page_count(),
@@ -204,6 +220,30 @@ fn summary(e: &Extraction, now: i64) -> serde_json::Map<String, Value> {
 
 async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
+    let page = list_page(&sh, &q);
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
+    let Some(fault) = cursor.and_then(|_| sh.lock().list_fault.clone()) else {
+        return page;
+    };
+    let status = |s: u16| {
+        let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = match s {
+            503 => "SERVICE_UNAVAILABLE",
+            _ => "INTERNAL_ERROR",
+        };
+        error(
+            status,
+            code,
+            status.canonical_reason().unwrap_or("Server error"),
+        )
+    };
+    let reject = || invalid(INVALID_CURSOR);
+    super::super::list_faults::answer(&fault, page, status, reject).await
+}
+
+const INVALID_CURSOR: &str = "invalid cursor";
+
+fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
     let limit = match q.get("limit").map(|l| l.trim().parse::<usize>()) {
         None => 50,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
@@ -229,7 +269,7 @@ async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
         None => None,
         Some(raw) => match decode_cursor(raw) {
             Some(k) => Some(k),
-            None => return invalid("invalid cursor"),
+            None => return invalid(INVALID_CURSOR),
         },
     };
     let parser = q.get("parser_id").filter(|p| !p.is_empty());
@@ -254,7 +294,7 @@ async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
         .then(|| page.last().map(|e| encode_cursor(e.created_us, &e.id)))
         .flatten();
     let body = json!({
-        "extractions": page.iter().map(|e| summary(e, now)).collect::<Vec<_>>(),
+        "extractions": page.iter().map(|e| summary(&sh, e, now)).collect::<Vec<_>>(),
         "pagination": { "limit": limit, "has_next_page": more, "next_cursor": next_cursor },
     });
     axum::Json(body).into_response()
@@ -266,7 +306,7 @@ async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
         return not_found("Extraction");
     };
     let now = sh.clock.now_us();
-    let mut head = summary(e, now);
+    let mut head = summary(&sh, e, now);
     let docs: Vec<Value> = e
         .documents
         .iter()
@@ -290,14 +330,14 @@ async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
         return not_found("Extraction");
     };
     let now = sh.clock.now_us();
-    let head = Value::Object(summary(e, now)).to_string();
+    let head = Value::Object(summary(&sh, e, now)).to_string();
     let mut out = head.as_bytes()[..head.len() - 1].to_vec();
     out.extend_from_slice(b",\"documents\":[");
     for (i, d) in e.documents.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let expired = now > d.done_us.saturating_add(sh.retention_us);
+        let gone = expired(&sh, d, now);
         let body = DocumentBody::new(sh.seed, e, d, now);
         let meta = json!({
             "document_id": d.id, "filename": d.filename, "status": d.status(now).as_str(),
@@ -309,7 +349,7 @@ async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
         .to_string();
         out.extend_from_slice(&meta.as_bytes()[..meta.len() - 1]);
         out.extend_from_slice(b",\"extracted_data\":");
-        if expired {
+        if gone {
             out.extend_from_slice(b"null");
         } else {
             out.extend_from_slice(&body.data_bytes());
@@ -329,7 +369,7 @@ async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>)
         return not_found("Document");
     };
     let now = sh.clock.now_us();
-    if d.status(now) == DocStatus::Completed && now > d.done_us.saturating_add(sh.retention_us) {
+    if d.status(now) == DocStatus::Completed && expired(&sh, d, now) {
         return not_found("Document");
     }
     let body = DocumentBody::new(sh.seed, e, d, now);
@@ -362,55 +402,9 @@ async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn export_doc(
-    State(sh): State<St>,
-    Path((id, doc)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let format = parse_query(query.as_deref())
-        .remove("format")
-        .unwrap_or_else(|| "json".to_owned());
-    if !FORMATS.contains(&format.as_str()) {
-        return invalid(&format!("unknown format {format:?}: use json, csv or xlsx"));
-    }
-    let world = sh.world();
-    let Some((e, d)) = world.document(&id, &doc) else {
-        return not_found("Document");
-    };
-    let now = sh.clock.now_us();
-    match d.status(now) {
-        DocStatus::Completed if now > d.done_us.saturating_add(sh.retention_us) => {
-            not_found("Document")
-        }
-        DocStatus::Completed => {
-            let (content_type, bytes) = export(sh.seed, e, d, &format);
-            let name = format!("{}.{format}", d.id);
-            let disposition = format!("attachment; filename=\"{}\"", name.replace('"', ""));
-            let mut resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
-            if let Ok(v) = HeaderValue::from_str(&disposition) {
-                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-            }
-            resp
-        }
-        other => invalid(&format!(
-            "document is {}: nothing to export yet",
-            other.as_str()
-        )),
-    }
-}
-
-/// The balance: the spec's extractions were charged before the start, submissions since.
-async fn credits(State(sh): State<St>) -> Response {
-    let (available, charged) = {
-        let ledger = sh.submit.lock().unwrap_or_else(|e| e.into_inner());
-        (ledger.balance, ledger.charged)
-    };
-    let used = sh.spec_pages + charged;
-    let body = json!({
-        "credits": { "credits_available": available, "credits_used": used,
-                     "plan_credits": available + used, "purchased_credits": 0 },
-    });
-    axum::Json(body).into_response()
+/// Whether a document's data is past retention.
+pub(crate) fn expired(sh: &Shared, d: &Document, now: i64) -> bool {
+    now > d.done_us.saturating_add(sh.retention_us)
 }
 
 /// Opaque to clients: base64url of `e1:<created micros>:<id>`, the last row's position.

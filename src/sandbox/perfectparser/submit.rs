@@ -18,8 +18,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::export::fields;
 use super::routes::error;
-use super::world::{Document, Extraction, fields};
+use super::world::{Document, Extraction};
 use super::{DocOutcome, Shared};
 
 /// Files per submission (documented: 1–50).
@@ -250,7 +251,7 @@ fn validate(
     let Some(parser) = parser else {
         return Err(Refusal::invalid("parser_id is required".into()));
     };
-    if !sh.parsers.iter().any(|p| p == parser) {
+    if sh.parser_name(parser).is_none() {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "PARSER_NOT_FOUND",

@@ -1,8 +1,8 @@
 //! The PerfectParser sandbox's world: extractions and their documents placed on the simulated
 //! clock (status at an instant, last change), the deterministic generated mix of
-//! [`PerfectSpec::generated`], and the bytes served for documents and exports (JSON built around
-//! [`Layout`] for the spec's documents or derived from the upload for submitted ones, CSV, and a
-//! minimal stored-ZIP XLSX workbook).
+//! [`PerfectSpec::generated`], and the bytes served for documents (JSON built around [`Layout`]
+//! for the spec's documents or derived from the upload for submitted ones; exports are
+//! [`super::export`]'s).
 //!
 //! Nothing here does I/O; the routes read it through [`World`].
 
@@ -410,77 +410,4 @@ impl DocumentBody {
 
 pub(crate) fn layout(seed: u64, e: &Extraction, d: &Document) -> Layout {
     Layout::new(seed, &e.id, &d.id, d.result_bytes)
-}
-
-/// The parser's fields for one document: (field, value, confidence), deterministic.
-pub(crate) fn fields(
-    seed: u64,
-    e: &Extraction,
-    d: &Document,
-) -> Vec<(&'static str, String, String)> {
-    let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
-    let mut conf = || format!("0.{}", 80 + rng.below(20));
-    let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
-    vec![
-        ("invoice_number", format!("INV-{}", cents % 100_000), conf()),
-        ("vendor_name", "Acme, \"Global\" Ltd".to_owned(), conf()),
-        ("invoice_date", "2026-11-02".to_owned(), conf()),
-        (
-            "total_amount",
-            format!("{}.{:02}", cents / 100, cents % 100),
-            conf(),
-        ),
-        ("currency", "EUR".to_owned(), conf()),
-    ]
-}
-
-const COLUMNS: [&str; 5] = ["document_id", "filename", "field", "value", "confidence"];
-
-fn rows(seed: u64, e: &Extraction, d: &Document) -> Vec<[String; 5]> {
-    fields(seed, e, d)
-        .into_iter()
-        .map(|(f, v, c)| [d.id.clone(), d.filename.clone(), f.to_owned(), v, c])
-        .collect()
-}
-
-/// The export of one completed document in `format`: (content type, bytes).
-pub(crate) fn export(
-    seed: u64,
-    e: &Extraction,
-    d: &Document,
-    format: &str,
-) -> (&'static str, Vec<u8>) {
-    match format {
-        "csv" => {
-            let cell = |s: &str| {
-                if s.contains([',', '"', '\n']) {
-                    format!("\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    s.to_owned()
-                }
-            };
-            let mut out = COLUMNS.join(",") + "\r\n";
-            for r in rows(seed, e, d) {
-                out += &r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(",");
-                out += "\r\n";
-            }
-            ("text/csv; charset=utf-8", out.into_bytes())
-        }
-        "xlsx" => (
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            super::xlsx::workbook(&COLUMNS, &rows(seed, e, d)),
-        ),
-        _ => {
-            let fields: serde_json::Map<String, serde_json::Value> = fields(seed, e, d)
-                .into_iter()
-                .map(|(f, v, _)| (f.to_owned(), json!(v)))
-                .collect();
-            let body = json!({
-                "extraction_id": e.id,
-                "parser_id": e.parser_id,
-                "documents": [{ "document_id": d.id, "filename": d.filename, "data": fields }],
-            });
-            ("application/json", body.to_string().into_bytes())
-        }
-    }
 }

@@ -2,25 +2,29 @@
 //! seed 002), for `batchmirror sandbox`, demos and the tests.
 //!
 //! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
-//! shared state. The routes, the error envelope and the rate-limit headers live in [`routes`];
-//! the timeline, generated mix, ids and extraction bodies in [`world`]. Where the docs conflict
+//! shared state. The routes live in [`routes`], the error envelope, quota and rate-limit headers in
+//! [`errors`],
+//! the batch actions (sync, cancel) in [`write`], the timeline, generated mix, ids and
+//! extraction bodies in [`world`]. Where the docs conflict
 //! the sandbox serves what the docs allow and makes the rest configurable: `X-RateLimit-Reset` is
 //! ISO-8601 on every response, and a 429 carries `Retry-After` only when asked. It uses nothing
 //! from the client side of the crate.
 
+mod errors;
 mod routes;
 #[cfg(test)]
 mod tests;
 mod world;
+mod write;
 
 pub use world::uuid;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::{Clock, LoggedRequest, Served, bind};
+use super::{Clock, ListFault, LoggedRequest, Served, bind};
 
 /// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
 pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
@@ -148,6 +152,12 @@ pub struct TalonicStats {
     pub unauthorized: u64,
     /// Requests answered 429 because the daily quota was spent (injected faults not included).
     pub rate_limited: u64,
+    /// `POST /v1/batches/:id/sync`.
+    pub sync_requests: u64,
+    /// `POST /v1/batches/:id/cancel`.
+    pub cancel_requests: u64,
+    /// POSTs answered from an earlier answer because of their `Idempotency-Key`.
+    pub idempotent_replays: u64,
 }
 
 /// A running Talonic sandbox. Dropping it also stops the listener, without waiting.
@@ -181,9 +191,16 @@ impl TalonicSandbox {
     /// sha256 (lowercase hex) and length of the extraction body this item serves once completed;
     /// `None` for unknown or failed items.
     pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
-        let (b, it) = self.shared.world.item(batch, item)?;
-        (it.outcome == ItemOutcome::Completed)
+        let world = self.shared.world();
+        let (b, it) = world.item(batch, item)?;
+        it.will_complete()
             .then(|| it.extraction(self.shared.seed, &b.id).digest())
+    }
+
+    /// While set, every `GET /v1/batches` with a non-empty `cursor` (a page past the first) is
+    /// answered with `fault`; first pages are served normally. None clears it.
+    pub fn set_list_fault(&self, fault: Option<ListFault>) {
+        self.shared.lock().list_fault = fault;
     }
 
     /// Every request received, in order of arrival.
@@ -206,7 +223,8 @@ pub(crate) struct Shared {
     pub(crate) daily_limit: u64,
     pub(crate) quota_retry_after: bool,
     pub(crate) clock: Clock,
-    pub(crate) world: world::World,
+    /// Locked before [`Shared::lock`] whenever both are held; never across an `.await`.
+    world: RwLock<world::World>,
     mutable: Mutex<Mutable>,
 }
 
@@ -219,6 +237,10 @@ pub(crate) struct Mutable {
     pub(crate) quota_used: u64,
     pub(crate) quota_day: i64,
     pub(crate) request_seq: u64,
+    /// What answers list pages past the first ([`TalonicSandbox::set_list_fault`]).
+    pub(crate) list_fault: Option<ListFault>,
+    /// `Idempotency-Key` → the answer it got, for the batch actions of [`write`].
+    pub(crate) idempotency: HashMap<String, write::Answered>,
 }
 
 impl Shared {
@@ -233,9 +255,17 @@ impl Shared {
             daily_limit: spec.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT),
             quota_retry_after: spec.quota_retry_after,
             clock,
-            world,
+            world: RwLock::new(world),
             mutable: Mutex::new(Mutable::default()),
         }
+    }
+
+    pub(crate) fn world(&self) -> RwLockReadGuard<'_, world::World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn world_mut(&self) -> RwLockWriteGuard<'_, world::World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The counters, queue and log; never held across an `.await`.

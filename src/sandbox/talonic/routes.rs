@@ -11,20 +11,23 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, Utc};
-use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
+use super::errors::{
+    enc, envelope, fault_response, insert, not_found, not_found_route, rate_headers, take_quota,
+    ts, until_midnight, validation,
+};
 use super::world::{Batch, Item, ItemStatus};
 use super::{Shared, TalonicFault};
 
-type St = Arc<Shared>;
+pub(crate) type St = Arc<Shared>;
 
 const BATCH_STATUSES: [&str; 5] = [
     "accumulating",
@@ -36,10 +39,25 @@ const BATCH_STATUSES: [&str; 5] = [
 
 pub(crate) fn router(shared: St) -> Router {
     Router::new()
-        .route("/v1/batches", get(list_batches))
-        .route("/v1/batches/{id}", get(get_batch))
-        .route("/v1/documents/{id}", get(get_document))
-        .route("/v1/extractions/{id}", get(get_extraction))
+        // An Express-style server has no 405: another method is a route it does not have.
+        .route("/v1/batches", get(list_batches).fallback(not_found_route))
+        .route("/v1/batches/{id}", get(get_batch).fallback(not_found_route))
+        .route(
+            "/v1/batches/{id}/sync",
+            post(super::write::sync_batch).fallback(not_found_route),
+        )
+        .route(
+            "/v1/batches/{id}/cancel",
+            post(super::write::cancel_batch).fallback(not_found_route),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(get_document).fallback(not_found_route),
+        )
+        .route(
+            "/v1/extractions/{id}",
+            get(get_extraction).fallback(not_found_route),
+        )
         .fallback(not_found_route)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared)
@@ -50,7 +68,7 @@ pub(crate) fn router(shared: St) -> Router {
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.log_begin(req.method().as_str(), &path);
-    count_route(&sh, &path);
+    count_route(&sh, req.method(), &path);
     let fault = {
         let mut m = sh.lock();
         let found = m
@@ -109,10 +127,21 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     resp
 }
 
-fn count_route(sh: &Shared, path: &str) {
+fn count_route(sh: &Shared, method: &Method, path: &str) {
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let segs: Vec<&str> = path.split('/').collect();
     let mut m = sh.lock();
+    if method == Method::POST {
+        match segs.as_slice() {
+            ["", "v1", "batches", b, "sync"] if !b.is_empty() => m.stats.sync_requests += 1,
+            ["", "v1", "batches", b, "cancel"] if !b.is_empty() => m.stats.cancel_requests += 1,
+            _ => {}
+        }
+        return;
+    }
+    if method != Method::GET {
+        return;
+    }
     match segs.as_slice() {
         ["", "v1", "batches"] => m.stats.list_requests += 1,
         ["", "v1", "batches", b] if !b.is_empty() => m.stats.detail_requests += 1,
@@ -124,134 +153,6 @@ fn count_route(sh: &Shared, path: &str) {
         }
         _ => {}
     }
-}
-
-/// Counts one request against the key's daily quota (UTC day, wall clock); false when spent.
-fn take_quota(sh: &Shared) -> bool {
-    let day = Utc::now().timestamp().div_euclid(86_400);
-    let mut m = sh.lock();
-    if m.quota_day != day {
-        m.quota_day = day;
-        m.quota_used = 0;
-    }
-    if m.quota_used >= sh.daily_limit {
-        return false;
-    }
-    m.quota_used += 1;
-    true
-}
-
-fn until_midnight() -> Duration {
-    let now = Utc::now().timestamp_millis();
-    let next = (now.div_euclid(86_400_000) + 1) * 86_400_000;
-    Duration::from_millis((next - now) as u64)
-}
-
-/// `X-RateLimit-Limit/Remaining/Reset`; Reset is ISO-8601 (the error-codes page), the next UTC
-/// midnight unless a fault names its own.
-fn rate_headers(sh: &Shared, headers: &mut HeaderMap, fault_reset: Option<Duration>) {
-    let used = sh.lock().quota_used;
-    let (remaining, reset) = match fault_reset {
-        Some(d) => (
-            0,
-            Utc::now() + chrono::Duration::from_std(d).unwrap_or_default(),
-        ),
-        None => (
-            sh.daily_limit.saturating_sub(used),
-            Utc::now() + chrono::Duration::from_std(until_midnight()).unwrap_or_default(),
-        ),
-    };
-    insert(headers, "x-ratelimit-limit", &sh.daily_limit.to_string());
-    insert(headers, "x-ratelimit-remaining", &remaining.to_string());
-    insert(headers, "x-ratelimit-reset", &iso(reset));
-}
-
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
-    }
-}
-
-fn fault_response(sh: &Shared, f: &TalonicFault, path: &str) -> Response {
-    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let code = f
-        .code
-        .clone()
-        .unwrap_or_else(|| default_code(status).to_owned());
-    let retryable = f
-        .retryable
-        .unwrap_or(matches!(status.as_u16(), 408 | 429) || status.is_server_error());
-    let message = match status.as_u16() {
-        429 => "Too many requests. Retry after the period indicated in the rate-limit headers.",
-        _ => status.canonical_reason().unwrap_or("Injected fault"),
-    };
-    let mut resp = if f.draft {
-        let body = json!({ "status": status.as_u16(), "code": code, "message": message });
-        (status, axum::Json(body)).into_response()
-    } else {
-        envelope(sh, status, &code, message, retryable, path)
-    };
-    if let Some(v) = &f.retry_after {
-        insert(resp.headers_mut(), "retry-after", v);
-    }
-    resp
-}
-
-fn default_code(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 422 => "VALIDATION_ERROR",
-        401 => "unauthorized",
-        403 => "insufficient_scope",
-        404 => "not_found",
-        429 => "rate_limited",
-        503 => "SERVICE_UNAVAILABLE",
-        _ => "INTERNAL_ERROR",
-    }
-}
-
-/// The documented error envelope.
-fn envelope(
-    sh: &Shared,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    retryable: bool,
-    path: &str,
-) -> Response {
-    let seq = {
-        let mut m = sh.lock();
-        m.request_seq += 1;
-        m.request_seq
-    };
-    let body = json!({
-        "statusCode": status.as_u16(),
-        "code": code,
-        "error": status.canonical_reason().unwrap_or("Error"),
-        "message": message,
-        "retryable": retryable,
-        "request_id": format!("req_{:016x}", sh.seed.rotate_left(17) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        "timestamp": iso(Utc::now()),
-        "path": path,
-    });
-    (status, axum::Json(body)).into_response()
-}
-
-async fn not_found_route(State(sh): State<St>, req: Request) -> Response {
-    let path = req.uri().path().to_owned();
-    let msg = format!("Cannot {} {path}", req.method());
-    envelope(&sh, StatusCode::NOT_FOUND, "not_found", &msg, false, &path)
-}
-
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn ts(us: i64) -> String {
-    iso(DateTime::from_timestamp_micros(us).unwrap_or_default())
-}
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,57 +195,59 @@ fn item_json(b: &Batch, it: &Item, now: i64) -> Value {
         "custom_id": (now >= b.submitted_us()).then_some(&it.custom_id),
         "status": status.as_str(),
         "error_message": (status == ItemStatus::Failed)
-            .then_some("Extraction failed: the provider returned an invalid response."),
+            .then_some(if it.cancelled_us.is_some() {
+            "The batch was cancelled before this item was processed."
+        } else {
+            "Extraction failed: the provider returned an invalid response."
+        }),
         "created_at": ts(b.created_us),
-        "processed_at": terminal.then(|| ts(it.done_us)),
+        "processed_at": terminal.then(|| ts(it.finished_us())),
     })
-}
-
-fn not_found(sh: &Shared, what: &str, path: &str) -> Response {
-    let msg = format!("No {what} with this ID exists for your organization.");
-    envelope(sh, StatusCode::NOT_FOUND, "not_found", &msg, false, path)
-}
-
-fn validation(sh: &Shared, msg: &str, path: &str) -> Response {
-    envelope(
-        sh,
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        msg,
-        false,
-        path,
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
 async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
-    let path = "/v1/batches";
     let q: HashMap<String, String> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
+    let page = list_page(&sh, &q);
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
+    let Some(fault) = cursor.and_then(|_| sh.lock().list_fault.clone()) else {
+        return page;
+    };
+    let path = "/v1/batches";
+    let status = |s| fault_response(&sh, &TalonicFault::new(path, s), path);
+    let reject = || validation(&sh, INVALID_CURSOR, path);
+    super::super::list_faults::answer(&fault, page, status, reject).await
+}
+
+const INVALID_CURSOR: &str = "cursor is invalid or expired";
+
+fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
+    let path = "/v1/batches";
     let limit = match q.get("limit").map(|l| l.trim().parse::<usize>()) {
         None => 20,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
-        Some(_) => return validation(&sh, "limit must be an integer between 1 and 100", path),
+        Some(_) => return validation(sh, "limit must be an integer between 1 and 100", path),
     };
     let after = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(raw) => match decode_cursor(raw) {
             Some(key) => Some(key),
-            None => return validation(&sh, "cursor is invalid or expired", path),
+            None => return validation(sh, INVALID_CURSOR, path),
         },
     };
     let status = q.get("status").filter(|s| !s.is_empty());
     if status.is_some_and(|s| !BATCH_STATUSES.contains(&s.as_str())) {
         let msg = format!("status must be one of {}", BATCH_STATUSES.join(", "));
-        return validation(&sh, &msg, path);
+        return validation(sh, &msg, path);
     }
     let now = sh.clock.now_us();
-    let matching: Vec<&Batch> = sh
-        .world
+    let world = sh.world();
+    let matching: Vec<&Batch> = world
         .batches
         .iter()
         .filter(|b| status.is_none_or(|s| b.status(now).0 == *s))
@@ -377,10 +280,15 @@ async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Respon
 
 async fn get_batch(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/batches/{}", enc(&id));
-    let Some(b) = sh.world.batch(&id) else {
+    let world = sh.world();
+    let Some(b) = world.batch(&id) else {
         return not_found(&sh, "batch", &path);
     };
-    let now = sh.clock.now_us();
+    batch_detail(b, sh.clock.now_us())
+}
+
+/// The batch with its `items[]`, as `GET /v1/batches/:id` shows it.
+pub(crate) fn batch_detail(b: &Batch, now: i64) -> Response {
     let mut body = batch_json(b, now);
     let items = b.items.iter().map(|it| item_json(b, it, now)).collect();
     body.insert("items".into(), Value::Array(items));
@@ -389,23 +297,21 @@ async fn get_batch(State(sh): State<St>, Path(id): Path<String>) -> Response {
 
 /// Whether the item's document and extraction are past retention.
 fn expired(sh: &Shared, it: &Item, now: i64) -> bool {
-    now >= it.done_us && now > it.done_us.saturating_add(sh.retention_us)
+    let done = it.finished_us();
+    now >= done && now > done.saturating_add(sh.retention_us)
 }
 
 async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/documents/{}", enc(&id));
     let now = sh.clock.now_us();
-    let Some((b, it)) = sh
-        .world
-        .document(&id)
-        .filter(|(_, it)| !expired(&sh, it, now))
-    else {
+    let world = sh.world();
+    let Some((b, it)) = world.document(&id).filter(|(_, it)| !expired(&sh, it, now)) else {
         return not_found(&sh, "document", &path);
     };
     let status = it.status(now);
     let done = status == ItemStatus::Completed;
-    let updated = if now >= it.done_us {
-        it.done_us
+    let updated = if now >= it.finished_us() {
+        it.finished_us()
     } else {
         b.created_us
     };
@@ -426,8 +332,8 @@ async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response 
 async fn get_extraction(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/extractions/{}", enc(&id));
     let now = sh.clock.now_us();
-    let found = sh
-        .world
+    let world = sh.world();
+    let found = world
         .extraction(&id)
         .filter(|(_, it)| it.status(now) == ItemStatus::Completed && !expired(&sh, it, now));
     let Some((b, it)) = found else {

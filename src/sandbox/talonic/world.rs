@@ -142,6 +142,8 @@ pub(crate) struct Batch {
     pub(crate) provider: String,
     pub(crate) created_us: i64,
     pub(crate) status_override: Option<String>,
+    /// When `POST /v1/batches/:id/cancel` stopped it.
+    pub(crate) cancelled_us: Option<i64>,
     pub(crate) items: Vec<Item>,
 }
 
@@ -155,6 +157,9 @@ pub(crate) struct Item {
     pub(crate) done_us: i64,
     pub(crate) outcome: ItemOutcome,
     pub(crate) result_bytes: usize,
+    /// Set only on items a cancel caught unprocessed: they end `failed` then (items have no
+    /// cancelled status).
+    pub(crate) cancelled_us: Option<i64>,
 }
 
 impl World {
@@ -179,6 +184,10 @@ impl World {
 
     pub(crate) fn batch(&self, id: &str) -> Option<&Batch> {
         self.index.get(id).map(|&i| &self.batches[i])
+    }
+
+    pub(crate) fn batch_mut(&mut self, id: &str) -> Option<&mut Batch> {
+        self.index.get(id).map(|&i| &mut self.batches[i])
     }
 
     pub(crate) fn item(&self, batch: &str, item: &str) -> Option<(&Batch, &Item)> {
@@ -215,6 +224,7 @@ impl Batch {
                 done_us: clock.at_us(it.finishes_at).max(created_us),
                 outcome: it.outcome,
                 result_bytes: it.result_bytes,
+                cancelled_us: None,
             })
             .collect();
         Batch {
@@ -222,26 +232,38 @@ impl Batch {
             provider: spec.provider.clone(),
             created_us,
             status_override: spec.status_override.clone(),
+            cancelled_us: None,
             items,
         }
     }
 
-    /// When the accumulated batch went to the provider: its first item started processing.
+    /// When the accumulated batch went to the provider: its first item started processing
+    /// (never, for a batch cancelled while accumulating).
     pub(crate) fn submitted_us(&self) -> i64 {
-        self.items
+        let first = self
+            .items
             .iter()
             .map(|it| it.running_us)
             .min()
-            .unwrap_or(self.created_us)
+            .unwrap_or(self.created_us);
+        match self.cancelled_us {
+            Some(c) if c < first => i64::MAX,
+            _ => first,
+        }
     }
 
-    /// `(status, completed_at)` at `now`: accumulating → submitted → completed | failed.
+    /// `(status, completed_at)` at `now`: accumulating → submitted → completed | failed, or
+    /// `cancelled` (never completed) from either of the first two.
     pub(crate) fn status(&self, now: i64) -> (String, Option<i64>) {
-        let done = self.items.iter().all(|it| now >= it.done_us);
-        let last = self.items.iter().map(|it| it.done_us).max();
-        let completed_at = done.then(|| last.unwrap_or(self.created_us));
+        let done = self.items.iter().all(|it| now >= it.finished_us());
+        let last = self.items.iter().map(Item::finished_us).max();
+        let completed_at =
+            (done && self.cancelled_us.is_none()).then(|| last.unwrap_or(self.created_us));
         if let Some(s) = &self.status_override {
             return (s.clone(), completed_at);
+        }
+        if self.cancelled_us.is_some() {
+            return ("cancelled".to_owned(), None);
         }
         let all_failed = !self.items.is_empty()
             && self
@@ -264,7 +286,8 @@ impl Batch {
     pub(crate) fn updated_us(&self, now: i64) -> i64 {
         self.items
             .iter()
-            .flat_map(|it| [it.running_us, it.done_us])
+            .flat_map(|it| [it.running_us.min(it.finished_us()), it.finished_us()])
+            .chain(self.cancelled_us)
             .filter(|t| *t <= now)
             .max()
             .unwrap_or(self.created_us)
@@ -274,7 +297,9 @@ impl Batch {
 
 impl Item {
     pub(crate) fn status(&self, now: i64) -> ItemStatus {
-        if now >= self.done_us {
+        if self.cancelled_us.is_some_and(|c| now >= c) {
+            ItemStatus::Failed
+        } else if now >= self.done_us {
             match self.outcome {
                 ItemOutcome::Completed => ItemStatus::Completed,
                 ItemOutcome::Failed => ItemStatus::Failed,
@@ -284,6 +309,16 @@ impl Item {
         } else {
             ItemStatus::Pending
         }
+    }
+
+    /// When it is (or will be) processed: a cancel ends it early.
+    pub(crate) fn finished_us(&self) -> i64 {
+        self.cancelled_us.unwrap_or(self.done_us)
+    }
+
+    /// Whether it ends with an extraction.
+    pub(crate) fn will_complete(&self) -> bool {
+        self.outcome == ItemOutcome::Completed && self.cancelled_us.is_none()
     }
 
     /// The extraction body: a fixed head and tail around the [`Layout`] data, so the length is
