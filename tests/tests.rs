@@ -6,7 +6,7 @@ mod common;
 // Full mirror, no re-download, pagination, status.
 mod mirror;
 // Resumable listing walks: a failing list page is reached by the next pass, per provider.
-// mod walks; (registered once the sandbox list faults land)
+mod walks;
 // 409 / 410 / 429 / redirects / hostile ids: the provider's failure modes.
 mod provider_faults;
 // Injected faults, one test each: the item ends right, nothing lost or corrupted (issue 7).

@@ -196,7 +196,11 @@ async fn mirrored(settings: &Settings) -> usize {
 
 async fn walk(settings: &Settings) -> batchmirror::model::Walk {
     let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
-    ledger.walk(&ep()).await.unwrap().expect("a walk is recorded")
+    ledger
+        .walk(&ep())
+        .await
+        .unwrap()
+        .expect("a walk is recorded")
 }
 
 /// Pass 1 fails on page 2 with `fault`; pass 2 (page 1 holds only done batches by then) still
@@ -209,10 +213,17 @@ async fn a_failing_page_is_reached_by_the_next_pass(kind: ProviderKind, fault: L
 
     let first = pass(&s).await;
     assert_eq!(first.exit_code(), 1, "{kind:?} {fault:?}: {first:?}");
-    assert_eq!(mirrored(&s).await, PAGE as usize * ITEMS, "{kind:?}: page 1 only");
+    assert_eq!(
+        mirrored(&s).await,
+        PAGE as usize * ITEMS,
+        "{kind:?}: page 1 only"
+    );
     let w = walk(&s).await;
     assert_eq!(w.state, WalkState::Failed, "{w:?}");
-    assert!(w.position.is_some() && w.complete_through.is_none(), "{w:?}");
+    assert!(
+        w.position.is_some() && w.complete_through.is_none(),
+        "{w:?}"
+    );
 
     account.set_list_fault(None);
     let before = account.list_requests();
@@ -229,7 +240,11 @@ async fn a_failing_page_is_reached_by_the_next_pass(kind: ProviderKind, fault: L
     let third = pass(&s).await;
     assert_eq!(third.exit_code(), 0, "{kind:?}: {third:?}");
     assert_eq!(third.download.mirrored, 0);
-    assert_eq!(account.list_requests() - before, 1, "{kind:?}: an idle pass");
+    assert_eq!(
+        account.list_requests() - before,
+        1,
+        "{kind:?}: an idle pass"
+    );
 }
 
 #[tokio::test]
@@ -302,11 +317,18 @@ async fn perfectparser_since_never_advances_past_a_failed_walk() {
     account.set_list_fault(Some(ListFault::Status(502)));
     assert_eq!(pass(&s).await.exit_code(), 1);
     let failed = walk(&s).await;
-    assert_eq!((failed.since, failed.complete_since), (None, None), "{failed:?}");
+    assert_eq!(
+        (failed.since, failed.complete_since),
+        (None, None),
+        "{failed:?}"
+    );
     // Failing again keeps both where they were.
     assert_eq!(pass(&s).await.exit_code(), 1);
     let still = walk(&s).await;
-    assert_eq!((still.walk, still.since, still.complete_since), (failed.walk, None, None));
+    assert_eq!(
+        (still.walk, still.since, still.complete_since),
+        (failed.walk, None, None)
+    );
 
     account.set_list_fault(None);
     assert_eq!(pass(&s).await.exit_code(), 0);
