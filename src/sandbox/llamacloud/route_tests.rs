@@ -90,6 +90,16 @@ const ROUTES: &[DocRoute] = &[
     ),
 ];
 
+/// Paths outside the table, and methods a documented path does not take: the fallback.
+const UNLISTED: &[(&str, &str)] = &[
+    ("GET", "/api/v1/nope"),
+    ("DELETE", "/api/v1/beta/batch-processing"),
+    ("POST", "/api/v1/parsing/job/x"),
+];
+
+/// A documented route with an unknown id: the documented 404, not the fallback.
+const UNKNOWN_ID: (&str, &str) = ("GET", "/api/v1/beta/batch-processing/bjb-nope");
+
 fn is_fallback(status: StatusCode, body: &Value) -> bool {
     match status {
         StatusCode::NOT_FOUND => *body == json!({ "detail": "Not Found" }),
@@ -153,13 +163,7 @@ async fn every_documented_route_is_routed_and_nothing_else() {
         fill: &fill,
         is_fallback: &is_fallback,
     };
-    let unlisted = [
-        ("GET", "/api/v1/nope"),
-        ("DELETE", "/api/v1/beta/batch-processing"),
-        ("POST", "/api/v1/parsing/job/x"),
-    ];
-    let unknown = ("GET", "/api/v1/beta/batch-processing/bjb-nope");
-    probe.assert_routes(ROUTES, &unlisted, unknown).await;
+    probe.assert_routes(ROUTES, UNLISTED, UNKNOWN_ID).await;
     sb.stop().await;
 }
 

@@ -34,6 +34,17 @@ const ROUTES: &[DocRoute] = &[
     unserved("DELETE", "/v1/webhooks/:id", WEBHOOKS),
 ];
 
+/// Paths outside the table, and methods a documented path does not take: the fallback.
+const UNLISTED: &[(&str, &str)] = &[
+    ("GET", "/v1/nope"),
+    // "There is no top-level /v1/documents" [D P1].
+    ("GET", "/v1/documents/doc_1"),
+    ("DELETE", "/v1/extractions/ext_a"),
+];
+
+/// A documented route with an unknown id: the documented 404, not the fallback.
+const UNKNOWN_ID: (&str, &str) = ("GET", "/v1/extractions/ext_nope");
+
 fn is_fallback(status: StatusCode, body: &Value) -> bool {
     match status {
         StatusCode::NOT_FOUND => body["error"]["message"] == "No such route",
@@ -66,14 +77,7 @@ async fn every_documented_route_is_routed_and_nothing_else() {
         fill: &fill,
         is_fallback: &is_fallback,
     };
-    let unlisted = [
-        ("GET", "/v1/nope"),
-        // "There is no top-level /v1/documents" [D P1].
-        ("GET", "/v1/documents/doc_1"),
-        ("DELETE", "/v1/extractions/ext_a"),
-    ];
-    let unknown = ("GET", "/v1/extractions/ext_nope");
-    probe.assert_routes(ROUTES, &unlisted, unknown).await;
+    probe.assert_routes(ROUTES, UNLISTED, UNKNOWN_ID).await;
     sb.stop().await;
 }
 
