@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::clock::{Phase, Span};
 use super::{BatchSpec, Clock, DEFAULT_API_KEY, Delivery, ItemSpec, Outcome, SandboxSpec};
 
 /// Simulated seconds an item spends `running` before it finishes.
@@ -355,46 +356,35 @@ impl Item {
         }
     }
 
+    fn span(&self) -> Span {
+        Span::new(self.running_us, self.done_us, self.cancelled_us)
+    }
+
     pub(crate) fn status(&self, now_us: i64) -> ItemStatus {
-        if self.cancelled_us.is_some_and(|c| now_us >= c) {
-            ItemStatus::Cancelled
-        } else if now_us >= self.done_us {
-            match self.outcome {
+        match self.span().phase(now_us) {
+            Phase::Queued => ItemStatus::Pending,
+            Phase::Running => ItemStatus::Running,
+            Phase::Cancelled => ItemStatus::Cancelled,
+            Phase::Done => match self.outcome {
                 Outcome::Succeeded => ItemStatus::Succeeded,
                 Outcome::Failed => ItemStatus::Failed,
-            }
-        } else if now_us >= self.running_us {
-            ItemStatus::Running
-        } else {
-            ItemStatus::Pending
+            },
         }
     }
 
     /// The time of the latest transition at or before `now_us`, so it only moves forward.
     pub(crate) fn updated_us(&self, created_us: i64, now_us: i64) -> i64 {
-        match self.status(now_us) {
-            ItemStatus::Pending => created_us,
-            ItemStatus::Running => self.running_us,
-            _ => self.finished_us(now_us).unwrap_or(created_us),
-        }
+        self.span().updated_us(created_us, now_us)
     }
 
     /// When it became terminal, if it is at `now_us`.
     pub(crate) fn finished_us(&self, now_us: i64) -> Option<i64> {
-        match self.status(now_us) {
-            ItemStatus::Pending | ItemStatus::Running => None,
-            ItemStatus::Cancelled => self.cancelled_us,
-            ItemStatus::Succeeded | ItemStatus::Failed => Some(self.done_us),
-        }
+        self.span().finished_us(now_us)
     }
 
     /// Whether a worker had picked it up by `now_us` (a cancel can come before or after).
     pub(crate) fn started(&self, now_us: i64) -> bool {
-        match self.status(now_us) {
-            ItemStatus::Pending => false,
-            ItemStatus::Cancelled => self.cancelled_us.is_some_and(|c| c >= self.running_us),
-            _ => true,
-        }
+        self.span().started(now_us)
     }
 
     /// Whether it ends with a result (a cancel may have stopped it first).

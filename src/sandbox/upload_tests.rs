@@ -211,6 +211,30 @@ async fn idempotency_key_replays_the_same_batch() {
     sb.stop().await;
 }
 
+/// Listings are newest first and a cursor is a (created_at, id) position, not an offset: a batch
+/// created after page 1 was fetched comes before the cursor, so the walk neither repeats nor
+/// skips one.
+#[tokio::test]
+async fn a_cursor_from_before_a_new_batch_still_continues_where_it_was() {
+    let sb = start(spec(vec![
+        batch("old", 7200, vec![done("o", Delivery::Inline)]),
+        batch("mid", 3600, vec![done("m", Delivery::Inline)]),
+    ]))
+    .await;
+    let list = format!("{}/v1/batches?limit=1", sb.base_url());
+    let (_, first) = get_json(&list).await;
+    assert_eq!(first["data"][0]["id"], "mid");
+    let cursor = enc(first["next_cursor"].as_str().unwrap());
+    let id = uploaded(&sb, b"late").await;
+    let (_, new) = post(&sb, "/v1/batches", &batch_body(&[&id]), &[]).await;
+    let (_, next) = get_json(&format!("{list}&cursor={cursor}")).await;
+    assert_eq!(next["data"][0]["id"], "old");
+    assert!(next["next_cursor"].is_null());
+    let (_, now_first) = get_json(&list).await;
+    assert_eq!(now_first["data"][0]["id"], new["id"]);
+    sb.stop().await;
+}
+
 #[tokio::test]
 async fn error_forms_404_409_422_413_402_401() {
     let sb = start(spec(vec![])).await;

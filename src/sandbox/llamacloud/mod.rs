@@ -10,6 +10,8 @@
 mod body;
 mod parsing;
 mod query;
+#[cfg(test)]
+mod route_tests;
 mod routes;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::super::Clock;
+use super::super::clock::{Phase, Span};
 use super::super::data::SplitMix;
 use super::{DEFAULT_API_KEY, ItemSpec, JobSpec, LlamaSpec, Outcome};
 
@@ -153,50 +154,43 @@ impl Item {
         }
     }
 
+    fn span(&self) -> Span {
+        Span::new(self.running_us, self.done_us, self.cancelled_us)
+    }
+
     pub(crate) fn status(&self, now_us: i64) -> ItemStatus {
-        if self.cancelled_us.is_some_and(|c| now_us >= c) {
-            ItemStatus::Cancelled
-        } else if now_us >= self.done_us {
-            match self.spec.outcome {
+        let skipped = self.spec.outcome == Outcome::Skipped;
+        match self.span().phase(now_us) {
+            // A skipped item is never processed: it waits, then is skipped.
+            Phase::Queued => ItemStatus::Pending,
+            Phase::Running if skipped => ItemStatus::Pending,
+            Phase::Running => ItemStatus::Processing,
+            Phase::Cancelled => ItemStatus::Cancelled,
+            Phase::Done => match self.spec.outcome {
                 Outcome::Completed => ItemStatus::Completed,
                 Outcome::Failed => ItemStatus::Failed,
                 Outcome::Skipped => ItemStatus::Skipped,
-            }
-        } else if now_us >= self.running_us && self.spec.outcome != Outcome::Skipped {
-            ItemStatus::Processing
-        } else {
-            ItemStatus::Pending
+            },
         }
     }
 
     /// Whether a parse job stands behind the item at `now_us` (its `JobItem.job_id`): once it
     /// started processing, unless it was skipped; a cancel keeps the job it had started.
     pub(crate) fn has_parse_job(&self, now_us: i64) -> bool {
-        match self.status(now_us) {
-            ItemStatus::Processing | ItemStatus::Completed | ItemStatus::Failed => true,
-            ItemStatus::Cancelled => {
-                self.spec.outcome != Outcome::Skipped
-                    && self.cancelled_us.is_some_and(|c| c >= self.running_us)
-            }
-            ItemStatus::Pending | ItemStatus::Skipped => false,
-        }
+        self.spec.outcome != Outcome::Skipped && self.span().started(now_us)
     }
 
     /// When it became terminal, if it is at `now_us`.
     pub(crate) fn finished_us(&self, now_us: i64) -> Option<i64> {
-        match self.status(now_us) {
-            ItemStatus::Cancelled => self.cancelled_us,
-            s if s.is_terminal() => Some(self.done_us),
-            _ => None,
-        }
+        self.span().finished_us(now_us)
     }
 
     /// The time of its latest transition at or before `now_us`.
     pub(crate) fn updated_us(&self, created_us: i64, now_us: i64) -> i64 {
         match self.status(now_us) {
+            // A skipped item waits without being processed.
             ItemStatus::Pending => created_us,
-            ItemStatus::Processing => self.running_us,
-            _ => self.finished_us(now_us).unwrap_or(created_us),
+            _ => self.span().updated_us(created_us, now_us),
         }
     }
 }

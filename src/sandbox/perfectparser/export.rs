@@ -146,48 +146,50 @@ pub(crate) async fn export_doc(
     Path((id, doc)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let format = match export_format(query.as_deref()) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let world = sh.world();
-    let Some((e, d)) = world.document(&id, &doc) else {
-        return not_found("Document");
-    };
-    let now = sh.clock.now_us();
-    match d.status(now) {
-        DocStatus::Completed if expired(&sh, d, now) => not_found("Document"),
-        DocStatus::Completed => export_file(&sh, e, &[d], &d.id, &format),
-        other => invalid(&format!(
-            "document is {}: nothing to export yet",
-            other.as_str()
-        )),
-    }
+    export_answer(&sh, &id, Some(&doc), query.as_deref())
 }
 
-/// The documents completed so far and still kept, as `/results` gives them while a job runs.
 pub(crate) async fn export_extraction(
     State(sh): State<St>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let format = match export_format(query.as_deref()) {
+    export_answer(&sh, &id, None, query.as_deref())
+}
+
+/// The export of one document, or of an extraction's documents completed so far and still
+/// kept (as `/results` gives them while a job runs).
+fn export_answer(sh: &Shared, id: &str, doc: Option<&str>, query: Option<&str>) -> Response {
+    let format = match export_format(query) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
     let world = sh.world();
-    let Some(e) = world.extraction(&id) else {
-        return not_found("Extraction");
-    };
     let now = sh.clock.now_us();
-    let docs: Vec<&Document> = e
-        .documents
-        .iter()
-        .filter(|d| d.status(now) == DocStatus::Completed && !expired(&sh, d, now))
-        .collect();
-    if docs.is_empty() {
-        let msg = format!("extraction is {}: no document to export", e.status(now));
-        return invalid(&msg);
+    let Some(doc) = doc else {
+        let Some(e) = world.extraction(id) else {
+            return not_found("Extraction");
+        };
+        let docs: Vec<&Document> = e
+            .documents
+            .iter()
+            .filter(|d| d.status(now) == DocStatus::Completed && !expired(sh, d, now))
+            .collect();
+        if docs.is_empty() {
+            let msg = format!("extraction is {}: no document to export", e.status(now));
+            return invalid(&msg);
+        }
+        return export_file(sh, e, &docs, &e.id, &format);
+    };
+    let Some((e, d)) = world.document(id, doc) else {
+        return not_found("Document");
+    };
+    match d.status(now) {
+        DocStatus::Completed if expired(sh, d, now) => not_found("Document"),
+        DocStatus::Completed => export_file(sh, e, &[d], &d.id, &format),
+        other => invalid(&format!(
+            "document is {}: nothing to export yet",
+            other.as_str()
+        )),
     }
-    export_file(&sh, e, &docs, &e.id, &format)
 }

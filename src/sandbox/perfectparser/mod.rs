@@ -10,6 +10,8 @@
 
 mod account;
 mod export;
+#[cfg(test)]
+mod route_tests;
 mod routes;
 mod submit;
 #[cfg(test)]

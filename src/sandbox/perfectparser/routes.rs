@@ -294,7 +294,7 @@ fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
         .then(|| page.last().map(|e| encode_cursor(e.created_us, &e.id)))
         .flatten();
     let body = json!({
-        "extractions": page.iter().map(|e| summary(&sh, e, now)).collect::<Vec<_>>(),
+        "extractions": page.iter().map(|e| summary(sh, e, now)).collect::<Vec<_>>(),
         "pagination": { "limit": limit, "has_next_page": more, "next_cursor": next_cursor },
     });
     axum::Json(body).into_response()

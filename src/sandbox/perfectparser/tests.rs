@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-const KEY: &str = "pp_live_test";
+pub(super) const KEY: &str = "pp_live_test";
 
-fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
+pub(super) fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
     DocumentSpec {
         id: id.to_owned(),
         filename: format!("{id}.pdf"),
@@ -21,7 +21,7 @@ fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
     }
 }
 
-fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSpec {
+pub(super) fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSpec {
     ExtractionSpec {
         id: id.to_owned(),
         parser_id: "prs_a".to_owned(),
@@ -31,13 +31,13 @@ fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSp
     }
 }
 
-async fn start(spec: PerfectSpec) -> PerfectSandbox {
+pub(super) async fn start(spec: PerfectSpec) -> PerfectSandbox {
     PerfectSandbox::start(spec, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
 }
 
-async fn get(url: &str) -> reqwest::Response {
+pub(super) async fn get(url: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(url)
         .header("X-API-Key", KEY)
@@ -46,7 +46,7 @@ async fn get(url: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn get_json(url: &str) -> (StatusCode, Value) {
+pub(super) async fn get_json(url: &str) -> (StatusCode, Value) {
     let resp = get(url).await;
     let status = resp.status();
     (
@@ -55,7 +55,7 @@ async fn get_json(url: &str) -> (StatusCode, Value) {
     )
 }
 
-fn small_world() -> PerfectSpec {
+pub(super) fn small_world() -> PerfectSpec {
     let mut spec = PerfectSpec::new(
         KEY,
         vec![

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::super::Clock;
 use super::super::body::{Layout, digest_frames};
+use super::super::clock::{Phase, Span};
 use super::super::data::{SplitMix, hash_ids};
 use super::submit::{Upload, upload_data};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
@@ -279,25 +280,24 @@ impl Extraction {
 }
 
 impl Document {
+    fn span(&self) -> Span {
+        Span::new(self.running_us, self.done_us, None)
+    }
+
     pub(crate) fn status(&self, now: i64) -> DocStatus {
-        if now >= self.done_us {
-            match self.outcome {
+        match self.span().phase(now) {
+            Phase::Queued => DocStatus::Queued,
+            Phase::Running => DocStatus::Processing,
+            // Extractions cannot be cancelled.
+            Phase::Done | Phase::Cancelled => match self.outcome {
                 DocOutcome::Completed => DocStatus::Completed,
                 DocOutcome::Failed => DocStatus::Failed,
-            }
-        } else if now >= self.running_us {
-            DocStatus::Processing
-        } else {
-            DocStatus::Queued
+            },
         }
     }
 
     pub(crate) fn updated_us(&self, created_us: i64, now: i64) -> i64 {
-        match self.status(now) {
-            DocStatus::Queued => created_us,
-            DocStatus::Processing => self.running_us,
-            DocStatus::Completed | DocStatus::Failed => self.done_us,
-        }
+        self.span().updated_us(created_us, now)
     }
 
     pub(crate) fn error_message(&self, now: i64) -> Option<&'static str> {

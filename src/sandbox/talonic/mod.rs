@@ -11,6 +11,8 @@
 //! from the client side of the crate.
 
 mod errors;
+#[cfg(test)]
+mod route_tests;
 mod routes;
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-const KEY: &str = "tlnc_test";
+pub(super) const KEY: &str = "tlnc_test";
 
-fn item(id: &str, finishes_at: f64, outcome: ItemOutcome) -> TalonicItem {
+pub(super) fn item(id: &str, finishes_at: f64, outcome: ItemOutcome) -> TalonicItem {
     TalonicItem {
         id: id.to_owned(),
         document_id: format!("doc-{id}"),
@@ -23,7 +23,7 @@ fn item(id: &str, finishes_at: f64, outcome: ItemOutcome) -> TalonicItem {
     }
 }
 
-fn batch(id: &str, created_ago: u64, items: Vec<TalonicItem>) -> TalonicBatch {
+pub(super) fn batch(id: &str, created_ago: u64, items: Vec<TalonicItem>) -> TalonicBatch {
     TalonicBatch {
         id: id.to_owned(),
         created_ago: Duration::from_secs(created_ago),
@@ -33,7 +33,7 @@ fn batch(id: &str, created_ago: u64, items: Vec<TalonicItem>) -> TalonicBatch {
     }
 }
 
-fn spec(batches: Vec<TalonicBatch>) -> TalonicSpec {
+pub(super) fn spec(batches: Vec<TalonicBatch>) -> TalonicSpec {
     TalonicSpec {
         api_key: KEY.into(),
         seed: 5,
@@ -46,13 +46,13 @@ fn spec(batches: Vec<TalonicBatch>) -> TalonicSpec {
     }
 }
 
-async fn start(spec: TalonicSpec) -> TalonicSandbox {
+pub(super) async fn start(spec: TalonicSpec) -> TalonicSandbox {
     TalonicSandbox::start(spec, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
 }
 
-async fn get(sb: &TalonicSandbox, path: &str) -> reqwest::Response {
+pub(super) async fn get(sb: &TalonicSandbox, path: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{}{path}", sb.base_url()))
         .bearer_auth(KEY)
@@ -61,12 +61,12 @@ async fn get(sb: &TalonicSandbox, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn get_json(sb: &TalonicSandbox, path: &str) -> (StatusCode, Value) {
+pub(super) async fn get_json(sb: &TalonicSandbox, path: &str) -> (StatusCode, Value) {
     let resp = get(sb, path).await;
     (resp.status(), json(resp).await)
 }
 
-async fn json(resp: reqwest::Response) -> Value {
+pub(super) async fn json(resp: reqwest::Response) -> Value {
     serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
 }
 
@@ -74,7 +74,7 @@ fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
 
-fn assert_envelope(v: &Value, status: u16, code: &str, retryable: bool) {
+pub(super) fn assert_envelope(v: &Value, status: u16, code: &str, retryable: bool) {
     let want: BTreeSet<String> = [
         "statusCode",
         "code",

@@ -13,6 +13,7 @@ use futures_util::Stream;
 
 use super::super::Clock;
 use super::super::body::{Layout, digest_frames, stream_frames};
+use super::super::clock::{Phase, Span};
 use super::super::data::{SplitMix, hash_ids};
 use super::{DEFAULT_API_KEY, ItemOutcome, TalonicBatch, TalonicItem, TalonicSpec};
 
@@ -297,17 +298,16 @@ impl Batch {
 
 impl Item {
     pub(crate) fn status(&self, now: i64) -> ItemStatus {
-        if self.cancelled_us.is_some_and(|c| now >= c) {
-            ItemStatus::Failed
-        } else if now >= self.done_us {
-            match self.outcome {
+        let span = Span::new(self.running_us, self.done_us, self.cancelled_us);
+        match span.phase(now) {
+            Phase::Queued => ItemStatus::Pending,
+            Phase::Running => ItemStatus::Processing,
+            // Items have no cancelled status: a cancelled one failed.
+            Phase::Cancelled => ItemStatus::Failed,
+            Phase::Done => match self.outcome {
                 ItemOutcome::Completed => ItemStatus::Completed,
                 ItemOutcome::Failed => ItemStatus::Failed,
-            }
-        } else if now >= self.running_us {
-            ItemStatus::Processing
-        } else {
-            ItemStatus::Pending
+            },
         }
     }
 
