@@ -57,6 +57,14 @@ pub struct Pacer {
     state: Mutex<State>,
 }
 
+/// The bucket of a stated per-minute limit: a minute's worth may go at once, as a server counting
+/// per-minute windows allows (the PerfectParser adapter also tracks the server's own window).
+fn minute_bucket(rate: f64) -> Arc<DefaultDirectRateLimiter> {
+    let per_minute = (rate * 60.0).round().clamp(1.0, f64::from(u32::MAX)) as u32;
+    let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+    Arc::new(RateLimiter::direct(Quota::per_minute(per_minute)))
+}
+
 fn bucket(rate: f64) -> Arc<DefaultDirectRateLimiter> {
     // One request per period, no burst: a burst is what a server counting windows refuses.
     let period = Duration::from_secs_f64(1.0 / rate.max(FLOOR));
@@ -68,14 +76,15 @@ fn bucket(rate: f64) -> Arc<DefaultDirectRateLimiter> {
 impl Pacer {
     /// `documented` is the provider's published limit, `user_cap` the config's
     /// `requests_per_minute` (which wins when set), both in requests per minute. The ceiling is
-    /// also the starting cap.
-    pub fn new(documented: Option<f64>, user_cap: Option<f64>) -> Self {
+    /// also the starting cap; `burst` lets a minute's worth of it go at once until a throttle
+    /// (a learned cap never bursts).
+    pub fn new(documented: Option<f64>, user_cap: Option<f64>, burst: bool) -> Self {
         let ceiling = user_cap.or(documented).map(|m| m.max(FLOOR * 60.0) / 60.0);
         Self {
             ceiling,
             state: Mutex::new(State {
                 rate: ceiling,
-                bucket: ceiling.map(bucket),
+                bucket: ceiling.map(if burst { minute_bucket } else { bucket }),
                 sent: VecDeque::new(),
                 last_throttle: None,
                 last_growth: Instant::now(),
@@ -189,7 +198,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_cap_until_throttled_then_a_share_of_the_sent_rate() {
-        let p = Pacer::new(None, None);
+        let p = Pacer::new(None, None, false);
         let start = Instant::now();
         for _ in 0..1000 {
             p.acquire().await;
@@ -197,7 +206,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO, "uncapped: nothing waits");
         assert_eq!(p.snapshot().rate, None);
         // 100 requests over 10 s: 10/s, then a throttle caps at 7/s.
-        let p = Pacer::new(None, None);
+        let p = Pacer::new(None, None, false);
         for _ in 0..100 {
             p.acquire().await;
             tokio::time::advance(Duration::from_millis(100)).await;
@@ -216,7 +225,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_volley_of_refusals_shrinks_once_and_success_grows_back_and_lifts() {
-        let p = Pacer::new(None, None);
+        let p = Pacer::new(None, None, false);
         for _ in 0..50 {
             p.acquire().await;
             tokio::time::advance(Duration::from_millis(200)).await;
@@ -255,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_documented_limit_is_the_start_and_the_ceiling_unless_the_user_sets_one() {
-        let p = Pacer::new(Some(150.0), None);
+        let p = Pacer::new(Some(150.0), None, false);
         assert_eq!(p.snapshot().rate, Some(2.5));
         for _ in 0..20 {
             tokio::time::advance(Duration::from_secs(5)).await;
@@ -268,16 +277,30 @@ mod tests {
         );
         // The user's cap, when set, replaces the documented one (their plan may allow more).
         assert_eq!(
-            Pacer::new(Some(150.0), Some(60.0)).snapshot().rate,
+            Pacer::new(Some(150.0), Some(60.0), false).snapshot().rate,
             Some(1.0)
         );
         assert_eq!(
-            Pacer::new(Some(150.0), Some(600.0)).snapshot().rate,
+            Pacer::new(Some(150.0), Some(600.0), false).snapshot().rate,
             Some(10.0)
         );
-        assert_eq!(Pacer::new(None, Some(120.0)).snapshot().rate, Some(2.0));
+        assert_eq!(
+            Pacer::new(None, Some(120.0), false).snapshot().rate,
+            Some(2.0)
+        );
+        // With burst, a minute's worth of the stated limit goes at once, as before any throttle.
+        let p = Pacer::new(Some(150.0), None, true);
+        let start = std::time::Instant::now();
+        for _ in 0..100 {
+            p.acquire().await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
         // A throttle still shrinks below a documented ceiling.
-        let p = Pacer::new(Some(150.0), None);
+        let p = Pacer::new(Some(150.0), None, false);
         p.throttled();
         assert!(p.snapshot().rate.unwrap() < 2.5);
     }

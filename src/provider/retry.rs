@@ -74,7 +74,7 @@ impl Limiter {
     /// [`Pacer::new`].
     pub fn adaptive(documented: Option<u32>, user_cap: Option<u32>) -> Self {
         Self {
-            pace: Pacer::new(documented.map(f64::from), user_cap.map(f64::from)),
+            pace: Pacer::new(documented.map(f64::from), user_cap.map(f64::from), true),
             paused_until: Mutex::new(None),
         }
     }
@@ -84,7 +84,7 @@ impl Limiter {
     /// jitter between our clock and the server's.
     pub fn evenly(per_minute: u32) -> Self {
         Self {
-            pace: Pacer::new(Some(f64::from(per_minute.max(1)) / 1.05), None),
+            pace: Pacer::new(Some(f64::from(per_minute.max(1)) / 1.05), None, false),
             paused_until: Mutex::new(None),
         }
     }
