@@ -26,6 +26,7 @@ mod rows;
 mod tests;
 mod uploads;
 
+pub use report::Listed;
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 
 use std::fs::{File, OpenOptions, TryLockError};
