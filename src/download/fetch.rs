@@ -79,7 +79,7 @@ struct Landed {
     notes: Vec<String>,
 }
 
-fn in_pass_backoff() -> impl Iterator<Item = Duration> {
+pub(super) fn in_pass_backoff() -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(IN_PASS_MIN_DELAY)
         .with_max_delay(IN_PASS_MAX_DELAY)

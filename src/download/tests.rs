@@ -199,3 +199,21 @@ async fn a_download_aborted_during_its_publish_is_adopted_not_fetched_again() {
     let requests = w.sandbox.stats().result_requests.values().sum::<u64>();
     assert_eq!(requests, 1, "fetched once");
 }
+
+#[test]
+fn in_pass_backoff_is_capped_and_its_jitter_differs_between_items() {
+    let runs: Vec<Vec<Duration>> = (0..8)
+        .map(|_| super::fetch::in_pass_backoff().collect())
+        .collect();
+    for run in &runs {
+        assert_eq!(run.len(), 2, "3 attempts, so 2 waits: {run:?}");
+        assert!(
+            run.iter()
+                .all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(8)),
+            "{run:?}"
+        );
+    }
+    // Without backon's `std` feature every item drew the same "random" waits (a fixed seed), so
+    // items failing together retried together.
+    assert!(runs.iter().any(|r| r[0] != runs[0][0]), "{runs:?}");
+}
