@@ -21,8 +21,9 @@ pub enum Command {
     Run(ConfigArg),
     /// One full pass (list every provider, download every ready item), then exit.
     ///
-    /// Exit codes: 0 all ready items mirrored; 1 an item failed or was lost, or a provider was
-    /// unreachable; 2 bad config.
+    /// Exit codes: 0 every due item mirrored; 1 any item due but not mirrored at the end (deferred
+    /// after its in-pass retries, failed, lost, at risk) or a provider unreachable, with the
+    /// summary naming the first few and their last errors; 2 bad config.
     ///
     /// Example (cron): batchmirror sync --once --config /etc/batchmirror/config.toml
     Sync {

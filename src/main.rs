@@ -54,6 +54,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let settings = load(&config.config)?;
             daemon::cancel_on_signals(shutdown.clone())?;
             let report = daemon::sync_once(settings, shutdown).await?;
+            println!("{}", report.summary());
+            for line in report.unmirrored_lines() {
+                println!("  not mirrored: {line}");
+            }
             Ok(report.exit_code() as u8)
         }
         Command::Status { config, json } => {

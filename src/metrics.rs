@@ -47,6 +47,7 @@ pub struct Metrics {
     lost: Family<ProviderLabel, Gauge>,
     deadline: Family<ProviderLabel, Gauge>,
     pass_seconds: FloatGauge,
+    pass_unmirrored: Gauge,
     passes: Counter,
     dropfolder_queue: Gauge,
 }
@@ -69,6 +70,7 @@ impl Default for Metrics {
             lost: Family::default(),
             deadline: Family::default(),
             pass_seconds: FloatGauge::default(),
+            pass_unmirrored: Gauge::default(),
             passes: Counter::default(),
             dropfolder_queue: Gauge::default(),
             registry: Registry::default(),
@@ -113,6 +115,11 @@ impl Default for Metrics {
             "Duration of the last pass",
             m.pass_seconds.clone(),
         );
+        registry.register(
+            "last_pass_unmirrored_items",
+            "Items the last pass left due but not mirrored (deferred, at risk, failed or lost in it)",
+            m.pass_unmirrored.clone(),
+        );
         registry.register("passes", "Passes run", m.passes.clone());
         registry.register(
             "dropfolder_queue",
@@ -139,9 +146,11 @@ impl Metrics {
             .set(i64::try_from(files).unwrap_or(i64::MAX));
     }
 
-    pub fn observe_pass(&self, seconds: f64, summaries: &[ProviderSummary]) {
+    pub fn observe_pass(&self, seconds: f64, unmirrored: u64, summaries: &[ProviderSummary]) {
         self.passes.inc();
         self.pass_seconds.set(seconds);
+        self.pass_unmirrored
+            .set(i64::try_from(unmirrored).unwrap_or(i64::MAX));
         for s in summaries {
             for (state, n) in &s.items {
                 let labels = StateLabels {
@@ -267,7 +276,7 @@ mod tests {
         s.items.insert("mirrored".into(), 7);
         s.items.insert("lost".into(), 2);
         s.oldest_unmirrored_deadline_secs = Some(-5);
-        m.observe_pass(1.5, &[s]);
+        m.observe_pass(1.5, 3, &[s]);
         let text = m.render();
         for line in [
             "batchmirror_requests_total{provider=\"acme\",status=\"429\"} 1",
@@ -277,6 +286,7 @@ mod tests {
             "batchmirror_lost_items{provider=\"acme\"} 2",
             "batchmirror_oldest_unmirrored_deadline_seconds{provider=\"acme\"} -5",
             "batchmirror_last_pass_duration_seconds 1.5",
+            "batchmirror_last_pass_unmirrored_items 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::*;
 
 const BATCH: &str = "b";
-const BAD: &str = "bad";
+pub(crate) const BAD: &str = "bad";
 const GOOD: [&str; 2] = ["ok1", "ok2"];
 
 pub(crate) fn ep() -> ProviderName {
@@ -108,15 +108,15 @@ pub(crate) fn assert_no_parts(settings: &Settings) {
 }
 
 /// A batch of one faulty item and two good ones.
-struct Case {
-    sandbox: Sandbox,
-    settings: Settings,
+pub(crate) struct Case {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) settings: Settings,
     _dir: TempDir,
 }
 
 impl Case {
     /// `faults` are queued for [`BAD`]; every item is served `delivery`.
-    async fn new(delivery: Delivery, faults: &[ResultFault], download: &str) -> Case {
+    pub(crate) async fn new(delivery: Delivery, faults: &[ResultFault], download: &str) -> Case {
         let items = std::iter::once(BAD)
             .chain(GOOD)
             .map(|id| done_item(id, 60.0, delivery))
@@ -143,17 +143,17 @@ impl Case {
         }
     }
 
-    async fn pass(&self) -> PassReport {
+    pub(crate) async fn pass(&self) -> PassReport {
         daemon::sync_once(self.settings.clone(), CancellationToken::new())
             .await
             .unwrap()
     }
 
-    async fn row(&self, item: &str) -> ItemRow {
+    pub(crate) async fn row(&self, item: &str) -> ItemRow {
         row(&self.settings, BATCH, item).await
     }
 
-    async fn assert_intact(&self, item: &str) {
+    pub(crate) async fn assert_intact(&self, item: &str) {
         assert_intact(&self.sandbox, &self.settings, BATCH, item).await;
     }
 
@@ -166,7 +166,7 @@ impl Case {
         self.settings.storage_root.join(rel).exists()
     }
 
-    fn result_requests(&self, item: &str) -> u64 {
+    pub(crate) fn result_requests(&self, item: &str) -> u64 {
         self.sandbox
             .stats()
             .result_requests
@@ -176,7 +176,7 @@ impl Case {
     }
 
     /// The good items landed; the bad one is `state`, unpublished, with `error` in `last_error`.
-    async fn assert_bad_is(&self, state: ItemState, error: &str) {
+    pub(crate) async fn assert_bad_is(&self, state: ItemState, error: &str) {
         for good in GOOD {
             self.assert_intact(good).await;
         }
@@ -193,15 +193,41 @@ impl Case {
     }
 }
 
-/// A transient body fault: the attempt fails and is kept for later, nothing is published, and the
-/// retry after the fault stopped lands the exact body. Both deliveries: inline from the API, and
-/// from the object store after a redirect.
-async fn transient(fault: ResultFault, download: &str, error: &str) {
+/// A transient body fault once: retried within the pass, the item lands there (exit 0). Both
+/// deliveries: inline from the API, and from the object store after a redirect.
+async fn once(fault: &ResultFault, download: &str) {
     for delivery in [Delivery::Inline, Delivery::Redirect] {
-        let case = Case::new(delivery, std::slice::from_ref(&fault), download).await;
+        let case = Case::new(delivery, std::slice::from_ref(fault), download).await;
+        let report = case.pass().await;
+        assert_eq!(report.download.mirrored, 3, "{delivery:?}: {report:?}");
+        assert_eq!(report.exit_code(), 0, "{delivery:?}: {report:?}");
+        case.assert_intact(BAD).await;
+        assert_eq!(case.result_requests(BAD), 2, "{delivery:?}");
+        assert_no_parts(&case.settings);
+    }
+}
+
+/// A transient body fault on every attempt of the pass (three): the item is deferred,
+/// unpublished with nothing left behind, the pass exits 1 naming it with its last error, and a
+/// later pass lands the exact body.
+async fn every_attempt(fault: &ResultFault, download: &str, error: &str) {
+    for delivery in [Delivery::Inline, Delivery::Redirect] {
+        let case = Case::new(delivery, &vec![fault.clone(); 3], download).await;
         let report = case.pass().await;
         assert_eq!(report.download.mirrored, 2, "{delivery:?}: {report:?}");
         assert_eq!(report.download.retrying, 1, "{delivery:?}: {report:?}");
+        assert_eq!(
+            report.exit_code(),
+            1,
+            "{delivery:?}: deferred is not mirrored"
+        );
+        assert_eq!(report.unmirrored.count, 1, "{report:?}");
+        let named = report.unmirrored_lines().join("\n");
+        assert!(
+            named.contains(&format!("ep/{BATCH}/{BAD}")) && named.contains(error),
+            "{named}"
+        );
+        assert_eq!(case.result_requests(BAD), 3, "three attempts in the pass");
         case.assert_bad_is(ItemState::Ready, error).await;
         assert_eq!(case.row(BAD).await.attempts, 1);
 
@@ -210,6 +236,11 @@ async fn transient(fault: ResultFault, download: &str, error: &str) {
         case.assert_intact(BAD).await;
         assert_no_parts(&case.settings);
     }
+}
+
+async fn transient(fault: ResultFault, download: &str, error: &str) {
+    once(&fault, download).await;
+    every_attempt(&fault, download, error).await;
 }
 
 #[tokio::test]
@@ -241,28 +272,29 @@ async fn a_one_byte_per_second_trickle_trips_the_low_speed_guard_and_is_retried(
 
 #[tokio::test]
 async fn malformed_json_once_is_read_again_and_lands_intact() {
-    transient(ResultFault::MalformedJson, "", "not valid JSON").await;
+    // Always malformed is a failure, not a deferral: see the next test.
+    once(&ResultFault::MalformedJson, "").await;
 }
 
 #[tokio::test]
 async fn malformed_json_that_persists_fails_after_three_reads() {
     let truncated = vec![ResultFault::TruncatedJson; 3];
     let case = Case::new(Delivery::Inline, &truncated, "").await;
-    case.pass().await;
-    case.assert_bad_is(ItemState::Ready, "not valid JSON").await;
-    drain_as_if_later(&case.settings).await;
-    case.assert_bad_is(ItemState::Ready, "not valid JSON").await;
-    let third = drain_as_if_later(&case.settings).await;
-    assert_eq!(third.failed, 1, "{third:?}");
+    let report = case.pass().await;
+    assert_eq!(report.download.failed, 1, "{report:?}");
+    assert_eq!(report.exit_code(), 1);
     case.assert_bad_is(ItemState::Failed, "not valid JSON")
         .await;
+    assert_eq!(case.result_requests(BAD), 3);
+    // Final: a later pass does not ask again.
+    drain_as_if_later(&case.settings).await;
     assert_eq!(case.result_requests(BAD), 3);
 }
 
 #[tokio::test]
 async fn a_5xx_burst_is_ridden_out_within_the_pass_or_on_the_next() {
     let path = format!("/v1/batches/{BATCH}/items/{BAD}/result");
-    // Shorter than max_retries (3 attempts): the pass itself gets through.
+    // Shorter than max_retries (3 requests per attempt): the first attempt gets through.
     let case = Case::new(Delivery::Inline, &[], "").await;
     case.sandbox.push_burst(&path, 503, 2);
     let report = case.pass().await;
@@ -270,14 +302,24 @@ async fn a_5xx_burst_is_ridden_out_within_the_pass_or_on_the_next() {
     assert_eq!(case.result_requests(BAD), 3);
     case.assert_intact(BAD).await;
 
-    // Longer: the item is kept for later, then lands.
+    // Longer: a second attempt in the same pass gets through.
     let case = Case::new(Delivery::Redirect, &[], "").await;
     case.sandbox.push_burst(&path, 502, 4);
-    case.pass().await;
+    let report = case.pass().await;
+    assert_eq!(report.download.mirrored, 3, "{report:?}");
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(case.result_requests(BAD), 5);
+    case.assert_intact(BAD).await;
+
+    // Longer than every attempt of the pass (3 × 3 requests): deferred, exit 1, then it lands.
+    let case = Case::new(Delivery::Redirect, &[], "").await;
+    case.sandbox.push_burst(&path, 502, 9);
+    let report = case.pass().await;
+    assert_eq!(report.exit_code(), 1, "{report:?}");
     case.assert_bad_is(ItemState::Ready, "HTTP 502").await;
     let retry = drain_as_if_later(&case.settings).await;
     assert_eq!(retry.mirrored, 1, "{retry:?}");
-    assert_eq!(case.result_requests(BAD), 5);
+    assert_eq!(case.result_requests(BAD), 10);
     case.assert_intact(BAD).await;
 }
 

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{KEY, config_text, sha256_file, total};
 
-const RETENTION: Duration = Duration::from_secs(48 * 3600);
+pub(crate) const RETENTION: Duration = Duration::from_secs(48 * 3600);
 
-fn item(job: &str, n: usize, ago: f64, outcome: Outcome) -> ItemSpec {
+pub(crate) fn item(job: &str, n: usize, ago: f64, outcome: Outcome) -> ItemSpec {
     ItemSpec {
         id: format!("itm-{job}-{n}"),
         name: format!("doc_{n}.pdf"),
@@ -29,7 +29,7 @@ fn item(job: &str, n: usize, ago: f64, outcome: Outcome) -> ItemSpec {
     }
 }
 
-fn job(id: &str, created_ago_secs: u64, items: Vec<ItemSpec>) -> JobSpec {
+pub(crate) fn job(id: &str, created_ago_secs: u64, items: Vec<ItemSpec>) -> JobSpec {
     JobSpec {
         id: id.to_owned(),
         created_ago: Duration::from_secs(created_ago_secs),
@@ -50,7 +50,7 @@ fn done_jobs(n: usize, items: usize) -> Vec<JobSpec> {
         .collect()
 }
 
-fn spec(jobs: Vec<JobSpec>) -> LlamaSpec {
+pub(crate) fn spec(jobs: Vec<JobSpec>) -> LlamaSpec {
     LlamaSpec {
         api_key: KEY.to_owned(),
         seed: 5,
@@ -61,14 +61,14 @@ fn spec(jobs: Vec<JobSpec>) -> LlamaSpec {
     }
 }
 
-async fn start(spec: LlamaSpec) -> LlamaSandbox {
+pub(crate) async fn start(spec: LlamaSpec) -> LlamaSandbox {
     LlamaSandbox::start(spec, ([127, 0, 0, 1], 0).into())
         .await
         .expect("sandbox starts")
 }
 
 /// An extract_page config turned into a LlamaCloud one (validation still gates other kinds).
-fn settings(dir: &Path, base_url: &str, page_size: u32) -> Settings {
+pub(crate) fn settings(dir: &Path, base_url: &str, page_size: u32) -> Settings {
     let text = config_text(dir, base_url, "");
     let mut s = batchmirror::config::load_str(&text, "test", &HashMap::new()).expect("config");
     let p = &mut s.providers[0];
@@ -80,11 +80,13 @@ fn settings(dir: &Path, base_url: &str, page_size: u32) -> Settings {
     s
 }
 
-fn item_file(dir: &Path, job: &str, item: &str, suffix: &str) -> std::path::PathBuf {
-    dir.join("mirror")
-        .join("ep")
-        .join(job)
-        .join(format!("{item}.{suffix}"))
+/// The item's result (`suffix` "json") or one of its sidecars (`<item>@<suffix>`).
+pub(crate) fn item_file(dir: &Path, job: &str, item: &str, suffix: &str) -> std::path::PathBuf {
+    let name = match suffix {
+        "json" => format!("{item}.json"),
+        sidecar => format!("{item}@{sidecar}"),
+    };
+    dir.join("mirror").join("ep").join(job).join(name)
 }
 
 async fn pass(settings: &Settings) -> daemon::PassReport {

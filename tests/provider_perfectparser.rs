@@ -122,7 +122,7 @@ async fn full_mirror_with_exports_across_pages_then_nothing_again() {
             assert_eq!(sha256_file(&root.join(&e).join(format!("{d}.json"))), sha);
             for f in exports {
                 let (want, _) = sandbox.expected_export(&e, &d, f).unwrap();
-                let file = root.join(&e).join(format!("{d}.export.{f}"));
+                let file = root.join(&e).join(format!("{d}@export.{f}"));
                 assert_eq!(sha256_file(&file), want, "{}", file.display());
             }
         }

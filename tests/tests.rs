@@ -13,6 +13,10 @@ mod provider_faults;
 mod faults;
 // An outage near deadlines on the test clock, a random fault mix, the sandbox's fault switch.
 mod faults_outage;
+// Issue 17: in-pass retries, the low-speed guard, exit 1 for anything due but not mirrored.
+mod in_pass;
+// Sidecars staged and published only with their result; a layout where no names collide.
+mod sidecars;
 // SIGKILL mid-mirror and SIGTERM drain, on the real binary.
 mod crash;
 // The crash-loop harness: repeated SIGKILLs of the real binary, then the ledger invariants.

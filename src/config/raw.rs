@@ -22,7 +22,7 @@ pub(super) mod defaults {
     pub const DRAIN_TIMEOUT: &str = "30s";
     pub const VALIDATE_JSON: bool = true;
     pub const LOW_SPEED_LIMIT: i64 = 1024;
-    pub const LOW_SPEED_TIME: &str = "2m";
+    pub const LOW_SPEED_TIME: &str = "15s";
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_LEVEL: &str = "info";
     pub const PAGE_SIZE: i64 = 200;

@@ -124,8 +124,8 @@ fn example_documents_the_defaults() {
     assert!(s.download.validate_json && d.download.validate_json);
     assert_eq!(s.download.low_speed_limit, 1024);
     assert_eq!(d.download.low_speed_limit, 1024);
-    assert_eq!(s.download.low_speed_time, Duration::from_secs(120));
-    assert_eq!(d.download.low_speed_time, Duration::from_secs(120));
+    assert_eq!(s.download.low_speed_time, Duration::from_secs(15));
+    assert_eq!(d.download.low_speed_time, Duration::from_secs(15));
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.log.level, "info");
     let (p, dp) = (&s.providers[0], &d.providers[0]);

@@ -6,10 +6,12 @@
 mod demo;
 mod demo_drop;
 mod observer;
+mod pass;
 mod status;
 mod systemd;
 
 pub use demo::{DemoSummary, demo};
+pub use pass::{PassReport, ProviderPass};
 pub use status::{StatusReport, status};
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::download::{DownloadReport, Downloader};
+use crate::download::Downloader;
 use crate::dropfolder::DropFolder;
 use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
@@ -27,7 +29,7 @@ use crate::model::Observer;
 use crate::provider::{self, Provider};
 use crate::scheduler::{self, PassTrigger};
 use crate::storage::Storage;
-use crate::sync::{self, ListError, ListReport};
+use crate::sync::{self, ListError};
 use observer::DaemonObserver;
 
 /// An opened mirror: ledger locked and recovered, storage ready, providers built.
@@ -38,87 +40,6 @@ pub struct Mirror {
     providers: Vec<Arc<dyn Provider>>,
     downloader: Downloader,
     observer: Arc<dyn Observer>,
-}
-
-/// The outcome of one provider's listing in a pass.
-#[derive(Debug)]
-pub struct ProviderPass {
-    pub name: String,
-    pub listing: Result<ListReport, String>,
-}
-
-/// What one pass did, for logs and exit codes.
-#[derive(Debug)]
-pub struct PassReport {
-    pub providers: Vec<ProviderPass>,
-    pub download: DownloadReport,
-    pub elapsed: std::time::Duration,
-}
-
-impl PassReport {
-    /// True when every provider answered with nothing refused, and every item tried was mirrored
-    /// (or not ready yet).
-    pub fn ok(&self) -> bool {
-        let d = &self.download;
-        self.providers
-            .iter()
-            .all(|p| p.listing.as_ref().is_ok_and(|l| l.rejected.is_empty()))
-            && d.failed == 0
-            && d.lost == 0
-            && d.retrying == 0
-            && d.paused == 0
-    }
-
-    /// One line for `systemctl status` and logs.
-    pub fn summary(&self) -> String {
-        let d = &self.download;
-        let unreachable = self.providers.iter().filter(|p| p.listing.is_err()).count();
-        format!(
-            "last pass {}: mirrored {} ({:.1} MB), lost {}, failed {}, retrying {}, {} provider(s) unreachable, took {:.1}s",
-            chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ"),
-            d.mirrored,
-            d.bytes as f64 / 1e6,
-            d.lost,
-            d.failed,
-            d.retrying,
-            unreachable,
-            self.elapsed.as_secs_f64()
-        )
-    }
-
-    /// `sync --once` exit code per the command-line contract.
-    pub fn exit_code(&self) -> i32 {
-        if self.ok() { 0 } else { 1 }
-    }
-
-    fn log(&self) {
-        for p in &self.providers {
-            match &p.listing {
-                Err(e) => {
-                    tracing::error!(provider = %p.name, "provider unreachable this pass: {e}")
-                }
-                Ok(l) if !l.rejected.is_empty() => tracing::error!(
-                    provider = %p.name,
-                    refused = l.rejected.len(),
-                    "the provider answered entries that were refused (see above)"
-                ),
-                Ok(_) => {}
-            }
-        }
-        let d = &self.download;
-        tracing::info!(
-            mirrored = d.mirrored,
-            bytes = d.bytes,
-            not_ready = d.not_ready,
-            retrying = d.retrying,
-            failed = d.failed,
-            lost = d.lost,
-            interrupted = d.interrupted,
-            paused_disk_full = d.paused,
-            elapsed_ms = self.elapsed.as_millis() as u64,
-            "pass finished"
-        );
-    }
 }
 
 impl Mirror {
@@ -190,30 +111,17 @@ impl Mirror {
         &self.settings
     }
 
-    /// Rows a crash left `downloading`: a final file present means the rename happened (it only
-    /// follows a complete, fsynced write), so the item is mirrored; otherwise it is ready again.
-    /// Then stray `.part` files go. Safe because we hold the ledger lock.
+    /// Rows a crash left `downloading` are adopted (result published) or released, as after an
+    /// abort ([`Downloader::settle_interrupted`]); then stray `.part` files go. Safe because we
+    /// hold the ledger lock.
     async fn recover(&self) -> Result<(), Error> {
         let in_flight = self.ledger.in_flight().await?;
-        let mut released = Vec::new();
-        for item in in_flight {
-            let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
-            if self.storage.exists(&rel) {
-                let published = self.storage.digest(&rel).await?;
-                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, "recovered a result published just before a crash");
-                self.ledger
-                    .mark_mirrored(&item, &published, Utc::now())
-                    .await?;
-            } else {
-                released.push(item);
-            }
-        }
-        if !released.is_empty() {
+        let released = self.downloader.settle_interrupted(in_flight).await?;
+        if released > 0 {
             tracing::info!(
-                count = released.len(),
+                count = released,
                 "downloads interrupted by a crash will be fetched again"
             );
-            self.ledger.release(&released).await?;
         }
         let storage = self.storage.clone();
         let removed = tokio::task::spawn_blocking(move || storage.remove_stray_parts())
@@ -266,7 +174,8 @@ impl Mirror {
                 .sum();
             self.observer.downloads_planned(ready);
         }
-        let download = self.downloader.drain(Utc::now(), cancel).await?;
+        let drain_started = Utc::now();
+        let download = self.downloader.drain(drain_started, cancel).await?;
         // Only a whole pass without ENOSPC means there is room again; one write finishing beside
         // a failing one does not (it would re-arm the alert mid-episode).
         if download.paused == 0 && download.mirrored > 0 {
@@ -283,9 +192,15 @@ impl Mirror {
                 self.ledger.refresh_handled(p.name(), &batch).await?;
             }
         }
+        let names: Vec<_> = self.providers.iter().map(|p| p.name().clone()).collect();
+        let unmirrored = self
+            .ledger
+            .unmirrored(&names, Utc::now(), drain_started, margin, pass::NAMED)
+            .await?;
         let report = PassReport {
             providers,
             download,
+            unmirrored,
             elapsed: started.elapsed(),
         };
         report.log();
@@ -384,7 +299,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                             let now = chrono::Utc::now();
                             let margin = mirror.settings.download.alert_margin;
                             let summaries = mirror.ledger.summary(&names, now, margin).await?;
-                            m.observe_pass(report.elapsed.as_secs_f64(), &summaries);
+                            m.observe_pass(
+                                report.elapsed.as_secs_f64(),
+                                report.unmirrored.count,
+                                &summaries,
+                            );
                         }
                     }
                     // The ledger or the disk failed under us: stop, and let the supervisor restart.

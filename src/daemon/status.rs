@@ -12,8 +12,20 @@ use crate::error::Error;
 use crate::ledger::{Ledger, UploadState};
 use crate::model::{ItemState, ProviderSummary};
 
-/// Most at-risk items listed by `status`.
+/// Most at-risk items, and most deferred items, listed by `status`.
 const AT_RISK_SHOWN: usize = 20;
+
+/// An item whose last attempt failed and whose next one is still to come.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeferredItem {
+    pub provider: String,
+    pub batch: String,
+    pub item: String,
+    pub next_attempt_at: Option<chrono::DateTime<Utc>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub deadline: Option<chrono::DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AtRiskItem {
@@ -31,6 +43,10 @@ pub struct StatusReport {
     pub ledger_exists: bool,
     pub providers: Vec<ProviderSummary>,
     pub at_risk_items: Vec<AtRiskItem>,
+    /// Ready items deferred by a failed attempt, all providers.
+    pub deferred: u64,
+    /// The first of them, soonest next attempt first.
+    pub deferred_items: Vec<DeferredItem>,
     /// Drop-folder uploads per state (submitting, waiting, accepted, delivered, failed,
     /// rejected), when `[dropfolder]` is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +79,8 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
             ledger_exists: false,
             providers,
             at_risk_items: vec![],
+            deferred: 0,
+            deferred_items: vec![],
             dropfolder: settings.dropfolder.as_ref().map(|_| upload_states(&[])),
         });
     }
@@ -81,6 +99,21 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
             deadline: d.deadline,
         })
         .collect();
+    let configured: Vec<_> = names.iter().map(|(n, _)| n.clone()).collect();
+    let deferred = ledger.deferred(&configured, now, AT_RISK_SHOWN).await?;
+    let deferred_items = deferred
+        .first
+        .into_iter()
+        .map(|r| DeferredItem {
+            provider: r.provider,
+            batch: r.batch,
+            item: r.item,
+            next_attempt_at: r.next_attempt_at,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            deadline: r.deadline,
+        })
+        .collect();
     let dropfolder = match &settings.dropfolder {
         Some(_) => Some(upload_states(&ledger.upload_counts().await?)),
         None => None,
@@ -90,6 +123,8 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
         ledger_exists: true,
         providers,
         at_risk_items,
+        deferred: deferred.count,
+        deferred_items,
         dropfolder,
     })
 }
@@ -150,6 +185,31 @@ impl StatusReport {
         if let Some(d) = &self.dropfolder {
             let parts: Vec<String> = d.iter().map(|(k, v)| format!("{v} {k}")).collect();
             let _ = writeln!(out, "\ndrop folder uploads: {}", parts.join(", "));
+        }
+        if self.deferred > 0 {
+            let _ = writeln!(
+                out,
+                "\ndeferred ({} item(s) whose last attempt failed; next attempt, attempts, last error):",
+                self.deferred
+            );
+            for i in &self.deferred_items {
+                let next = i
+                    .next_attempt_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                let error = i.last_error.as_deref().unwrap_or("-");
+                let _ = writeln!(
+                    out,
+                    "  {}/{}/{}  {next}  {}  {error}",
+                    i.provider, i.batch, i.item, i.attempts
+                );
+            }
+            let more = self
+                .deferred
+                .saturating_sub(self.deferred_items.len() as u64);
+            if more > 0 {
+                let _ = writeln!(out, "  … and {more} more");
+            }
         }
         if !self.at_risk_items.is_empty() {
             let _ = writeln!(out, "\nat risk (deadline within the alert margin):");

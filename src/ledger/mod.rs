@@ -27,6 +27,7 @@ mod tests;
 mod uploads;
 mod walks;
 
+pub use report::Listed;
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 
 use std::fs::{File, OpenOptions, TryLockError};

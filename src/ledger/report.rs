@@ -1,12 +1,64 @@
-//! The ledger's read side for reports: per-provider summaries, items at risk, single rows and
-//! row listings (`status`, metrics, alerts, tests), and the on-demand integrity check.
+//! The ledger's read side for reports: per-provider summaries, items at risk, the items a pass
+//! leaves due but not mirrored and the deferred ones, single rows and row listings (`status`,
+//! metrics, alerts, pass reports, tests), and the on-demand integrity check.
 
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ToSql};
 
-use super::rows::ms;
+use super::queries::limit_i64;
+use super::rows::{ITEM_COLUMNS, item_row, ms};
 use super::{ItemRow, Ledger, duration_ms, reads};
 use crate::error::LedgerError;
 use crate::model::{BatchId, DueItem, ItemId, ItemState, ProviderName, ProviderSummary};
+
+/// How many rows a listing matched, and the first of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listed {
+    pub count: u64,
+    pub first: Vec<ItemRow>,
+}
+
+/// Rows of the named providers matching `filter`, counted, and the first `limit` in `order`.
+/// In `filter`, `?1` is the providers (a JSON array) and `?2`… are `args`.
+fn listed(
+    conn: &Connection,
+    providers: &[String],
+    filter: &str,
+    args: &[i64],
+    order: &str,
+    limit: usize,
+) -> rusqlite::Result<Listed> {
+    let names = serde_json::to_string(providers).unwrap_or_else(|_| "[]".into());
+    let scope = format!("provider IN (SELECT value FROM json_each(?1)) AND ({filter})");
+    let limit = limit_i64(limit);
+    let mut bound: Vec<&dyn ToSql> = vec![&names];
+    bound.extend(args.iter().map(|a| a as &dyn ToSql));
+    let count: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM items WHERE {scope}"))?
+        .query_row(&bound[..], |r| r.get(0))?;
+    let at = bound.len() + 1;
+    bound.push(&limit);
+    let first = conn
+        .prepare_cached(&format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE {scope} ORDER BY {order} LIMIT ?{at}"
+        ))?
+        .query_map(&bound[..], item_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Listed {
+        count: u64::try_from(count).unwrap_or(0),
+        first,
+    })
+}
+
+/// Due but not mirrored as a pass ends at `?2`: deferred (ready, its next attempt still to
+/// come), due and within the alert margin of its deadline or past it (`?3` = now + margin), or
+/// ended failed or lost since the drain began (`?4`).
+const UNMIRRORED: &str = "(state = 'ready' AND next_attempt_at > ?2)
+     OR (state IN ('ready', 'downloading') AND deadline <= ?3)
+     OR (state IN ('failed', 'lost') AND updated_at >= ?4)";
+
+/// Ready items whose next attempt is after `?2`.
+const DEFERRED: &str = "state = 'ready' AND next_attempt_at > ?2";
 
 impl Ledger {
     /// Per provider (in the order given, kind alongside): counts per ItemState name (every state
@@ -38,6 +90,52 @@ impl Ledger {
     ) -> Result<Vec<DueItem>, LedgerError> {
         let horizon = ms(now).saturating_add(duration_ms(margin));
         self.run(move |c| reads::at_risk(c, horizon, limit)).await
+    }
+
+    /// Items of `providers` that a pass ending `now` leaves due but not mirrored: deferred to a
+    /// later attempt, ready and within `margin` of their deadline (or past it), or failed or lost
+    /// at or after `since` (the drain's start; earlier endings were reported by their own pass).
+    /// Counted, and the first `limit` earliest deadline first.
+    pub async fn unmirrored(
+        &self,
+        providers: &[ProviderName],
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        margin: std::time::Duration,
+        limit: usize,
+    ) -> Result<Listed, LedgerError> {
+        let providers: Vec<String> = providers.iter().map(|p| p.as_str().to_owned()).collect();
+        let horizon = ms(now).saturating_add(duration_ms(margin));
+        let (now, since) = (ms(now), ms(since));
+        self.run(move |c| {
+            let order = "deadline IS NULL, deadline, provider, batch_id, item_id";
+            listed(
+                c,
+                &providers,
+                UNMIRRORED,
+                &[now, horizon, since],
+                order,
+                limit,
+            )
+        })
+        .await
+    }
+
+    /// Ready items of `providers` whose next attempt is after `now` (deferred by a failed
+    /// attempt), counted, and the first `limit` soonest attempt first.
+    pub async fn deferred(
+        &self,
+        providers: &[ProviderName],
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Listed, LedgerError> {
+        let providers: Vec<String> = providers.iter().map(|p| p.as_str().to_owned()).collect();
+        let now = ms(now);
+        self.run(move |c| {
+            let order = "next_attempt_at, provider, batch_id, item_id";
+            listed(c, &providers, DEFERRED, &[now], order, limit)
+        })
+        .await
     }
 
     /// One item's row, for tests and diagnostics.

@@ -1,4 +1,5 @@
 //! Unit tests of the mirror layout and the atomic, durable publish (fsync failures injected).
+use super::layout::MAX_NAME;
 use super::*;
 
 #[test]
@@ -51,7 +52,7 @@ async fn publish_is_atomic_and_failures_leave_nothing() {
         Ok(Bytes::from_static(b"1}")),
     ]);
     let p = s
-        .write_atomic(Path::new("p/b/i.json"), ok, 100, true)
+        .write_atomic(Path::new("p/b/i.json"), ok, 100, true, Vec::new())
         .await
         .unwrap();
     assert_eq!(p.bytes, 7);
@@ -66,19 +67,19 @@ async fn publish_is_atomic_and_failures_leave_nothing() {
         Err(std::io::Error::other("reset")),
     ]);
     let r = s
-        .write_atomic(Path::new("p/b/j.json"), broken, 100, true)
+        .write_atomic(Path::new("p/b/j.json"), broken, 100, true, Vec::new())
         .await;
     assert!(matches!(r, Err(WriteError::Body(_))));
     let big =
         futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 101]))]);
     let r = s
-        .write_atomic(Path::new("p/b/k.json"), big, 100, false)
+        .write_atomic(Path::new("p/b/k.json"), big, 100, false, Vec::new())
         .await;
     assert!(matches!(r, Err(WriteError::TooLarge { cap: 100 })));
     let bad =
         futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"{nope"))]);
     let r = s
-        .write_atomic(Path::new("p/b/l.json"), bad, 100, true)
+        .write_atomic(Path::new("p/b/l.json"), bad, 100, true, Vec::new())
         .await;
     assert!(matches!(r, Err(WriteError::InvalidJson(_))));
     let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
@@ -100,12 +101,22 @@ fn json_body() -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
     futures_util::stream::iter(vec![Ok(Bytes::from_static(b"{\"a\":1}"))])
 }
 
+/// The file names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
 async fn a_failed_file_fsync_is_a_failed_write_that_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::new(dir.path()).unwrap().with_sync(eio, ok);
     let r = s
-        .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true)
+        .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true, Vec::new())
         .await;
     match r {
         Err(WriteError::Storage(StorageError::Io { action, .. })) => {
@@ -113,10 +124,7 @@ async fn a_failed_file_fsync_is_a_failed_write_that_leaves_nothing() {
         }
         other => panic!("fsync failure reported as {other:?}"),
     }
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = names_in(&dir.path().join("p/b"));
     assert!(
         names.is_empty(),
         "temp dropped, nothing published: {names:?}"
@@ -129,16 +137,13 @@ async fn a_failed_directory_fsync_takes_the_published_file_back() {
     std::fs::create_dir_all(dir.path().join("p/b")).unwrap();
     let s = Storage::new(dir.path()).unwrap().with_sync(ok, eio);
     let r = s
-        .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true)
+        .write_atomic(Path::new("p/b/i.json"), json_body(), 100, true, Vec::new())
         .await;
     assert!(
         matches!(&r, Err(WriteError::Storage(StorageError::Io { action, .. })) if *action == "fsync directory"),
         "{r:?}"
     );
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = names_in(&dir.path().join("p/b"));
     assert!(
         names.is_empty(),
         "no file left without a durable name: {names:?}"
@@ -168,52 +173,37 @@ fn big_json(n: usize, valid: bool) -> (Vec<u8>, Vec<Result<Bytes, std::io::Error
     (doc, chunks)
 }
 
+/// Writes `chunks` to `rel` as a checked JSON result without sidecars.
+async fn chunked(
+    s: &Storage,
+    rel: &str,
+    chunks: Vec<Result<Bytes, std::io::Error>>,
+    cap: u64,
+) -> Result<Published, WriteError<std::io::Error>> {
+    let body = futures_util::stream::iter(chunks);
+    s.write_atomic(Path::new(rel), body, cap, true, Vec::new())
+        .await
+}
+
 #[tokio::test]
 async fn results_above_the_in_memory_size_stream_and_are_checked_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::new(dir.path()).unwrap();
     let n = 3 * SMALL_BODY as usize + 5;
     let (doc, chunks) = big_json(n, true);
-    let p = s
-        .write_atomic(
-            Path::new("p/b/big.json"),
-            futures_util::stream::iter(chunks),
-            u64::MAX,
-            true,
-        )
-        .await
-        .unwrap();
+    let p = chunked(&s, "p/b/big.json", chunks, u64::MAX).await.unwrap();
     assert_eq!(p.bytes, n as u64);
     assert_eq!(p.sha256, hex::encode(Sha256::digest(&doc)));
     assert_eq!(std::fs::read(dir.path().join("p/b/big.json")).unwrap(), doc);
     // The tail is broken only after the in-memory limit: still refused, nothing left behind.
     let (_, chunks) = big_json(n, false);
-    let r = s
-        .write_atomic(
-            Path::new("p/b/bad.json"),
-            futures_util::stream::iter(chunks),
-            u64::MAX,
-            true,
-        )
-        .await;
+    let r = chunked(&s, "p/b/bad.json", chunks, u64::MAX).await;
     assert!(matches!(r, Err(WriteError::InvalidJson(_))), "{r:?}");
     // The cap holds past the in-memory limit too.
     let (_, chunks) = big_json(n, true);
-    let r = s
-        .write_atomic(
-            Path::new("p/b/capped.json"),
-            futures_util::stream::iter(chunks),
-            2 * SMALL_BODY,
-            true,
-        )
-        .await;
+    let r = chunked(&s, "p/b/capped.json", chunks, 2 * SMALL_BODY).await;
     assert!(matches!(r, Err(WriteError::TooLarge { .. })), "{r:?}");
-    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("p/b"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["big.json"]);
+    assert_eq!(names_in(&dir.path().join("p/b")), ["big.json"]);
 }
 
 #[tokio::test]
@@ -228,30 +218,158 @@ async fn a_large_body_checked_while_it_streams_is_refused_early_or_on_a_cut() {
         .chunks(64 * 1024)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
-    let r = s
-        .write_atomic(
-            Path::new("p/b/early.json"),
-            futures_util::stream::iter(chunks),
-            u64::MAX,
-            true,
-        )
-        .await;
+    let r = chunked(&s, "p/b/early.json", chunks, u64::MAX).await;
     assert!(matches!(r, Err(WriteError::InvalidJson(_))), "{r:?}");
     // A body that fails half-way is a body error, not a JSON one, and publishes nothing.
     let (_, mut chunks) = big_json(n, true);
     chunks.truncate(chunks.len() / 2);
     chunks.push(Err(std::io::Error::other("connection reset")));
-    let r = s
-        .write_atomic(
-            Path::new("p/b/cut.json"),
-            futures_util::stream::iter(chunks),
-            u64::MAX,
-            true,
-        )
-        .await;
+    let r = chunked(&s, "p/b/cut.json", chunks, u64::MAX).await;
     assert!(matches!(r, Err(WriteError::Body(_))), "{r:?}");
     assert_eq!(
         std::fs::read_dir(dir.path().join("p/b")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn no_item_file_ever_shares_a_name_with_another_items_file_or_the_batch_record() {
+    use crate::model::{BatchId, ItemId, ProviderName};
+    use std::collections::HashMap;
+    let suffixes = ["processing-results.json", "md", "txt", "export.csv", "json"];
+    let mut ids: Vec<String> = [
+        "a",
+        "a.json",
+        "a.processing-results",
+        "a.processing-results.json",
+        "a.md",
+        "a@md",
+        "a@processing-results.json",
+        "a%40md",
+        "a%2Emd",
+        "%41",
+        "A",
+        "batch",
+        "@batch",
+        "batch.json",
+        "x.part",
+        "a.json.part",
+        "..",
+        ".a",
+        "a b",
+        "a~b",
+        "é",
+    ]
+    .map(String::from)
+    .to_vec();
+    ids.push("a".repeat(129));
+    ids.push(format!("{}.md", "a".repeat(200)));
+    let (p, b) = (
+        ProviderName::parse("p").unwrap(),
+        BatchId::parse("b").unwrap(),
+    );
+    let mut owner: HashMap<PathBuf, String> = HashMap::new();
+    let mut claim = |path: PathBuf, who: String| {
+        assert!(!path.to_string_lossy().ends_with(PART_SUFFIX), "{path:?}");
+        if let Some(other) = owner.insert(path.clone(), who.clone()) {
+            panic!("{path:?} belongs to both {other} and {who}");
+        }
+    };
+    claim(Storage::batch_meta_path(&p, &b), "the batch record".into());
+    for id in &ids {
+        let item = ItemId::parse(id).unwrap();
+        claim(
+            Storage::item_path(&p, &b, &item),
+            format!("{id:?}'s result"),
+        );
+        for s in suffixes {
+            let path = Storage::sidecar_path(&p, &b, &item, s).unwrap();
+            claim(path, format!("{id:?}'s sidecar {s}"));
+        }
+    }
+    // The `.part` of any of them is none of the published names either.
+    let published: Vec<PathBuf> = owner.keys().cloned().collect();
+    for path in published {
+        let mut part = path.into_os_string();
+        part.push(PART_SUFFIX);
+        assert!(!owner.contains_key(&PathBuf::from(part)));
+    }
+    for bad in ["", ".md", "x.part", "MD", "a/b", "a@b"] {
+        let item = ItemId::parse("a").unwrap();
+        assert!(
+            Storage::sidecar_path(&p, &b, &item, bad).is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sidecars_are_published_only_with_their_result_and_dropped_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path()).unwrap();
+    let body = |b: &'static [u8]| {
+        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b))])
+    };
+    let side = s
+        .stage(Path::new("p/b/i@md"), body(b"# md"), 100, false)
+        .await
+        .unwrap();
+    assert_eq!(side.published().bytes, 4);
+    let listed = || names_in(&dir.path().join("p/b"));
+    assert_eq!(listed(), ["i@md.part"], "staged, not published");
+    // The result fails: its staged sidecar goes with it.
+    let broken = s
+        .write_atomic(
+            Path::new("p/b/i.json"),
+            body(b"{\"a\":"),
+            100,
+            true,
+            vec![side],
+        )
+        .await;
+    assert!(
+        matches!(broken, Err(WriteError::InvalidJson(_))),
+        "{broken:?}"
+    );
+    assert!(listed().is_empty(), "{:?}", listed());
+    // Dropping a staged sidecar (an aborted item) removes it too.
+    drop(
+        s.stage(Path::new("p/b/i@md"), body(b"# md"), 100, false)
+            .await
+            .unwrap(),
+    );
+    assert!(listed().is_empty());
+    // Published together: both names, no `.part`.
+    let side = s
+        .stage(Path::new("p/b/i@md"), body(b"# md"), 100, false)
+        .await
+        .unwrap();
+    s.write_atomic(Path::new("p/b/i.json"), body(b"{}"), 100, true, vec![side])
+        .await
+        .unwrap();
+    assert_eq!(listed(), ["i.json", "i@md"]);
+    assert_eq!(
+        s.remove_published(&[PathBuf::from("p/b/i@md"), PathBuf::from("p/b/gone@md")])
+            .unwrap(),
+        1
+    );
+    assert_eq!(listed(), ["i.json"]);
+}
+
+#[tokio::test]
+async fn a_streamed_write_abandoned_half_way_leaves_no_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path()).unwrap();
+    let (_, chunks) = big_json(2 * SMALL_BODY as usize, true);
+    // Past the in-memory limit, then silence: the write is streaming into its `.part` when the
+    // caller gives up (an aborted download task).
+    let body = futures_util::stream::iter(chunks).chain(futures_util::stream::pending());
+    let write = s.write_atomic(Path::new("p/b/big.json"), body, u64::MAX, true, Vec::new());
+    let r = tokio::time::timeout(std::time::Duration::from_millis(300), write).await;
+    assert!(r.is_err(), "still waiting on the body");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_dir(dir.path().join("p/b")).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the .part stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -3,31 +3,28 @@
 //!
 //! The queue is the ledger itself: claiming marks rows `downloading` in one transaction, so a crash
 //! leaves exactly the in-flight rows behind for start-up recovery. On shutdown no new item is
-//! claimed; in-flight fetches get `drain_timeout` to finish, the rest are aborted and released.
+//! claimed; in-flight fetches get `drain_timeout` to finish, the rest are aborted, and each of
+//! those is adopted if its result was published before the abort landed, else released.
+//! What one item goes through (sidecars, in-pass retries, the outcome) is [`fetch`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DownloadSettings;
-use crate::error::{LedgerError, ProviderError};
+use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
 use crate::model::{DueItem, Observer, ProviderName};
-use crate::provider::{Provider, speed};
-use crate::storage::{Storage, WriteError};
-use futures_util::StreamExt;
+use crate::provider::Provider;
+use crate::storage::Storage;
 
+mod fetch;
 #[cfg(test)]
-#[path = "download_tests.rs"]
 mod tests;
-
-/// Attempts after which a body that keeps arriving malformed fails the item.
-const MAX_MALFORMED_ATTEMPTS: u32 = 3;
 
 /// What one drain of the queue did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,13 +99,14 @@ impl Downloader {
         }
     }
 
-    /// Downloads every item that is ready and due by `not_after`, then returns. Each item is tried
-    /// at most once per drain (a retry is scheduled after `not_after`).
+    /// Downloads every item that is ready and due by `not_after`, then returns. Each item is
+    /// claimed at most once per drain: its in-pass retries happen inside that claim, and what
+    /// still fails is scheduled after `not_after`.
     pub async fn drain(
         &self,
         not_after: DateTime<Utc>,
         cancel: &CancellationToken,
-    ) -> Result<DownloadReport, LedgerError> {
+    ) -> Result<DownloadReport, Error> {
         let names: Vec<ProviderName> = self.providers.keys().cloned().collect();
         let mut report = DownloadReport::default();
         let mut tasks = JoinSet::new();
@@ -137,9 +135,8 @@ impl Downloader {
                     break;
                 };
                 self.warn_if_at_risk(&item);
-                let this = self.clone();
-                let it = item.clone();
-                let handle = tasks.spawn(async move { this.fetch_one(&it).await });
+                let (this, it, stop) = (self.clone(), item.clone(), cancel.clone());
+                let handle = tasks.spawn(async move { this.fetch_one(&it, &stop).await });
                 in_flight.insert(handle.id(), item);
             }
             if tasks.is_empty() {
@@ -202,13 +199,14 @@ impl Downloader {
         Ok(())
     }
 
-    /// Waits up to `drain_timeout` for in-flight fetches, then aborts and releases the rest.
+    /// Waits up to `drain_timeout` for in-flight fetches, then aborts the rest and settles their
+    /// rows as start-up recovery would.
     async fn stop(
         &self,
         tasks: &mut JoinSet<Result<Outcome, LedgerError>>,
         in_flight: &mut HashMap<tokio::task::Id, DueItem>,
         report: &mut DownloadReport,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<(), Error> {
         if !tasks.is_empty() {
             tracing::info!(
                 in_flight = tasks.len(),
@@ -237,15 +235,73 @@ impl Downloader {
             }
         }
         let left: Vec<DueItem> = in_flight.drain().map(|(_, v)| v).collect();
-        report.interrupted += left.len() as u64;
-        if !left.is_empty() {
+        if left.is_empty() {
+            return Ok(());
+        }
+        // An aborted task may have been inside its publish, which runs on to the end on the
+        // blocking pool: wait for it, or its result would be released and fetched again.
+        self.storage.quiesce().await;
+        let released = self.settle_interrupted(left).await?;
+        report.interrupted += released;
+        if released > 0 {
             tracing::warn!(
-                count = left.len(),
+                count = released,
                 "downloads interrupted by shutdown; they resume on the next start"
             );
-            self.ledger.release(&left).await?;
         }
         Ok(())
+    }
+
+    /// Rows claimed but not finished (a crash, an abort): a result on disk means its publish
+    /// completed (the result is renamed last, after its sidecars, only once everything is
+    /// durable), so the item is mirrored; otherwise any sidecar it published is removed and the
+    /// row is ready again. Returns how many were released.
+    pub async fn settle_interrupted(&self, items: Vec<DueItem>) -> Result<u64, Error> {
+        let mut released = Vec::new();
+        for item in items {
+            let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
+            if self.storage.exists(&rel) {
+                let published = self.storage.digest(&rel).await?;
+                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, "adopted a result published just before the interruption");
+                self.ledger
+                    .mark_mirrored(&item, &published, Utc::now())
+                    .await?;
+            } else {
+                self.discard_sidecars(&item).await;
+                released.push(item);
+            }
+        }
+        if !released.is_empty() {
+            self.ledger.release(&released).await?;
+        }
+        Ok(released.len() as u64)
+    }
+
+    /// Removes the item's published sidecars: they may only exist beside its result.
+    async fn discard_sidecars(&self, item: &DueItem) {
+        let Some(provider) = self.providers.get(&item.provider) else {
+            return;
+        };
+        let rels: Vec<_> = provider
+            .sidecars()
+            .iter()
+            .filter_map(|s| Storage::sidecar_path(&item.provider, &item.batch, &item.item, s).ok())
+            .collect();
+        if rels.is_empty() {
+            return;
+        }
+        let storage = self.storage.clone();
+        let removed = tokio::task::spawn_blocking(move || storage.remove_published(&rels)).await;
+        match removed {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, removed = n, "removed sidecars left without their result")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "cannot remove sidecars left without their result: {e}")
+            }
+            Err(e) => tracing::error!("sidecar clean-up task failed: {e}"),
+        }
     }
 
     fn warn_if_at_risk(&self, item: &DueItem) {
@@ -271,174 +327,4 @@ impl Downloader {
             ),
         }
     }
-
-    async fn fetch_one(&self, item: &DueItem) -> Result<Outcome, LedgerError> {
-        let Some(provider) = self.providers.get(&item.provider) else {
-            // Rows of a provider no longer configured are not claimed; this is defensive.
-            self.ledger.release(std::slice::from_ref(item)).await?;
-            return Ok(Outcome::Retrying);
-        };
-        // Sidecars first: the result file appearing is what marks the whole item complete, for
-        // start-up recovery too.
-        let mut sidecar_notes = Vec::new();
-        for suffix in provider.sidecars() {
-            let rel = match Storage::sidecar_path(&item.provider, &item.batch, &item.item, &suffix)
-            {
-                Ok(rel) => rel,
-                Err(e) => return self.record(item, ItemError::Disk(e.to_string())).await,
-            };
-            let body = provider.fetch_sidecar(item, &suffix).await;
-            let validate = self.settings.validate_json && suffix.ends_with("json");
-            match self.fetch_to(&rel, body, validate).await {
-                Ok(_) => {}
-                // A sidecar the provider no longer has (or refuses) must not cost the result
-                // itself: say so, keep it on the item, and go on.
-                Err(ItemError::Provider(e)) if !e.is_retryable() => {
-                    tracing::warn!(provider = %item.provider, batch = %item.batch, item = %item.item, "sidecar {suffix} not mirrored: {e}");
-                    sidecar_notes.push(format!("sidecar {suffix}: {e}"));
-                }
-                Err(e) => return self.record(item, e).await,
-            }
-        }
-        let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
-        let body = provider.fetch_result(item).await;
-        match self.fetch_to(&rel, body, self.settings.validate_json).await {
-            Ok(published) => {
-                self.ledger
-                    .mark_mirrored(item, &published, Utc::now())
-                    .await?;
-                if !sidecar_notes.is_empty() {
-                    self.ledger
-                        .note_error(item, &sidecar_notes.join("; "))
-                        .await?;
-                }
-                self.observer.mirrored(&item.provider, published.bytes);
-                tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
-                Ok(Outcome::Mirrored(published.bytes))
-            }
-            Err(e) => self.record(item, e).await,
-        }
-    }
-
-    /// Streams one body into `rel`, enforcing the cap and, if asked, that it is JSON.
-    async fn fetch_to(
-        &self,
-        rel: &std::path::Path,
-        body: Result<crate::provider::ResultBody, ProviderError>,
-        validate_json: bool,
-    ) -> Result<crate::model::Published, ItemError> {
-        let body = body.map_err(ItemError::Provider)?;
-        let cap = self.settings.max_body_bytes;
-        if let Some(n) = body.content_length.filter(|n| *n > cap) {
-            return Err(ItemError::TooLarge(format!(
-                "{}: announced {n} bytes, cap is {cap}",
-                body.url
-            )));
-        }
-        let observer = self.observer.clone();
-        let s = &self.settings;
-        let stream = speed::guard(
-            body.stream,
-            body.url.clone(),
-            s.low_speed_limit,
-            s.low_speed_time,
-        )
-        .inspect(move |_| observer.progress());
-        self.storage
-            .write_atomic(rel, stream, cap, validate_json)
-            .await
-            .map_err(|e| match e {
-                WriteError::Body(e) => ItemError::Provider(e),
-                WriteError::TooLarge { cap } => {
-                    ItemError::TooLarge(format!("{}: body exceeds the {cap}-byte cap", body.url))
-                }
-                WriteError::InvalidJson(m) => {
-                    ItemError::Malformed(format!("{}: not valid JSON: {m}", body.url))
-                }
-                WriteError::Storage(e) if e.is_disk_full() => {
-                    self.observer.disk_full(&e.to_string());
-                    ItemError::DiskFull(e.to_string())
-                }
-                WriteError::Storage(e) => ItemError::Disk(e.to_string()),
-            })
-    }
-
-    async fn record(&self, item: &DueItem, error: ItemError) -> Result<Outcome, LedgerError> {
-        let (p, b, i) = (&item.provider, &item.batch, &item.item);
-        match error {
-            ItemError::Provider(ProviderError::NotReady { body, .. }) => {
-                // Listed as done but not servable yet: try again on the next pass.
-                tracing::info!(provider = %p, batch = %b, item = %i, "result not ready yet: {body}");
-                let next = Utc::now() + chrono::Duration::milliseconds(1);
-                self.ledger
-                    .mark_retry(item, &format!("not ready yet: {body}"), next)
-                    .await?;
-                Ok(Outcome::NotReady)
-            }
-            ItemError::Provider(e @ ProviderError::Gone { .. }) => {
-                tracing::error!(provider = %p, batch = %b, item = %i, "LOST: the provider no longer has this result: {e}");
-                self.ledger.mark_lost(item, &e.to_string()).await?;
-                self.observer.lost(item, &e.to_string());
-                Ok(Outcome::Lost)
-            }
-            ItemError::Provider(e) if e.is_retryable() => {
-                self.retry_later(item, &e.to_string()).await
-            }
-            ItemError::Malformed(m) if item.attempts + 1 < MAX_MALFORMED_ATTEMPTS => {
-                self.retry_later(item, &m).await
-            }
-            ItemError::DiskFull(m) => {
-                tracing::warn!(provider = %p, batch = %b, item = %i, "not written, the disk is full: {m}");
-                self.ledger.release(std::slice::from_ref(item)).await?;
-                Ok(Outcome::DiskFull)
-            }
-            ItemError::Disk(m) => {
-                tracing::error!(provider = %p, batch = %b, item = %i, "cannot write the result: {m}");
-                self.retry_later(item, &m).await
-            }
-            ItemError::Provider(e) => self.fail(item, &e.to_string()).await,
-            ItemError::Malformed(m) | ItemError::TooLarge(m) => self.fail(item, &m).await,
-        }
-    }
-
-    async fn retry_later(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
-        let wait = item_backoff(item.attempts);
-        tracing::warn!(
-            provider = %item.provider, batch = %item.batch, item = %item.item,
-            attempt = item.attempts + 1,
-            "download failed, retrying in {}: {error}",
-            humantime::format_duration(Duration::from_secs(wait.as_secs()))
-        );
-        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-        self.ledger.mark_retry(item, error, next).await?;
-        Ok(Outcome::Retrying)
-    }
-
-    async fn fail(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
-        tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download failed for good: {error}");
-        self.ledger.mark_failed(item, error).await?;
-        Ok(Outcome::Failed)
-    }
-}
-
-/// Why one item's download did not publish.
-enum ItemError {
-    Provider(ProviderError),
-    Malformed(String),
-    TooLarge(String),
-    Disk(String),
-    /// ENOSPC: not the item's fault, so it costs no attempt.
-    DiskFull(String),
-}
-
-/// Item-level back-off between passes: grows with the attempts, capped at an hour, jittered.
-fn item_backoff(attempts: u32) -> Duration {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(30))
-        .with_max_delay(Duration::from_secs(3600))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempts.min(16) as usize)
-        .unwrap_or(Duration::from_secs(3600))
 }

@@ -1,0 +1,285 @@
+//! The durable steps under [`super::Storage`]'s writes: directories made and synced, a body
+//! written to its `.part` and fsynced (in memory or streamed through a bounded channel, checked as
+//! JSON on the way), and the renames that publish it with its sidecars.
+//!
+//! Everything here is blocking except [`write_part`], which feeds a blocking writer. A `.part`
+//! file exists only while someone owns it: a failed or abandoned write removes its own.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use super::{Staged, SyncFn, WriteError};
+use crate::error::StorageError;
+use crate::jsoncheck::JsonCheck;
+
+/// Write buffer: large enough to keep syscalls few on multi-GB results.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Chunks in flight to the writer and to the JSON check: bounded, so a slow disk or check slows
+/// the download instead of buffering it in memory.
+const CHANNEL: usize = 16;
+
+/// Creates a directory under the root and makes the new entries durable, up to the root.
+pub(super) fn ensure_dir(root: &Path, dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
+    if std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create", e))?;
+    let mut cur = dir.parent();
+    while let Some(d) = cur {
+        sync_dir_at(d, sync_dir)?;
+        if d == root {
+            break;
+        }
+        cur = d.parent();
+    }
+    Ok(())
+}
+
+fn sync_dir_at(dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
+    std::fs::File::open(dir)
+        .and_then(|d| sync_dir(&d))
+        .map_err(|e| StorageError::io(dir, "fsync directory", e))
+}
+
+/// Why a small, in-memory result was not written.
+pub(super) enum SmallError {
+    Storage(StorageError),
+    InvalidJson(String),
+}
+
+/// Writes a body held in memory to `part` and fsyncs it: JSON check first (nothing is written for
+/// a bad body). The `.part` is removed on any failure.
+pub(super) fn write_small(
+    part: &Path,
+    chunks: &[Bytes],
+    validate_json: bool,
+    sync_file: SyncFn,
+) -> Result<(u64, String), SmallError> {
+    if validate_json {
+        let joined;
+        let whole: &[u8] = match chunks {
+            [one] => one,
+            _ => {
+                joined = chunks.concat();
+                &joined
+            }
+        };
+        serde_json::from_slice::<serde::de::IgnoredAny>(whole)
+            .map_err(|e| SmallError::InvalidJson(e.to_string()))?;
+    }
+    let write = || -> Result<(u64, String), StorageError> {
+        let mut file =
+            std::fs::File::create(part).map_err(|e| StorageError::io(part, "create", e))?;
+        let mut hash = Sha256::new();
+        let mut n = 0u64;
+        for chunk in chunks {
+            hash.update(chunk);
+            n += chunk.len() as u64;
+            file.write_all(chunk)
+                .map_err(|e| StorageError::io(part, "write", e))?;
+        }
+        sync_file(&file).map_err(|e| StorageError::io(part, "fsync", e))?;
+        Ok((n, hex::encode(hash.finalize())))
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(part);
+        })
+        .map_err(SmallError::Storage)
+}
+
+/// Publishes a complete, fsynced result `part` at `final_path` together with its staged sidecars.
+///
+/// The sidecars are renamed first and their directory synced, then the result: the result's name
+/// appearing is what says the item is whole (start-up recovery adopts a result it finds), so it
+/// must never be durable before its sidecars are. On any failure nothing of the item is left
+/// published, and no `.part` stays behind.
+pub(super) fn publish(
+    sidecars: &mut [Staged],
+    part: &Path,
+    final_path: &Path,
+    dir: &Path,
+    sync_dir: SyncFn,
+) -> Result<(), StorageError> {
+    let mut renamed: Vec<PathBuf> = Vec::with_capacity(sidecars.len());
+    let undo = |renamed: &[PathBuf]| {
+        for p in renamed {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(part);
+    };
+    for s in sidecars.iter_mut() {
+        if let Err(e) = std::fs::rename(&s.part, &s.final_path) {
+            undo(&renamed);
+            return Err(StorageError::io(&s.final_path, "rename into", e));
+        }
+        // Published: its `.part` name is gone, so dropping it must not remove anything.
+        s.part = PathBuf::new();
+        renamed.push(s.final_path.clone());
+    }
+    let mut dirs: Vec<&Path> = renamed.iter().filter_map(|p| p.parent()).collect();
+    dirs.dedup();
+    for d in dirs {
+        if let Err(e) = sync_dir_at(d, sync_dir) {
+            undo(&renamed);
+            return Err(e);
+        }
+    }
+    rename_durably(part, final_path, dir, sync_dir).inspect_err(|_| undo(&renamed))
+}
+
+/// Renames a complete, fsynced `.part` onto its final name and fsyncs the directory. Until the
+/// directory is synced the new name may not survive a power cut: a failure there is a failed
+/// write, so the file is taken back rather than left published but unrecorded. On any failure
+/// neither name is left behind.
+fn rename_durably(
+    part: &Path,
+    final_path: &Path,
+    dir: &Path,
+    sync_dir: SyncFn,
+) -> Result<(), StorageError> {
+    if let Err(e) = std::fs::rename(part, final_path) {
+        let _ = std::fs::remove_file(part);
+        return Err(StorageError::io(final_path, "rename into", e));
+    }
+    if let Err(e) = sync_dir_at(dir, sync_dir) {
+        let _ = std::fs::remove_file(final_path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// What the streaming writer is sent. Only `End` makes it keep the file: a sender that goes away
+/// without it (the body failed, the task was aborted) has the `.part` removed by the writer itself.
+enum Msg {
+    Chunk(Bytes),
+    End,
+}
+
+/// Streams `body` into `part` and fsyncs it; the `.part` is gone again on any failure, including
+/// this future being dropped half-way.
+pub(super) async fn write_part<E, S>(
+    part: &Path,
+    mut body: S,
+    cap: u64,
+    validate_json: bool,
+    sync_file: SyncFn,
+) -> Result<(u64, String), WriteError<E>>
+where
+    E: std::error::Error + 'static,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    // Blocking writes run on the blocking pool; chunks travel over a small bounded channel so a
+    // slow disk slows the download instead of buffering it in memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(CHANNEL);
+    // JSON is checked while the body streams, on a thread of its own fed the same chunks, instead
+    // of reading the whole file again afterwards; its bounded channel keeps memory flat too.
+    let validator = validate_json.then(|| {
+        let (vtx, vrx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL);
+        let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut check = JsonCheck::new();
+            for chunk in vrx {
+                check.feed(&chunk)?;
+            }
+            check.finish()
+        });
+        (vtx, check)
+    });
+    let (mut vtx, check) = validator.unzip();
+    let path = part.to_owned();
+    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, String), StorageError> {
+        let written = write_from(&path, &rx, sync_file);
+        if !matches!(written, Ok(Some(_))) {
+            let _ = std::fs::remove_file(&path);
+        }
+        written?.ok_or_else(|| {
+            StorageError::io(
+                &path,
+                "write",
+                std::io::Error::other("the body was abandoned"),
+            )
+        })
+    });
+    let mut received = 0u64;
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                received += c.len() as u64;
+                if received > cap {
+                    failure = Some(WriteError::TooLarge { cap });
+                    break;
+                }
+                // A validator that stopped has found the body invalid: its error is reported
+                // below, and there is no point in writing the rest.
+                if let Some(v) = &vtx
+                    && v.send(c.clone()).is_err()
+                {
+                    break;
+                }
+                if tx.send(Msg::Chunk(c)).is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(WriteError::Body(e));
+                break;
+            }
+        }
+    }
+    // End of input for the validator: it sees EOF and settles (a cut body is invalid JSON).
+    vtx.take();
+    let checked = match check {
+        Some(check) => check
+            .await
+            .map_err(|e| StorageError::io(part, "validate", std::io::Error::other(e)))?,
+        None => Ok(()),
+    };
+    if failure.is_none() && checked.is_ok() {
+        // A writer that already failed has hung up: its own error is reported below.
+        let _ = tx.send(Msg::End);
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| StorageError::io(part, "write", std::io::Error::other(e)))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    checked.map_err(WriteError::InvalidJson)?;
+    Ok(written?)
+}
+
+/// The writer's loop: `Some` once `End` came and the file is fsynced, `None` if the sender left.
+fn write_from(
+    path: &Path,
+    rx: &std::sync::mpsc::Receiver<Msg>,
+    sync_file: SyncFn,
+) -> Result<Option<(u64, String)>, StorageError> {
+    let file = std::fs::File::create(path).map_err(|e| StorageError::io(path, "create", e))?;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut hash = Sha256::new();
+    let mut n = 0u64;
+    for msg in rx {
+        match msg {
+            Msg::Chunk(chunk) => {
+                hash.update(&chunk);
+                n += chunk.len() as u64;
+                out.write_all(&chunk)
+                    .map_err(|e| StorageError::io(path, "write", e))?;
+            }
+            Msg::End => {
+                let file = out
+                    .into_inner()
+                    .map_err(|e| StorageError::io(path, "write", e.into_error()))?;
+                sync_file(&file).map_err(|e| StorageError::io(path, "fsync", e))?;
+                return Ok(Some((n, hex::encode(hash.finalize()))));
+            }
+        }
+    }
+    Ok(None)
+}
