@@ -224,6 +224,21 @@ async fn a_failing_page_is_reached_by_the_next_pass(kind: ProviderKind, fault: L
         w.position.is_some() && w.complete_through.is_none(),
         "{w:?}"
     );
+    // Named in the summary and in `status`, text and JSON.
+    assert!(
+        first.summary().contains("listing incomplete for ep"),
+        "{}",
+        first.summary()
+    );
+    let status = daemon::status(&s).await.unwrap();
+    assert_eq!(status.listings[0].state, "failed", "{:?}", status.listings);
+    assert!(status.listings[0].last_error.is_some());
+    let text = status.render_text();
+    assert!(
+        text.contains("listing incomplete: walk 1 failed after 1 page(s)"),
+        "{text}"
+    );
+    assert!(status.to_json().contains("\"listings\""));
 
     account.set_list_fault(None);
     let before = account.list_requests();

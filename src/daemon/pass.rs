@@ -49,9 +49,18 @@ impl PassReport {
     /// One line for `systemctl status` and logs.
     pub fn summary(&self) -> String {
         let d = &self.download;
-        let unreachable = self.providers.iter().filter(|p| p.listing.is_err()).count();
+        let incomplete: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|p| p.listing.is_err())
+            .map(|p| p.name.as_str())
+            .collect();
+        let listing = match incomplete.as_slice() {
+            [] => "every listing complete".to_owned(),
+            names => format!("listing incomplete for {}", names.join(", ")),
+        };
         format!(
-            "last pass {}: mirrored {} ({:.1} MB), not mirrored {} (deferred {}, failed {}, lost {}), not ready yet {}, {} provider(s) unreachable, took {:.1}s",
+            "last pass {}: mirrored {} ({:.1} MB), not mirrored {} (deferred {}, failed {}, lost {}), not ready yet {}, {listing}, took {:.1}s",
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ"),
             d.mirrored,
             d.bytes as f64 / 1e6,
@@ -60,7 +69,6 @@ impl PassReport {
             d.failed,
             d.lost,
             d.not_ready,
-            unreachable,
             self.elapsed.as_secs_f64()
         )
     }
@@ -83,9 +91,10 @@ impl PassReport {
     pub(crate) fn log(&self) {
         for p in &self.providers {
             match &p.listing {
-                Err(e) => {
-                    tracing::error!(provider = %p.name, "provider unreachable this pass: {e}")
-                }
+                Err(e) => tracing::error!(
+                    provider = %p.name,
+                    "listing incomplete this pass (the next pass resumes where it stopped): {e}"
+                ),
                 Ok(l) if !l.rejected.is_empty() => tracing::error!(
                     provider = %p.name,
                     refused = l.rejected.len(),

@@ -35,6 +35,23 @@ pub struct AtRiskItem {
     pub deadline: Option<chrono::DateTime<Utc>>,
 }
 
+/// Where a provider's listing walk stands (see [`crate::model::Walk`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListingStatus {
+    pub provider: String,
+    pub walk: i64,
+    /// `running`, `failed` (resumes where it stopped on the next pass) or `complete`.
+    pub state: &'static str,
+    /// Pages this walk has read so far.
+    pub pages: u64,
+    /// The newest walk that reached the end of the listing.
+    pub complete_through: Option<i64>,
+    /// For providers listed by update time: the `since` of the next walk.
+    pub next_since: Option<chrono::DateTime<Utc>>,
+    pub updated_at: chrono::DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
 /// What `status` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -43,6 +60,8 @@ pub struct StatusReport {
     pub ledger_exists: bool,
     pub providers: Vec<ProviderSummary>,
     pub at_risk_items: Vec<AtRiskItem>,
+    /// Each provider's listing walk, once one has been recorded.
+    pub listings: Vec<ListingStatus>,
     /// Ready items deferred by a failed attempt, all providers.
     pub deferred: u64,
     /// The first of them, soonest next attempt first.
@@ -79,6 +98,7 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
             ledger_exists: false,
             providers,
             at_risk_items: vec![],
+            listings: vec![],
             deferred: 0,
             deferred_items: vec![],
             dropfolder: settings.dropfolder.as_ref().map(|_| upload_states(&[])),
@@ -100,6 +120,21 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
         })
         .collect();
     let configured: Vec<_> = names.iter().map(|(n, _)| n.clone()).collect();
+    let mut listings = Vec::new();
+    for name in &configured {
+        if let Some(w) = ledger.walk(name).await? {
+            listings.push(ListingStatus {
+                provider: name.to_string(),
+                walk: w.walk,
+                state: w.state.as_str(),
+                pages: w.pages,
+                complete_through: w.complete_through,
+                next_since: w.complete_since,
+                updated_at: w.updated_at,
+                last_error: w.last_error,
+            });
+        }
+    }
     let deferred = ledger.deferred(&configured, now, AT_RISK_SHOWN).await?;
     let deferred_items = deferred
         .first
@@ -123,6 +158,7 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
         ledger_exists: true,
         providers,
         at_risk_items,
+        listings,
         deferred: deferred.count,
         deferred_items,
         dropfolder,
@@ -180,6 +216,20 @@ impl StatusReport {
             let _ = writeln!(out, " {:>8}  {last}", p.at_risk);
             if let Some(e) = &p.last_error {
                 let _ = writeln!(out, "  last error: {e}");
+            }
+            let walk = self.listings.iter().find(|l| l.provider == p.name);
+            if let Some(l) = walk.filter(|l| l.state != "complete") {
+                let _ = writeln!(
+                    out,
+                    "  listing incomplete: walk {} {} after {} page(s); the next pass resumes there{}",
+                    l.walk,
+                    l.state,
+                    l.pages,
+                    l.last_error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                );
             }
         }
         if let Some(d) = &self.dropfolder {

@@ -141,10 +141,23 @@ fn apply_page(conn: &mut Connection, a: PageArgs<'_>) -> SqlResult<Vec<BatchSeen
 }
 
 impl Ledger {
-    /// The provider's walk as last recorded (`None` before its first walk).
+    /// The provider's walk as last recorded (`None` before its first walk, and on a ledger from
+    /// before walks were recorded that `status` reads without migrating it).
     pub async fn walk(&self, provider: &ProviderName) -> Result<Option<Walk>, LedgerError> {
         let provider = provider.as_str().to_owned();
-        self.run(move |c| read_walk(c, &provider)).await
+        self.run(move |c| {
+            let has_walks: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'walks')",
+                )?
+                .query_row([], |r| r.get(0))?;
+            if has_walks {
+                read_walk(c, &provider)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
     }
 
     /// Starts the provider's next walk from the head of its listing.
