@@ -252,39 +252,6 @@ impl Ledger {
             .await
     }
 
-    pub async fn item_cursor(
-        &self,
-        provider: &ProviderName,
-        batch: &BatchId,
-    ) -> Result<Option<String>, LedgerError> {
-        self.cursor(provider, &queries::items_scope(batch.as_str()))
-            .await
-    }
-
-    /// A listing cursor by scope (item feeds use `items:<batch id>`).
-    pub async fn cursor(
-        &self,
-        provider: &ProviderName,
-        scope: &str,
-    ) -> Result<Option<String>, LedgerError> {
-        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
-        self.run(move |c| reads::cursor(c, &provider, &scope)).await
-    }
-
-    /// Saves (or with `None` clears) a listing cursor on its own. Call it only after the rows of
-    /// the page it follows are committed (invariant 4); item pages use [`Self::apply_item_page`].
-    pub async fn save_cursor(
-        &self,
-        provider: &ProviderName,
-        scope: &str,
-        cursor: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
-        let cursor = cursor.map(str::to_owned);
-        self.run(move |c| queries::save_cursor(c, &provider, &scope, cursor.as_deref()))
-            .await
-    }
-
     /// ONE transaction: update the batch (if given), upsert the items, then save `next_cursor` (if
     /// Some): the cursor is only saved together with its page's rows (invariant 4).
     ///

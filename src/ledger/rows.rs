@@ -28,13 +28,13 @@ pub(crate) fn from_ms(col: usize, v: i64) -> rusqlite::Result<DateTime<Utc>> {
         .ok_or_else(|| conversion(col, Type::Integer, format!("timestamp {v} ms out of range")))
 }
 
-fn ts(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn ts(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     row.get::<_, Option<i64>>(col)?
         .map(|v| from_ms(col, v))
         .transpose()
 }
 
-fn parsed<T>(
+pub(crate) fn parsed<T>(
     row: &Row<'_>,
     col: usize,
     parse: fn(&str) -> Result<T, String>,

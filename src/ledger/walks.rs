@@ -1,6 +1,7 @@
-//! Listing walks: each provider's walk over its batch listing (number, state, position, `since`)
-//! and the watermark of the newest walk that reached the end, so that a walk cut short resumes
-//! where it stopped and an early stop never hides a batch (invariant 4).
+//! Listing positions: each provider's walk over its batch listing (number, state, position,
+//! `since`) and the watermark of the newest walk that reached the end, so that a walk cut short
+//! resumes where it stopped and an early stop never hides a batch (invariant 4); and the saved
+//! cursors of item change feeds.
 //!
 //! A page's batch rows and the walk's new position commit in one transaction
 //! ([`Ledger::apply_list_page`]); a walk is marked complete only when it reached the end of the
@@ -11,10 +12,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::Ledger;
-use super::queries::upsert_batch;
-use super::rows::{from_ms, ms, opt_ms};
+use super::queries::{self, upsert_batch};
+use super::reads;
+use super::rows::{from_ms, ms, opt_ms, parsed, ts};
 use crate::error::LedgerError;
-use crate::model::{BatchSeen, ProviderName, RemoteBatch, Walk, WalkState};
+use crate::model::{BatchId, BatchSeen, ProviderName, RemoteBatch, Walk, WalkState};
 
 type SqlResult<T> = rusqlite::Result<T>;
 
@@ -22,26 +24,16 @@ const WALK_COLUMNS: &str = "walk, state, position, early_stop, since, complete_t
     complete_since, started_at, updated_at, pages, last_error";
 
 fn walk_row(r: &Row<'_>) -> SqlResult<Walk> {
-    let state: String = r.get(1)?;
-    let opt_ts = |col: usize| -> SqlResult<Option<DateTime<Utc>>> {
-        r.get::<_, Option<i64>>(col)?
-            .map(|v| from_ms(col, v))
-            .transpose()
-    };
     Ok(Walk {
         walk: r.get(0)?,
-        state: WalkState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("unknown walk state {state:?}").into(),
-            )
+        state: parsed(r, 1, |s| {
+            WalkState::parse(s).ok_or_else(|| format!("unknown walk state {s:?}"))
         })?,
         position: r.get(2)?,
         early_stop: r.get(3)?,
-        since: opt_ts(4)?,
+        since: ts(r, 4)?,
         complete_through: r.get(5)?,
-        complete_since: opt_ts(6)?,
+        complete_since: ts(r, 6)?,
         started_at: from_ms(7, r.get(7)?)?,
         updated_at: from_ms(8, r.get(8)?)?,
         pages: r.get::<_, i64>(9)?.max(0) as u64,
@@ -141,6 +133,39 @@ fn apply_page(conn: &mut Connection, a: PageArgs<'_>) -> SqlResult<Vec<BatchSeen
 }
 
 impl Ledger {
+    pub async fn item_cursor(
+        &self,
+        provider: &ProviderName,
+        batch: &BatchId,
+    ) -> Result<Option<String>, LedgerError> {
+        self.cursor(provider, &queries::items_scope(batch.as_str()))
+            .await
+    }
+
+    /// A listing cursor by scope (item feeds use `items:<batch id>`).
+    pub async fn cursor(
+        &self,
+        provider: &ProviderName,
+        scope: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
+        self.run(move |c| reads::cursor(c, &provider, &scope)).await
+    }
+
+    /// Saves (or with `None` clears) a listing cursor on its own. Call it only after the rows of
+    /// the page it follows are committed (invariant 4); item pages use [`Self::apply_item_page`].
+    pub async fn save_cursor(
+        &self,
+        provider: &ProviderName,
+        scope: &str,
+        cursor: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let (provider, scope) = (provider.as_str().to_owned(), scope.to_owned());
+        let cursor = cursor.map(str::to_owned);
+        self.run(move |c| queries::save_cursor(c, &provider, &scope, cursor.as_deref()))
+            .await
+    }
+
     /// The provider's walk as last recorded (`None` before its first walk, and on a ledger from
     /// before walks were recorded that `status` reads without migrating it).
     pub async fn walk(&self, provider: &ProviderName) -> Result<Option<Walk>, LedgerError> {
