@@ -260,6 +260,18 @@ async fn a_failing_page_is_reached_by_the_next_pass(kind: ProviderKind, fault: L
         1,
         "{kind:?}: an idle pass"
     );
+    // The figures for the record (`cargo test --test tests walks -- --nocapture`).
+    eprintln!(
+        "{kind:?} {fault:?}: pass 1 exit {} in {:.2}s ({} mirrored); pass 2 exit {} in {:.2}s ({} mirrored, resumed); pass 3 exit {} in {:.2}s, 1 list request",
+        first.exit_code(),
+        first.elapsed.as_secs_f64(),
+        first.download.mirrored,
+        second.exit_code(),
+        second.elapsed.as_secs_f64(),
+        second.download.mirrored,
+        third.exit_code(),
+        third.elapsed.as_secs_f64(),
+    );
 }
 
 #[tokio::test]
