@@ -44,6 +44,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     retries: Family<ProviderLabel, Counter>,
     throttled: Family<ProviderLabel, Counter>,
+    pace: Family<ProviderLabel, FloatGauge>,
+    pace_throttles: Family<ProviderLabel, Gauge>,
+    pace_waited: Family<ProviderLabel, FloatGauge>,
     lost: Family<ProviderLabel, Gauge>,
     deadline: Family<ProviderLabel, Gauge>,
     pass_seconds: FloatGauge,
@@ -67,6 +70,9 @@ impl Default for Metrics {
             requests: Family::default(),
             retries: Family::default(),
             throttled: Family::default(),
+            pace: Family::default(),
+            pace_throttles: Family::default(),
+            pace_waited: Family::default(),
             lost: Family::default(),
             deadline: Family::default(),
             pass_seconds: FloatGauge::default(),
@@ -99,6 +105,21 @@ impl Default for Metrics {
             "throttled",
             "HTTP 429 answers received",
             m.throttled.clone(),
+        );
+        registry.register(
+            "pace_requests_per_minute",
+            "The adaptive cap on API requests per minute (absent while uncapped)",
+            m.pace.clone(),
+        );
+        registry.register(
+            "pace_throttles",
+            "Throttles (429, 503, spent rate budget) the pacer has seen since start",
+            m.pace_throttles.clone(),
+        );
+        registry.register(
+            "pace_waited_seconds",
+            "Seconds requests have waited for the cap or a server-named pause since start",
+            m.pace_waited.clone(),
         );
         registry.register(
             "lost_items",
@@ -165,6 +186,20 @@ impl Metrics {
             self.lost
                 .get_or_create(&p)
                 .set(s.items.get("lost").copied().unwrap_or(0) as i64);
+            match s.pace.and_then(|x| x.per_minute) {
+                Some(r) => {
+                    self.pace.get_or_create(&p).set(r);
+                }
+                None => {
+                    self.pace.remove(&p);
+                }
+            }
+            if let Some(x) = s.pace {
+                self.pace_throttles
+                    .get_or_create(&p)
+                    .set(i64::try_from(x.throttles).unwrap_or(i64::MAX));
+                self.pace_waited.get_or_create(&p).set(x.waited_secs);
+            }
             match s.oldest_unmirrored_deadline_secs {
                 Some(secs) => {
                     self.deadline.get_or_create(&p).set(secs);

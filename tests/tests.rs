@@ -7,6 +7,8 @@ mod common;
 mod mirror;
 // Resumable listing walks: a failing list page is reached by the next pass, per provider.
 mod walks;
+// The learned pacing cap is kept across restarts.
+mod pace_restart;
 // 409 / 410 / 429 / redirects / hostile ids: the provider's failure modes.
 mod provider_faults;
 // Injected faults, one test each: the item ends right, nothing lost or corrupted (issue 7).

@@ -76,6 +76,18 @@ impl Mirror {
             observer,
         };
         mirror.recover().await?;
+        // A cap a provider taught an earlier run still holds: start there, not uncapped.
+        for p in &mirror.providers {
+            if let Some(per_minute) = mirror
+                .ledger
+                .pace(p.name())
+                .await?
+                .and_then(|x| x.per_minute)
+            {
+                tracing::info!(provider = %p.name(), per_minute, "pacing from the rate learned before");
+                p.restore_pace(per_minute);
+            }
+        }
         Ok(mirror)
     }
 
@@ -190,6 +202,9 @@ impl Mirror {
         for p in &self.providers {
             for batch in self.ledger.unhandled_batches(p.name()).await? {
                 self.ledger.refresh_handled(p.name(), &batch).await?;
+            }
+            if let Some(pace) = p.pace() {
+                self.ledger.save_pace(p.name(), pace).await?;
             }
         }
         let names: Vec<_> = self.providers.iter().map(|p| p.name().clone()).collect();

@@ -217,6 +217,16 @@ impl StatusReport {
             if let Some(e) = &p.last_error {
                 let _ = writeln!(out, "  last error: {e}");
             }
+            if let Some(x) = p.pace.filter(|x| x.per_minute.is_some() || x.throttles > 0) {
+                let cap = x
+                    .per_minute
+                    .map_or("uncapped".to_owned(), |r| format!("capped at {r:.0}/min"));
+                let _ = writeln!(
+                    out,
+                    "  pacing: {cap}; {} throttle(s) and {:.1}s waiting since start",
+                    x.throttles, x.waited_secs
+                );
+            }
             let walk = self.listings.iter().find(|l| l.provider == p.name);
             if let Some(l) = walk.filter(|l| l.state != "complete") {
                 let _ = writeln!(

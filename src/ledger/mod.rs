@@ -18,6 +18,7 @@ pub mod schema;
 
 #[cfg(feature = "sandbox")]
 mod bench;
+mod pace;
 mod queries;
 mod reads;
 mod report;

@@ -86,6 +86,7 @@ pub(crate) fn summary(
             last_pass_at: last_pass_at.map(|v| from_ms(1, v)).transpose()?,
             last_error,
             oldest_unmirrored_deadline_secs: earliest.map(|d| (d - now).div_euclid(1000)),
+            pace: super::pace::read(conn, name)?,
         });
     }
     Ok(out)

@@ -121,7 +121,9 @@ CREATE INDEX uploads_content ON uploads (provider, sha256);
 ";
 
 /// Version 3: each provider's listing walk, so a walk cut short resumes where it stopped, and
-/// the walk that first saw each batch (the early-stop watermark compares against it).
+/// the walk that first saw each batch (the early-stop watermark compares against it); and each
+/// provider's learned pacing (`provider_state.pace_per_min`, NULL = uncapped), so a restart does
+/// not hammer a provider that had throttled.
 ///
 /// `walks` holds one row per provider: the current walk's number, state, position (the cursor or
 /// offset of the next page; NULL = the head) and `since`, plus the watermark `complete_through`
@@ -144,7 +146,19 @@ CREATE TABLE walks (
 );
 
 ALTER TABLE batches ADD COLUMN first_walk INTEGER;
+
+ALTER TABLE provider_state ADD COLUMN pace_per_min REAL;
+ALTER TABLE provider_state ADD COLUMN throttles INTEGER;
+ALTER TABLE provider_state ADD COLUMN waited_ms INTEGER;
 ";
+
+/// True when the schema has `table`: `status` reads older ledgers without migrating them.
+pub(crate) fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+    )?
+    .query_row([table], |r| r.get(0))
+}
 
 /// True when SQLite says the file is not a database or is damaged.
 pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {

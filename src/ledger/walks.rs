@@ -171,12 +171,7 @@ impl Ledger {
     pub async fn walk(&self, provider: &ProviderName) -> Result<Option<Walk>, LedgerError> {
         let provider = provider.as_str().to_owned();
         self.run(move |c| {
-            let has_walks: bool = c
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'walks')",
-                )?
-                .query_row([], |r| r.get(0))?;
-            if has_walks {
+            if super::schema::has_table(c, "walks")? {
                 read_walk(c, &provider)
             } else {
                 Ok(None)

@@ -425,6 +425,16 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
+/// A provider's adaptive pacing as last recorded: the cap it learned, the throttles it saw and the
+/// time its requests waited for the cap or a server-named pause (since the daemon started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Pace {
+    /// Requests per minute allowed; `None` = no client-side cap.
+    pub per_minute: Option<f64>,
+    pub throttles: u64,
+    pub waited_secs: f64,
+}
+
 /// Per provider, per state counts plus the figures `status` shows.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ProviderSummary {
@@ -436,6 +446,8 @@ pub struct ProviderSummary {
     pub last_error: Option<String>,
     /// Seconds until the earliest deadline of an item not yet mirrored.
     pub oldest_unmirrored_deadline_secs: Option<i64>,
+    /// The provider's pacing after the last pass (none recorded yet: `None`).
+    pub pace: Option<Pace>,
 }
 
 #[cfg(test)]

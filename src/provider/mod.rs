@@ -24,7 +24,7 @@ use futures_util::Stream;
 use crate::config::{DownloadSettings, ProviderKind, ProviderSettings};
 use crate::error::ProviderError;
 use crate::model::{
-    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, ProviderName, Submission,
+    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, Pace, ProviderName, Submission,
     Submitted,
 };
 
@@ -64,6 +64,16 @@ pub trait Provider: Send + Sync {
     /// walk need not read the whole listing to find what changed.
     fn lists_since(&self) -> bool {
         false
+    }
+
+    /// The pacing of this provider's requests, where a wrapper paces them ([`retry::Retrying`]).
+    fn pace(&self) -> Option<Pace> {
+        None
+    }
+
+    /// Starts pacing from a cap an earlier run learned.
+    fn restore_pace(&self, per_minute: f64) {
+        let _ = per_minute;
     }
 
     /// One page of a batch's items. For APIs with a change feed, `cursor` resumes it.

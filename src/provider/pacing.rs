@@ -182,6 +182,18 @@ impl Pacer {
         }
     }
 
+    /// Starts from a cap an earlier run learned (kept in the ledger), within the ceiling, as if
+    /// just throttled: it grows back from there while requests succeed.
+    pub fn restore(&self, per_minute: f64) {
+        let rate = (per_minute / 60.0).max(FLOOR);
+        let rate = self.ceiling.map_or(rate, |c| rate.min(c));
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.rate = Some(rate);
+        s.bucket = Some(bucket(rate));
+        s.last_growth = now;
+    }
+
     pub fn snapshot(&self) -> PaceSnapshot {
         let s = self.lock();
         PaceSnapshot {

@@ -18,7 +18,7 @@ use super::{Provider, ResultBody};
 use crate::config::ProviderSettings;
 use crate::error::ProviderError;
 use crate::model::{
-    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, ProviderName, Submission,
+    BatchId, BatchPage, DueItem, ItemPage, ListRequest, Observer, Pace, ProviderName, Submission,
     Submitted,
 };
 
@@ -67,6 +67,8 @@ impl RetryPolicy {
 pub struct Limiter {
     pace: Pacer,
     paused_until: Mutex<Option<Instant>>,
+    /// Microseconds requests spent waiting for the cap or a pause, all together.
+    waited_us: std::sync::atomic::AtomicU64,
 }
 
 impl Limiter {
@@ -76,6 +78,7 @@ impl Limiter {
         Self {
             pace: Pacer::new(documented.map(f64::from), user_cap.map(f64::from), true),
             paused_until: Mutex::new(None),
+            waited_us: Default::default(),
         }
     }
 
@@ -86,11 +89,20 @@ impl Limiter {
         Self {
             pace: Pacer::new(Some(f64::from(per_minute.max(1)) / 1.05), None, false),
             paused_until: Mutex::new(None),
+            waited_us: Default::default(),
         }
     }
 
     /// Waits until a request may be sent.
     pub async fn acquire(&self) {
+        let asked = Instant::now();
+        self.wait_turn().await;
+        let waited = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.waited_us
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn wait_turn(&self) {
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
             match until {
@@ -111,9 +123,22 @@ impl Limiter {
         self.pace.succeeded();
     }
 
-    /// The current cap, throttles seen and send rate.
-    pub fn pace(&self) -> PaceSnapshot {
-        self.pace.snapshot()
+    /// The current cap, the throttles seen and the time requests waited.
+    pub fn pace(&self) -> Pace {
+        let PaceSnapshot {
+            rate, throttles, ..
+        } = self.pace.snapshot();
+        let waited = self.waited_us.load(std::sync::atomic::Ordering::Relaxed);
+        Pace {
+            per_minute: rate.map(|r| r * 60.0),
+            throttles,
+            waited_secs: waited as f64 / 1e6,
+        }
+    }
+
+    /// Starts from a cap an earlier run learned (see [`Pacer::restore`]).
+    pub fn restore(&self, per_minute: f64) {
+        self.pace.restore(per_minute);
     }
 
     /// Holds every request to this provider until `wait` from now (the longest pause wins).
@@ -218,6 +243,14 @@ impl Provider for Retrying {
 
     fn lists_since(&self) -> bool {
         self.inner.lists_since()
+    }
+
+    fn pace(&self) -> Option<Pace> {
+        Some(self.limiter.pace())
+    }
+
+    fn restore_pace(&self, per_minute: f64) {
+        self.limiter.restore(per_minute);
     }
 
     async fn batch_items(
