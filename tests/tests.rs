@@ -46,3 +46,5 @@ mod dropfolder_perfectparser;
 mod provider_submit;
 // `batchmirror bench` at a small size on the real binary.
 mod bench;
+// Adaptive pacing converges on each sandbox's rate limit, obeys its waits, recovers (issue 15).
+mod pacing;

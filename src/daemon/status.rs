@@ -217,7 +217,10 @@ impl StatusReport {
             if let Some(e) = &p.last_error {
                 let _ = writeln!(out, "  last error: {e}");
             }
-            if let Some(x) = p.pace.filter(|x| x.per_minute.is_some() || x.throttles > 0) {
+            if let Some(x) = p
+                .pace
+                .filter(|x| x.per_minute.is_some() || x.throttles > 0 || x.waited_secs > 0.0)
+            {
                 let cap = x
                     .per_minute
                     .map_or("uncapped".to_owned(), |r| format!("capped at {r:.0}/min"));

@@ -1,12 +1,15 @@
-//! Adaptive pacing for one provider, in the manner of the AWS SDKs' "adaptive" retry mode and
-//! rclone's pacer: no client-side cap until the provider throttles; then a token bucket starting
-//! at a fraction of the rate we were sending at, shrinking on each further throttle and growing
-//! back while requests succeed. A documented limit is the starting cap and the ceiling; a user's
-//! `requests_per_minute`, when set, is the ceiling instead (the user knows their plan).
+//! Adaptive pacing for one provider, in the manner of the AWS SDKs' "adaptive" retry mode (a
+//! token bucket whose rate grows along a cubic) and rclone's pacer: no client-side cap until the
+//! provider throttles; then a cap at a share of the rate the provider was answering at, which
+//! climbs back along a cubic: quickly to a little under that rate, slowly past it, then ever
+//! faster, so a raised or lifted limit is found within seconds. A documented limit is the starting
+//! cap and the ceiling; a user's `requests_per_minute`, when set, is the ceiling instead (the user
+//! knows their plan).
 //!
 //! It owns only the rate decision. The bucket itself is governor's, rebuilt when the rate changes
-//! (rarely: on a throttle, and at most once a second while growing). Server-named waits
-//! (`Retry-After`, `X-RateLimit-Reset`) are the limiter's pause gate, not this.
+//! (on a throttle, and at most four times a second while growing); a request queued under a
+//! replaced bucket queues again under the new one. Server-named waits (`Retry-After`,
+//! `X-RateLimit-Reset`) are the limiter's pause gate, not this.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -15,17 +18,26 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-/// On a throttle the cap becomes this share of the rate we were sending at (or of the old cap).
+/// On a throttle the cap becomes this share of the rate the provider was answering at (or of the
+/// old cap, if lower).
 const DECREASE: f64 = 0.7;
-/// While requests succeed, the cap grows by this share per second...
-const GROWTH_PER_SEC: f64 = 0.05;
-/// ...but at least this many requests/s per second, so a tiny cap recovers in reasonable time.
-const MIN_GROWTH: f64 = 0.1;
-/// No growth this soon after a throttle: the server's window is still counting what we sent.
+/// The cubic levels off this far below the rate the provider was answering at: right at it, a
+/// server counting fixed windows refuses every window's last request.
+const MARGIN: f64 = 0.95;
+/// The cubic's coefficient, per second cubed, relative to the level: the cap is
+/// `level × (1 + CUBIC × (t − K)³)` at `t` seconds after the throttle, K ≈ 2.4 s. So it is back
+/// near the level within about a second, stays within 2 % of it from 1.4 s to 3.4 s, is twice it
+/// at 6 s and ten times it at 10 s. Growing linearly (5 %/s), it was still under 3 times a lifted
+/// limit 12 s later, and every throttle cost the next windows a third of their requests.
+const CUBIC: f64 = 0.02;
+/// A volley of refusals from requests already in flight shrinks the cap once: later refusals
+/// within this time of the first are not new news.
 const HOLD: Duration = Duration::from_secs(2);
+/// The shortest time between two rate changes while growing (each rebuilds the bucket).
+const STEP: Duration = Duration::from_millis(250);
 /// The lowest cap a throttle can set (one request every 10 s).
 const FLOOR: f64 = 0.1;
-/// How far back the send rate is measured.
+/// How far back the rates sent and answered are measured.
 const WINDOW: Duration = Duration::from_secs(10);
 /// Without a ceiling, the cap is lifted once it is this many times what we actually send: it no
 /// longer limits anything, and throttles will find the right rate again if the server minds.
@@ -40,15 +52,72 @@ pub struct PaceSnapshot {
     pub throttles: u64,
     /// The rate we sent at over the last few seconds.
     pub sent_rate: f64,
+    /// The rate of requests that succeeded over the last few seconds.
+    pub answered_rate: f64,
+}
+
+/// Events over the last [`WINDOW`], as a rate.
+#[derive(Default)]
+struct Rate {
+    events: VecDeque<Instant>,
+    /// The first event ever: until a whole window has passed, the rate is over the time since.
+    since: Option<Instant>,
+}
+
+impl Rate {
+    fn record(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+        self.events.push_back(now);
+        while self
+            .events
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
+            self.events.pop_front();
+        }
+    }
+
+    fn per_sec(&self, now: Instant) -> f64 {
+        let Some(since) = self.since else {
+            return 0.0;
+        };
+        // Over the whole window, not from its first event: after a pause the first event can
+        // be seconds into it, and the rate would come out too high. At least one second, so two
+        // requests in a millisecond are not 2,000/s.
+        let span = now
+            .duration_since(since)
+            .clamp(Duration::from_secs(1), WINDOW);
+        let n = self
+            .events
+            .iter()
+            .filter(|t| now.duration_since(**t) <= WINDOW)
+            .count();
+        n as f64 / span.as_secs_f64()
+    }
 }
 
 struct State {
     rate: Option<f64>,
     bucket: Option<Arc<DefaultDirectRateLimiter>>,
-    sent: VecDeque<Instant>,
+    /// Counts bucket rebuilds, so a request queued under an old bucket can tell.
+    generation: u64,
+    sent: Rate,
+    /// Requests that succeeded: what the provider let through.
+    answered: Rate,
     last_throttle: Option<Instant>,
-    last_growth: Instant,
+    /// The rate the cubic levels off at, learned at the last throttle.
+    level: f64,
+    last_step: Instant,
     throttles: u64,
+}
+
+impl State {
+    /// A new cap, and a bucket for it that starts spent: the old one just let a request go.
+    fn set_rate(&mut self, rate: Option<f64>) {
+        self.rate = rate;
+        self.bucket = rate.map(|r| bucket(r, true));
+        self.generation += 1;
+    }
 }
 
 /// One provider's adaptive cap.
@@ -65,12 +134,18 @@ fn minute_bucket(rate: f64) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(Quota::per_minute(per_minute)))
 }
 
-fn bucket(rate: f64) -> Arc<DefaultDirectRateLimiter> {
+/// A bucket for `rate` requests a second; `spent` starts it with no request available (a rebuilt
+/// bucket follows one that just let a request go, and must not grant an extra one).
+fn bucket(rate: f64, spent: bool) -> Arc<DefaultDirectRateLimiter> {
     // One request per period, no burst: a burst is what a server counting windows refuses.
     let period = Duration::from_secs_f64(1.0 / rate.max(FLOOR));
     let quota = Quota::with_period(period.max(Duration::from_micros(100)))
         .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
-    Arc::new(RateLimiter::direct(quota))
+    let limiter = RateLimiter::direct(quota);
+    if spent {
+        let _ = limiter.check();
+    }
+    Arc::new(limiter)
 }
 
 impl Pacer {
@@ -84,10 +159,19 @@ impl Pacer {
             ceiling,
             state: Mutex::new(State {
                 rate: ceiling,
-                bucket: ceiling.map(if burst { minute_bucket } else { bucket }),
-                sent: VecDeque::new(),
+                bucket: ceiling.map(|r| {
+                    if burst {
+                        minute_bucket(r)
+                    } else {
+                        bucket(r, false)
+                    }
+                }),
+                generation: 0,
+                sent: Rate::default(),
+                answered: Rate::default(),
                 last_throttle: None,
-                last_growth: Instant::now(),
+                level: 0.0,
+                last_step: Instant::now(),
                 throttles: 0,
             }),
         }
@@ -99,33 +183,38 @@ impl Pacer {
 
     /// Waits until the cap allows one more request, and counts it as sent.
     pub async fn acquire(&self) {
-        let current = self.lock().bucket.clone();
-        if let Some(b) = current {
+        self.turn().await;
+        self.sent();
+    }
+
+    /// Waits until the cap allows one more request, counting nothing: the caller may still hold
+    /// it back (a pause that began meanwhile) and take another turn.
+    pub async fn turn(&self) {
+        loop {
+            let (current, generation) = {
+                let s = self.lock();
+                (s.bucket.clone(), s.generation)
+            };
+            let Some(b) = current else {
+                return;
+            };
             b.until_ready().await;
-        }
-        let now = Instant::now();
-        let mut s = self.lock();
-        s.sent.push_back(now);
-        while s
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > WINDOW)
-        {
-            s.sent.pop_front();
+            // A request queued under a bucket since replaced waits again under the new one:
+            // served by both, the queue would run at the two rates at once.
+            if self.lock().generation == generation {
+                return;
+            }
         }
     }
 
-    fn sent_rate(s: &State, now: Instant) -> f64 {
-        let Some(first) = s.sent.front() else {
-            return 0.0;
-        };
-        // At least one second of span, so two requests in a millisecond are not 2,000/s.
-        let span = now.duration_since(*first).max(Duration::from_secs(1));
-        s.sent.len() as f64 / span.as_secs_f64()
+    /// Counts one request as sent, for the measured send rate.
+    pub fn sent(&self) {
+        self.lock().sent.record(Instant::now());
     }
 
     /// The provider refused for rate (429, 503, or headers saying the budget is spent): cap at a
-    /// share of what we were sending, or shrink the cap we had.
+    /// share of the rate it was answering us at (what it allows, where the rate we sent at
+    /// includes what it refused), or shrink the cap we had.
     pub fn throttled(&self) {
         let now = Instant::now();
         let mut s = self.lock();
@@ -137,48 +226,54 @@ impl Pacer {
         {
             return;
         }
-        let sent = Self::sent_rate(&s, now);
-        let base = match s.rate {
-            Some(r) if sent > 0.0 => r.min(sent),
-            Some(r) => r,
-            None => sent,
+        // What the provider let through is what it allows; what we sent includes what it refused.
+        let answered = match s.answered.per_sec(now) {
+            a if a > 0.0 => a,
+            _ => s.sent.per_sec(now),
         };
-        let rate = (base * DECREASE).max(FLOOR);
+        let allowed = match s.rate {
+            Some(r) if answered > 0.0 => r.min(answered),
+            Some(r) => r,
+            None => answered,
+        }
+        .max(FLOOR);
+        let rate = (allowed * DECREASE).max(FLOOR);
         let rate = self.ceiling.map_or(rate, |c| rate.min(c));
-        s.rate = Some(rate);
-        s.bucket = Some(bucket(rate));
+        s.set_rate(Some(rate));
+        s.level = allowed * MARGIN;
         s.last_throttle = Some(now);
-        s.last_growth = now;
+        s.last_step = now;
         tracing::debug!(rate_per_min = rate * 60.0, "throttled: pacing down");
     }
 
-    /// A request succeeded: past the hold time, grow the cap (at most once a second), lifting it
-    /// when nothing caps us and it no longer binds.
+    /// A request succeeded: move the cap along the cubic since the last throttle (at most every
+    /// [`STEP`]), lifting it when nothing caps us and it no longer binds.
     pub fn succeeded(&self) {
         let now = Instant::now();
         let mut s = self.lock();
-        let Some(rate) = s.rate else {
+        s.answered.record(now);
+        let (Some(rate), Some(throttled)) = (s.rate, s.last_throttle) else {
+            // Uncapped, or still at the documented ceiling: nothing to grow.
             return;
         };
-        let held = s
-            .last_throttle
-            .is_some_and(|t| now.duration_since(t) < HOLD);
-        let elapsed = now.duration_since(s.last_growth);
-        if held || elapsed < Duration::from_secs(1) {
+        if now.duration_since(s.last_step) < STEP {
             return;
         }
-        let secs = elapsed.as_secs_f64();
-        let grown = rate + (rate * GROWTH_PER_SEC).max(MIN_GROWTH) * secs;
-        s.last_growth = now;
-        let sent = Self::sent_rate(&s, now);
+        s.last_step = now;
+        // K puts the cubic's start at the cap the throttle set: level × (1 − CUBIC × K³) is
+        // DECREASE × allowed.
+        let k = ((1.0 - DECREASE / MARGIN) / CUBIC).cbrt();
+        let x = now.duration_since(throttled).as_secs_f64() - k;
+        let grown = (s.level * (1.0 + CUBIC * x.powi(3))).max(FLOOR);
+        let sent = s.sent.per_sec(now);
         let next = match self.ceiling {
             Some(c) => Some(grown.min(c)),
             None if grown > sent * LIFT_AT => None,
             None => Some(grown),
         };
-        if next != s.rate {
-            s.rate = next;
-            s.bucket = next.map(bucket);
+        // Rebuilding the bucket for a change of under 1 % would only churn it.
+        if next.is_none_or(|n| (n - rate).abs() > rate * 0.01) {
+            s.set_rate(next);
         }
     }
 
@@ -189,9 +284,11 @@ impl Pacer {
         let rate = self.ceiling.map_or(rate, |c| rate.min(c));
         let now = Instant::now();
         let mut s = self.lock();
-        s.rate = Some(rate);
-        s.bucket = Some(bucket(rate));
-        s.last_growth = now;
+        s.set_rate(Some(rate));
+        // As after the throttle that taught it: the cubic levels off near what was allowed then.
+        s.level = rate / DECREASE * MARGIN;
+        s.last_throttle = Some(now);
+        s.last_step = now;
     }
 
     pub fn snapshot(&self) -> PaceSnapshot {
@@ -199,7 +296,8 @@ impl Pacer {
         PaceSnapshot {
             rate: s.rate,
             throttles: s.throttles,
-            sent_rate: Self::sent_rate(&s, Instant::now()),
+            sent_rate: s.sent.per_sec(Instant::now()),
+            answered_rate: s.answered.per_sec(Instant::now()),
         }
     }
 }
@@ -248,7 +346,7 @@ mod tests {
         p.throttled();
         assert_eq!(p.snapshot().rate.unwrap(), first, "one shrink per volley");
         assert_eq!(p.snapshot().throttles, 3);
-        // Growth waits out the hold time, then climbs while requests succeed, then the cap lifts.
+        // Growth waits a step, then climbs while requests succeed, then the cap lifts.
         p.succeeded();
         assert_eq!(p.snapshot().rate.unwrap(), first);
         let mut last = first;
@@ -271,6 +369,78 @@ mod tests {
         assert!(
             lifted,
             "the cap is lifted once it no longer binds (last {last}/s)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_climbs_back_along_a_cubic_from_the_rate_the_provider_answered() {
+        let p = Pacer::new(None, None, false);
+        // 10 s at 15 requests a second, of which the provider answered 10.
+        for i in 0..150 {
+            p.sent();
+            if i % 3 != 2 {
+                p.succeeded();
+            }
+            tokio::time::advance(Duration::from_micros(66_667)).await;
+        }
+        p.throttled();
+        let cap = |p: &Pacer| p.snapshot().rate.unwrap();
+        assert!(
+            (cap(&p) - 7.0).abs() < 0.1,
+            "0.7 of the 10/s answered, not of 15/s sent: {}",
+            cap(&p)
+        );
+        // Requests keep succeeding at 20 a second (governor's bucket keeps real time, so the test
+        // counts them itself instead of waiting its turn).
+        let mut seen = Vec::new();
+        for step in 1..=120 {
+            tokio::time::advance(Duration::from_millis(50)).await;
+            p.sent();
+            p.succeeded();
+            let now = cap(&p);
+            assert!(
+                seen.last().is_none_or(|l| now >= *l),
+                "never shrinks without a throttle"
+            );
+            seen.push(now);
+            let level = 9.5;
+            match step {
+                // Near the level (0.95 of what was answered) from about 1.4 s to 3.4 s...
+                30 | 60 => assert!((now / level - 1.0).abs() < 0.025, "{now} at {step}"),
+                // ...and twice it at 6 s.
+                120 => assert!((now / level - 2.0).abs() < 0.15, "{now} at 6 s"),
+                _ => {}
+            }
+        }
+    }
+
+    /// In real time: governor's buckets keep it.
+    #[tokio::test]
+    async fn requests_queued_under_the_old_cap_wait_under_the_new_one() {
+        let p = Arc::new(Pacer::new(Some(1200.0), None, false));
+        p.succeeded();
+        p.succeeded();
+        let start = std::time::Instant::now();
+        let queued: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    p.turn().await;
+                    start.elapsed()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // 20/s until now; then 0.7 of the 2/s answered. Three turns were due within 150 ms.
+        p.throttled();
+        let mut took = Vec::new();
+        for q in queued {
+            took.push(q.await.unwrap());
+        }
+        took.sort();
+        assert!(
+            took[3] >= Duration::from_millis(1400),
+            "queued turns kept the old cap: {took:?}"
         );
     }
 

@@ -93,7 +93,9 @@ impl Limiter {
         }
     }
 
-    /// Waits until a request may be sent.
+    /// Waits until a request may be sent: no pause in force, and the cap allows it. A pause can
+    /// begin while a request waits its turn under the cap (another request was refused
+    /// meanwhile), so the gate is checked again after the turn, and the request waits it out.
     pub async fn acquire(&self) {
         let asked = Instant::now();
         self.wait_turn().await;
@@ -104,13 +106,21 @@ impl Limiter {
 
     async fn wait_turn(&self) {
         loop {
-            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            match until {
-                Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
-                _ => break,
+            while let Some(at) = self.paused_until() {
+                tokio::time::sleep_until(at).await;
+            }
+            self.pace.turn().await;
+            if self.paused_until().is_none() {
+                self.pace.sent();
+                return;
             }
         }
-        self.pace.acquire().await;
+    }
+
+    /// The end of the pause in force, if one is.
+    fn paused_until(&self) -> Option<Instant> {
+        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.filter(|at| *at > Instant::now())
     }
 
     /// The provider refused for rate: the cap shrinks (see [`Pacer::throttled`]).
@@ -428,5 +438,28 @@ mod tests {
         let t = Instant::now();
         r.limiter.acquire().await;
         assert!(t.elapsed() >= Duration::from_secs(10));
+    }
+
+    /// In real time: governor's buckets keep it.
+    #[tokio::test]
+    async fn a_pause_that_begins_while_a_request_waits_its_turn_holds_it_too() {
+        let limiter = Arc::new(Limiter::evenly(60));
+        limiter.acquire().await;
+        let start = std::time::Instant::now();
+        let queued = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter.acquire().await;
+                start.elapsed()
+            }
+        });
+        // Its turn under 1/s comes in a second; a refusal elsewhere pauses everything for two.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limiter.pause_for(Duration::from_secs(2));
+        let took = queued.await.unwrap();
+        assert!(
+            took >= Duration::from_secs(2),
+            "sent during the pause, after {took:?}"
+        );
     }
 }

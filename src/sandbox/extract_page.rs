@@ -1,9 +1,9 @@
 //! The extract.page API as published (`providers.md` §1, OpenAPI seeds 000 and 003):
 //! `GET /v1/batches`, `GET /v1/batches/{batch_id}` (with the item change feed) and
 //! `GET /v1/batches/{batch_id}/items/{item_id}/result`, with `X-API-KEY` auth, FastAPI-shaped
-//! 422s, opaque base64 cursors, injected faults and the request log. The write routes
-//! (`POST /v1/files`, `GET /v1/files/{id}`, `POST /v1/batches`) are routed and gated here but
-//! handled in [`super::uploads`] and [`super::batches`].
+//! 422s, opaque base64 cursors, injected faults, the rate limit's 429 with `Retry-After` and the
+//! request log. The write routes (`POST /v1/files`, `GET /v1/files/{id}`, `POST /v1/batches`) are
+//! routed and gated here but handled in [`super::uploads`] and [`super::batches`].
 //!
 //! It owns the wire shapes and the cursor formats; the timeline comes from [`super::data`] and the
 //! bodies from [`super::body`].
@@ -27,7 +27,7 @@ use super::data::{Batch, Item, ItemStatus};
 use super::fastapi::{
     detail, int_param, parse_query, query_value_error, status_detail, validation_error,
 };
-use super::{Delivery, Fault, Shared, object_store};
+use super::{Delivery, Fault, Mark, Shared, object_store};
 
 type St = Arc<Shared>;
 
@@ -75,15 +75,17 @@ async fn method_not_allowed() -> Response {
     detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }
 
-/// Logs the request, counts it per route, and answers an injected fault instead when one matches.
+/// Logs the request, counts it per route, and answers an injected fault, an outage or the rate
+/// limit instead when one applies.
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let index = sh.log_begin(req.method().as_str(), &path);
+    let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method().as_str(), &path);
     let fault = sh.take_fault(|f| match f {
         Fault::Status { path_prefix, .. } => path.starts_with(path_prefix.as_str()),
         _ => false,
     });
+    let mut mark = Mark::default();
     let resp = match fault {
         Some(Fault::Status {
             status,
@@ -91,10 +93,28 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
             ..
         }) => fault_response(status, retry_after),
         _ if sh.in_outage(&path) => fault_response(503, None),
-        _ => next.run(req).await,
+        _ => match over_limit(&sh, &req, &mut mark) {
+            Some(refusal) => refusal,
+            None => next.run(req).await,
+        },
     };
-    sh.log_end(index, resp.status().as_u16());
+    sh.lock().log.end(index, resp.status().as_u16(), mark);
     resp
+}
+
+/// Counts a request that carries the key against its budget; over it, the 429 with
+/// `Retry-After`. Requests without the key are left to the 401 of [`require_key`].
+fn over_limit(sh: &Shared, req: &Request, mark: &mut Mark) -> Option<Response> {
+    let given = req.headers().get("x-api-key")?;
+    if given.as_bytes() != sh.api_key.as_bytes() {
+        return None;
+    }
+    let mut m = sh.lock();
+    let verdict = m.rate.refuse(&sh.api_key, mark)?;
+    m.stats.rate_limited += 1;
+    let (retry_after, at) = verdict.retry_after(m.retry_after_form);
+    *mark = verdict.refused(at);
+    Some(fault_response(429, Some(retry_after)))
 }
 
 fn count_route(sh: &Shared, method: &str, path: &str) {

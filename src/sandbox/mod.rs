@@ -1,13 +1,15 @@
 //! The sandbox: a faithful local server of the extract.page batch API, plus the object store its
 //! results redirect to, for `batchmirror demo`, `batchmirror sandbox` and the tests.
 //!
-//! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
-//! state shared by both listeners. The API routes live in [`extract_page`] (reads), [`uploads`]
-//! (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`, cancel), presigned URLs in
-//! [`object_store`], the batch timeline and the generated mix in [`data`], and the result bodies in
-//! [`body`]. It is built from the provider's published contracts (`providers.md` §1 and the OpenAPI
-//! seeds) and uses nothing from the rest of the crate: the client must never pass a test because
-//! both sides share a bug.
+//! This file owns the public surface (spec, faults, stats, request log, rate limit, start and
+//! stop) and the state shared by both listeners. The API routes live in [`extract_page`] (reads),
+//! [`uploads`] (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`, cancel),
+//! presigned URLs in [`object_store`], the batch timeline and the generated mix in [`data`], and
+//! the result bodies in [`body`]. What all four sandboxes share lives here too: the per-key rate
+//! limit in [`rate`], the request log in [`request_log`], the simulated clock in [`clock`]. It is
+//! built from the provider's published contracts (`providers.md` §1 and the OpenAPI seeds) and
+//! uses nothing from the rest of the crate: the client must never pass a test because both sides
+//! share a bug.
 
 mod batches;
 mod body;
@@ -22,6 +24,8 @@ mod listen;
 pub mod llamacloud;
 mod object_store;
 pub mod perfectparser;
+mod rate;
+mod request_log;
 pub mod talonic;
 mod uploads;
 
@@ -30,8 +34,14 @@ pub use faults::{FaultMix, ResultFault, RetryAfter};
 pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
 pub use list_faults::ListFault;
 pub(crate) use listen::{Served, bind};
+pub(crate) use rate::{Align, Budget, Mark};
+pub use rate::{RateLimit, RetryAfterForm};
+pub use request_log::LoggedRequest;
+pub(crate) use request_log::RequestLog;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod rate_tests;
 #[cfg(test)]
 mod route_check;
 #[cfg(test)]
@@ -44,7 +54,7 @@ mod upload_tests;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The API key of [`SandboxSpec::generated`]; `batchmirror sandbox --api-key` overrides it.
 pub const DEFAULT_API_KEY: &str = "sk_sandbox_local";
@@ -180,19 +190,9 @@ pub struct Stats {
     pub idempotent_replays: u64,
     /// `POST /v1/batches/{id}/cancel` requests.
     pub cancel_requests: u64,
-}
-
-/// One request as received by either listener.
-#[derive(Debug, Clone)]
-pub struct LoggedRequest {
-    /// When it arrived.
-    pub at: Instant,
-    /// HTTP method.
-    pub method: String,
-    /// Raw path (percent-encoded as sent, without the query).
-    pub path: String,
-    /// The status answered (0 while the answer is still being computed).
-    pub status: u16,
+    /// API requests refused with 429 by the rate limit ([`Sandbox::set_rate_limit`]; injected
+    /// faults not included).
+    pub rate_limited: u64,
 }
 
 /// A running sandbox. Dropping it also stops the listeners, without waiting.
@@ -272,7 +272,20 @@ impl Sandbox {
 
     /// Every API and object-store request received, in order of arrival.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries()
+    }
+
+    /// Limits the API requests each key may make (None = unlimited, the default: extract.page
+    /// documents no limit). A request over it is answered 429 `{"detail":"Rate limit exceeded"}`
+    /// with `Retry-After` until the window ends ([`Sandbox::set_retry_after_form`]). Windows lie
+    /// on the clock grid; the object store is never counted. Every key starts a fresh window.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().rate.set(limit);
+    }
+
+    /// How a rate-limit 429 writes `Retry-After` (default: delay-seconds).
+    pub fn set_retry_after_form(&self, form: RetryAfterForm) {
+        self.shared.lock().retry_after_form = form;
     }
 
     /// Stops both listeners, letting in-flight responses finish for a short grace period.
@@ -304,7 +317,10 @@ pub(crate) struct Shared {
 pub(crate) struct Mutable {
     pub(crate) stats: Stats,
     pub(crate) faults: VecDeque<Fault>,
-    pub(crate) log: Vec<LoggedRequest>,
+    pub(crate) log: RequestLog,
+    /// The per-key API budget ([`Sandbox::set_rate_limit`]).
+    pub(crate) rate: Budget,
+    pub(crate) retry_after_form: RetryAfterForm,
     pub(crate) uploads: uploads::Uploads,
     /// What API paths answered 503 contain while set ([`Sandbox::set_outage`]).
     pub(crate) outage: Option<String>,
@@ -402,24 +418,6 @@ impl Shared {
         match &item.body {
             Some(_) => item.body_pages,
             None => self.layout(batch, item).pages(),
-        }
-    }
-
-    /// Appends a log entry at arrival; [`Shared::log_end`] fills in the status.
-    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
-        let mut m = self.lock();
-        m.log.push(LoggedRequest {
-            at: Instant::now(),
-            method: method.to_owned(),
-            path: path.to_owned(),
-            status: 0,
-        });
-        m.log.len() - 1
-    }
-
-    pub(crate) fn log_end(&self, index: usize, status: u16) {
-        if let Some(entry) = self.lock().log.get_mut(index) {
-            entry.status = status;
         }
     }
 

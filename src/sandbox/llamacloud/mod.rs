@@ -21,9 +21,9 @@ mod write;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Clock, ListFault, LoggedRequest, Served, bind};
+use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
 use world::{Item, Job, World};
 
 /// The API key of [`LlamaSpec::generated`].
@@ -123,6 +123,9 @@ pub struct Stats {
     pub cancel_requests: u64,
     /// Requests answered 401.
     pub unauthorized: u64,
+    /// Requests refused with 429 by the rate limit ([`LlamaSandbox::set_rate_limit`]; injected
+    /// faults not included).
+    pub rate_limited: u64,
 }
 
 /// A running LlamaCloud sandbox. Dropping it stops the listener without waiting.
@@ -168,7 +171,15 @@ impl LlamaSandbox {
 
     /// Every request received, in order of arrival.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries()
+    }
+
+    /// Limits the requests each key may make (None = unlimited, the default: the only documented
+    /// limits are on upload routes the sandbox does not serve). A request over it is answered 429
+    /// `{"detail":"Too many requests"}` with `retry-after-ms` and `retry-after` until the window
+    /// ends. Windows lie on the clock grid; every key starts a fresh one.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().rate.set(limit);
     }
 
     /// Stops the listener, letting in-flight responses finish for a short grace period.
@@ -192,7 +203,9 @@ pub(crate) struct Shared {
 pub(crate) struct Mutable {
     pub(crate) stats: Stats,
     pub(crate) faults: Vec<Fault>,
-    pub(crate) log: Vec<LoggedRequest>,
+    pub(crate) log: RequestLog,
+    /// The per-key budget ([`LlamaSandbox::set_rate_limit`]).
+    pub(crate) rate: Budget,
     /// What answers list pages past the first ([`LlamaSandbox::set_list_fault`]).
     pub(crate) list_fault: Option<ListFault>,
 }
@@ -232,23 +245,6 @@ impl Shared {
             it.spec.result_bytes,
             format,
         )
-    }
-
-    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
-        let mut m = self.lock();
-        m.log.push(LoggedRequest {
-            at: Instant::now(),
-            method: method.to_owned(),
-            path: path.to_owned(),
-            status: 0,
-        });
-        m.log.len() - 1
-    }
-
-    pub(crate) fn log_end(&self, index: usize, status: u16) {
-        if let Some(entry) = self.lock().log.get_mut(index) {
-            entry.status = status;
-        }
     }
 
     /// Removes the first one-shot status fault matching `path`.

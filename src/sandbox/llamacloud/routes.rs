@@ -1,22 +1,24 @@
 //! The routes and wire shapes of the LlamaCloud sandbox (`providers.md` §2.2–2.4, seed 001):
-//! the router, Bearer auth, injected faults, route counters and the request log, and the read
-//! routes of batch processing (job list, job status, job items, item processing results) with
+//! the router, Bearer auth, injected faults, the rate limit's 429 (`retry-after-ms` and
+//! `retry-after`, as the Stainless SDK reads them), route counters and the request log, and the
+//! read routes of batch processing (job list, job status, job items, item processing results) with
 //! FastAPI-shaped errors (`{"detail": …}`, 422 validation lists) and offset paging with
 //! `total_size`. Job creation and cancellation are in [`super::write`], the parse-job routes in
 //! [`super::parsing`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
 use super::super::fastapi::{self, detail, parse_query, query_value_error};
-use super::super::list_faults;
+use super::super::{Mark, list_faults};
 use super::body::Format;
 use super::query::{Query, enum_param, page_response, paging};
 use super::world::{Item, ItemStatus, Job};
@@ -98,17 +100,51 @@ fn status_detail(status: u16, retry_after: Option<String>) -> Response {
     fastapi::status_detail(status, retry_after, "Too many requests")
 }
 
-/// Logs, counts per route, and answers an injected fault instead when one matches.
+/// Logs, counts per route, and answers an injected fault or the rate limit instead when one
+/// applies.
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let index = sh.log_begin(req.method().as_str(), &path);
+    let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method(), &path);
+    let mut mark = Mark::default();
     let resp = match sh.take_status_fault(&path) {
         Some((status, retry_after)) => status_detail(status, retry_after),
-        None => next.run(req).await,
+        None => match over_limit(&sh, &req, &mut mark) {
+            Some(refusal) => refusal,
+            None => next.run(req).await,
+        },
     };
-    sh.log_end(index, resp.status().as_u16());
+    sh.lock().log.end(index, resp.status().as_u16(), mark);
     resp
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Counts an authenticated request against the key's budget; over it, a 429 with both waits the
+/// Stainless SDK reads: `retry-after-ms` (first, exact) and `retry-after` (whole seconds).
+/// Requests without the key are left to the 401 of [`require_key`].
+fn over_limit(sh: &Shared, req: &Request, mark: &mut Mark) -> Option<Response> {
+    if bearer(req) != Some(sh.api_key.as_str()) {
+        return None;
+    }
+    let verdict = {
+        let mut m = sh.lock();
+        let verdict = m.rate.refuse(&sh.api_key, mark)?;
+        m.stats.rate_limited += 1;
+        verdict
+    };
+    let ms = verdict.retry_after_ms();
+    *mark = verdict.refused(verdict.after(Duration::from_millis(ms)));
+    let mut resp = status_detail(429, Some(verdict.retry_after_secs().to_string()));
+    if let Ok(v) = HeaderValue::from_str(&ms.to_string()) {
+        resp.headers_mut().insert("retry-after-ms", v);
+    }
+    Some(resp)
 }
 
 fn count_route(sh: &Shared, method: &Method, path: &str) {
@@ -160,12 +196,7 @@ fn count_route(sh: &Shared, method: &Method, path: &str) {
 }
 
 async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if token == Some(sh.api_key.as_str()) {
+    if bearer(&req) == Some(sh.api_key.as_str()) {
         return next.run(req).await;
     }
     sh.lock().stats.unauthorized += 1;

@@ -2,7 +2,8 @@
 //! (`providers.md` §4, seed 004), for `batchmirror sandbox`, demos and the tests.
 //!
 //! This file owns the public surface (spec, faults, stats, start and stop) and the state the
-//! handlers share, including the per-key request quota behind the `X-RateLimit-*` headers. The
+//! handlers share, including the per-key quota and submit window behind the `X-RateLimit-*`
+//! headers (budgets of [`super::rate`], windows opening at a key's first request). The
 //! routes live in [`routes`], the account and parser routes in [`account`], submissions
 //! (`POST /v1/extractions`: validation, credits, idempotency) in [`submit`], the timeline,
 //! generated mix and bodies in [`world`], exports in [`export`] and [`xlsx`]. It uses nothing
@@ -24,9 +25,10 @@ mod xlsx;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use super::{Clock, ListFault, LoggedRequest, Served, bind};
+use super::rate::Verdict;
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
 
 /// The API key of [`PerfectSpec::generated`] (`pp_live_` is the only documented prefix).
 pub const DEFAULT_API_KEY: &str = "pp_live_sandbox_local";
@@ -46,7 +48,8 @@ pub struct PerfectSpec {
     pub retention: Duration,
     /// Delay before the first byte of each document body (for tests needing downloads in flight).
     pub result_delay: Duration,
-    /// Requests per key per window (documented: 150 per minute).
+    /// Requests per key per window (documented: 150 per minute);
+    /// [`PerfectSandbox::set_rate_limit`] replaces it while running.
     pub requests_per_minute: u32,
     /// Length of the quota window (documented: one minute; tests shorten it).
     pub window: Duration,
@@ -259,7 +262,16 @@ impl PerfectSandbox {
 
     /// Every request received, in order of arrival.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries()
+    }
+
+    /// Replaces the key's quota (the spec's `requests_per_minute` per `window`); None =
+    /// unlimited, and then no `X-RateLimit-*` headers. Over it: 429 `RATE_LIMITED` with
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` (Unix seconds, rounded up). A window
+    /// opens at the key's first request after the last one ended; the key starts a fresh one.
+    /// The submit window of `POST /v1/extractions` stays as the spec set it.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().rate.set(limit);
     }
 
     /// Stops the listener, letting in-flight responses finish for a short grace period.
@@ -274,10 +286,6 @@ pub(crate) struct Shared {
     pub(crate) seed: u64,
     pub(crate) retention_us: i64,
     pub(crate) result_delay: Duration,
-    pub(crate) limit: u32,
-    pub(crate) window: Duration,
-    pub(crate) submit_limit: u32,
-    pub(crate) submit_window: Duration,
     /// Leaf lock: nothing else is locked while it is held.
     parsers: RwLock<Vec<account::Parser>>,
     /// Pages of the spec's extractions (charged before the start).
@@ -296,26 +304,11 @@ pub(crate) struct Mutable {
     pub(crate) faults: VecDeque<PerfectFault>,
     /// What answers list pages past the first ([`PerfectSandbox::set_list_fault`]).
     pub(crate) list_fault: Option<ListFault>,
-    pub(crate) log: Vec<LoggedRequest>,
-    /// Per-key fixed windows.
-    windows: HashMap<String, Window>,
-    /// Per-key fixed windows of `POST /v1/extractions`.
-    submit_windows: HashMap<String, Window>,
-}
-
-struct Window {
-    start: Instant,
-    used: u32,
-    /// Unix seconds, rounded up: the window is over by then.
-    reset: u64,
-}
-
-/// The quota's verdict on one request, and the headers every response carries.
-pub(crate) struct Quota {
-    pub(crate) allowed: bool,
-    pub(crate) limit: u32,
-    pub(crate) remaining: u32,
-    pub(crate) reset: u64,
+    pub(crate) log: RequestLog,
+    /// The per-key quota ([`PerfectSandbox::set_rate_limit`]).
+    rate: Budget,
+    /// The per-key windows of `POST /v1/extractions`.
+    submit_rate: Budget,
 }
 
 impl Shared {
@@ -329,10 +322,6 @@ impl Shared {
             seed: spec.seed,
             retention_us: i64::try_from(spec.retention.as_micros()).unwrap_or(i64::MAX / 4),
             result_delay: spec.result_delay,
-            limit: spec.requests_per_minute.max(1),
-            window: spec.window.max(Duration::from_millis(100)),
-            submit_limit: spec.submits_per_minute.max(1),
-            submit_window: spec.submit_window.max(Duration::from_millis(100)),
             parsers: RwLock::new(
                 spec.parsers
                     .iter()
@@ -343,7 +332,11 @@ impl Shared {
             clock,
             world: RwLock::new(world),
             submit: Mutex::new(submit::Ledger::new(spec.credits)),
-            mutable: Mutex::new(Mutable::default()),
+            mutable: Mutex::new(Mutable {
+                rate: quota(spec.requests_per_minute, spec.window),
+                submit_rate: quota(spec.submits_per_minute, spec.submit_window),
+                ..Mutable::default()
+            }),
         }
     }
 
@@ -380,48 +373,28 @@ impl Shared {
         self.mutable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one request against `key`'s window when `take` (else only reads it). A refused
-    /// request is not counted.
-    pub(crate) fn quota(&self, key: &str, take: bool) -> Quota {
+    /// Counts one request against `key`'s quota when `take` (else only reads it). A refused
+    /// request is not counted. None when no limit is set.
+    pub(crate) fn quota(&self, key: &str, take: bool) -> Option<Verdict> {
         let mut m = self.lock();
-        let q = tick(&mut m.windows, key, self.limit, self.window, take);
-        if take && !q.allowed {
+        let verdict = match take {
+            true => m.rate.take(key),
+            false => m.rate.peek(key),
+        };
+        if take && verdict.is_some_and(|v| !v.allowed) {
             m.stats.rate_limited += 1;
         }
-        q
+        verdict
     }
 
     /// The same for the submit window of `POST /v1/extractions` (always counts).
-    pub(crate) fn submit_quota(&self, key: &str) -> Quota {
+    pub(crate) fn submit_quota(&self, key: &str) -> Option<Verdict> {
         let mut m = self.lock();
-        let q = tick(
-            &mut m.submit_windows,
-            key,
-            self.submit_limit,
-            self.submit_window,
-            true,
-        );
-        if !q.allowed {
+        let verdict = m.submit_rate.take(key);
+        if verdict.is_some_and(|v| !v.allowed) {
             m.stats.submit_rate_limited += 1;
         }
-        q
-    }
-
-    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
-        let mut m = self.lock();
-        m.log.push(LoggedRequest {
-            at: Instant::now(),
-            method: method.to_owned(),
-            path: path.to_owned(),
-            status: 0,
-        });
-        m.log.len() - 1
-    }
-
-    pub(crate) fn log_end(&self, index: usize, status: u16) {
-        if let Some(entry) = self.lock().log.get_mut(index) {
-            entry.status = status;
-        }
+        verdict
     }
 
     pub(crate) fn take_fault(&self, path: &str) -> Option<PerfectFault> {
@@ -435,39 +408,9 @@ impl Shared {
     }
 }
 
-/// One request against `key`'s fixed window in `windows`, counted when `take` and allowed.
-fn tick(
-    windows: &mut HashMap<String, Window>,
-    key: &str,
-    limit: u32,
-    window: Duration,
-    take: bool,
-) -> Quota {
-    let now = Instant::now();
-    let w = windows.entry(key.to_owned()).or_insert(Window {
-        start: now,
-        used: 0,
-        reset: 0,
-    });
-    if w.reset == 0 || now.duration_since(w.start) >= window {
-        let end = SystemTime::now() + window;
-        let end = end
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        *w = Window {
-            start: now,
-            used: 0,
-            reset: end.as_secs() + u64::from(end.subsec_nanos() > 0),
-        };
-    }
-    let allowed = w.used < limit;
-    if take && allowed {
-        w.used += 1;
-    }
-    Quota {
-        allowed,
-        limit,
-        remaining: limit - w.used.min(limit),
-        reset: w.reset,
-    }
+/// A per-key window of `limit` requests (at least 1) per `window` (at least 100 ms), opening at
+/// the key's first request.
+fn quota(limit: u32, window: Duration) -> Budget {
+    let limit = RateLimit::new(limit.max(1), window.max(Duration::from_millis(100)));
+    Budget::new(Some(limit), Align::FirstRequest)
 }

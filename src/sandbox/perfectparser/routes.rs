@@ -67,7 +67,7 @@ pub(crate) fn router(shared: St) -> Router {
 /// matches, and puts the rate-limit headers on every answer.
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let index = sh.log_begin(req.method().as_str(), &path);
+    let index = sh.lock().log.begin(req.method().as_str(), &path);
     let submitting = req.method() == Method::POST && path == "/v1/extractions";
     count_route(&sh, req.method(), &path, req.uri().query());
     let key = req
@@ -77,26 +77,35 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
         .unwrap_or("")
         .to_owned();
     let authorized = key == sh.api_key;
-    let mut quota = sh.quota(&key, authorized);
-    if authorized && quota.allowed && submitting {
+    let counted = sh.quota(&key, authorized);
+    let mut mark = counted.map(|v| v.mark()).unwrap_or_default();
+    let mut quota = counted;
+    if authorized && submitting && counted.is_none_or(|q| q.allowed) {
         // The tighter window of the route; its headers describe it.
-        quota = sh.submit_quota(&key);
+        quota = sh.submit_quota(&key).or(counted);
     }
-    let mut resp = if !authorized {
-        sh.lock().stats.unauthorized += 1;
-        error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "Missing or invalid API key",
-        )
-    } else if !quota.allowed {
-        error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            &format!("Rate limit of {} requests per window exceeded", quota.limit),
-        )
-    } else {
-        match sh.take_fault(&path) {
+    let mut resp = match quota.filter(|q| !q.allowed) {
+        _ if !authorized => {
+            sh.lock().stats.unauthorized += 1;
+            error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Missing or invalid API key",
+            )
+        }
+        Some(refused) => {
+            // The reset is named in whole seconds: that is when the client may come back.
+            mark.retry_at = Some(refused.reset_at());
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                &format!(
+                    "Rate limit of {} requests per window exceeded",
+                    refused.limit
+                ),
+            )
+        }
+        None => match sh.take_fault(&path) {
             Some(PerfectFault::Status { status, code, .. }) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
                 error(status, &code, "Injected fault")
@@ -106,19 +115,21 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
                 (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
             }
             None => next.run(req).await,
-        }
+        },
     };
-    let h = resp.headers_mut();
-    for (name, value) in [
-        ("x-ratelimit-limit", quota.limit.to_string()),
-        ("x-ratelimit-remaining", quota.remaining.to_string()),
-        ("x-ratelimit-reset", quota.reset.to_string()),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
+    if let Some(q) = quota {
+        let h = resp.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", q.limit.to_string()),
+            ("x-ratelimit-remaining", q.remaining.to_string()),
+            ("x-ratelimit-reset", q.reset_unix_secs().to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
         }
     }
-    sh.log_end(index, resp.status().as_u16());
+    sh.lock().log.end(index, resp.status().as_u16(), mark);
     resp
 }
 

@@ -1,6 +1,6 @@
 //! The PerfectParser sandbox against its documented contract, over real HTTP.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use serde_json::Value;

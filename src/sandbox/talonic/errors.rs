@@ -1,9 +1,10 @@
 //! The Talonic error envelope (`providers.md` §3.3: `{statusCode, code, error, message,
 //! retryable, request_id, timestamp, path}`, with the documented lowercase codes), injected
-//! status faults in it, the per-key daily quota (UTC day, wall clock) and the
-//! `X-RateLimit-Limit/Remaining/Reset` headers (Reset in ISO-8601) every answer carries.
+//! status faults in it, the quota's 429 (the per-key budget of [`crate::sandbox::rate`]: by default
+//! the UTC day) and the `X-RateLimit-Limit/Remaining/Reset` headers (Reset in ISO-8601) every
+//! answer carries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -12,47 +13,48 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
+use super::super::rate::Verdict;
 use super::routes::St;
 use super::{Shared, TalonicFault};
 
-/// Counts one request against the key's daily quota (UTC day, wall clock); false when spent.
-pub(crate) fn take_quota(sh: &Shared) -> bool {
-    let day = Utc::now().timestamp().div_euclid(86_400);
-    let mut m = sh.lock();
-    if m.quota_day != day {
-        m.quota_day = day;
-        m.quota_used = 0;
+/// `X-RateLimit-Limit/Remaining/Reset` from the key's budget; Reset is ISO-8601 (the error-codes
+/// page) in milliseconds, the window's end (the next UTC midnight for the daily quota) unless a
+/// fault names its own. Without a limit there is nothing to describe, so no headers.
+pub(crate) fn rate_headers(
+    headers: &mut HeaderMap,
+    verdict: Option<&Verdict>,
+    fault_reset: Option<Duration>,
+) {
+    if let Some(v) = verdict {
+        insert(headers, "x-ratelimit-limit", &v.limit.to_string());
     }
-    if m.quota_used >= sh.daily_limit {
-        return false;
-    }
-    m.quota_used += 1;
-    true
-}
-
-pub(crate) fn until_midnight() -> Duration {
-    let now = Utc::now().timestamp_millis();
-    let next = (now.div_euclid(86_400_000) + 1) * 86_400_000;
-    Duration::from_millis((next - now) as u64)
-}
-
-/// `X-RateLimit-Limit/Remaining/Reset`; Reset is ISO-8601 (the error-codes page), the next UTC
-/// midnight unless a fault names its own.
-pub(crate) fn rate_headers(sh: &Shared, headers: &mut HeaderMap, fault_reset: Option<Duration>) {
-    let used = sh.lock().quota_used;
-    let (remaining, reset) = match fault_reset {
-        Some(d) => (
+    let (remaining, reset) = match (fault_reset, verdict) {
+        (Some(d), _) => (
             0,
             Utc::now() + chrono::Duration::from_std(d).unwrap_or_default(),
         ),
-        None => (
-            sh.daily_limit.saturating_sub(used),
-            Utc::now() + chrono::Duration::from_std(until_midnight()).unwrap_or_default(),
-        ),
+        (None, Some(v)) => (v.remaining, DateTime::<Utc>::from(v.reset)),
+        (None, None) => return,
     };
-    insert(headers, "x-ratelimit-limit", &sh.daily_limit.to_string());
     insert(headers, "x-ratelimit-remaining", &remaining.to_string());
     insert(headers, "x-ratelimit-reset", &iso(reset));
+}
+
+/// The quota's 429: the envelope with `rate_limited` and `retryable: true`, plus `Retry-After`
+/// (whole seconds, rounded up) when the spec asks for it; the reset is the wait it names either
+/// way, and the instant it lets the client back.
+pub(crate) fn rate_limited(sh: &Shared, v: &Verdict, path: &str) -> (Response, Instant) {
+    let msg = "Too many requests. Daily request limit reached.";
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    let mut resp = envelope(sh, status, "rate_limited", msg, true, path);
+    if sh.quota_retry_after {
+        insert(
+            resp.headers_mut(),
+            "retry-after",
+            &v.retry_after_secs().to_string(),
+        );
+    }
+    (resp, v.instant_at(v.reset))
 }
 
 pub(crate) fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {

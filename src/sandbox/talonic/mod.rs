@@ -24,9 +24,9 @@ pub use world::uuid;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Clock, ListFault, LoggedRequest, Served, bind};
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
 
 /// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
 pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
@@ -51,7 +51,7 @@ pub struct TalonicSpec {
     /// Delay before the first byte of each extraction body (headers go out at once).
     pub result_delay: Duration,
     /// Requests per key per UTC day (wall clock) before 429 `rate_limited`; `None` means
-    /// [`DEFAULT_DAILY_LIMIT`].
+    /// [`DEFAULT_DAILY_LIMIT`]. [`TalonicSandbox::set_rate_limit`] replaces it while running.
     pub daily_limit: Option<u64>,
     /// Whether a quota 429 also carries `Retry-After` (the seed says so, the error-codes page says
     /// the API never sends it). `X-RateLimit-Reset` is always sent.
@@ -152,7 +152,7 @@ pub struct TalonicStats {
     pub extraction_downloads: HashMap<(String, String), u64>,
     /// Requests answered 401.
     pub unauthorized: u64,
-    /// Requests answered 429 because the daily quota was spent (injected faults not included).
+    /// Requests answered 429 because the key's budget was spent (injected faults not included).
     pub rate_limited: u64,
     /// `POST /v1/batches/:id/sync`.
     pub sync_requests: u64,
@@ -207,7 +207,16 @@ impl TalonicSandbox {
 
     /// Every request received, in order of arrival.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries()
+    }
+
+    /// Replaces the key's budget (the documented one is per UTC day: the spec's `daily_limit`);
+    /// None = unlimited, and then no `X-RateLimit-*` headers. Over it: 429 `rate_limited` with
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` at the window's end (ISO-8601, ms), and
+    /// `Retry-After` only if the spec's `quota_retry_after` says so. Windows lie on the clock
+    /// grid (a day window is the UTC day); the key starts a fresh one.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().rate.set(limit);
     }
 
     /// Stops the listener, letting in-flight responses finish for a short grace period.
@@ -222,7 +231,6 @@ pub(crate) struct Shared {
     pub(crate) seed: u64,
     pub(crate) retention_us: i64,
     pub(crate) result_delay: Duration,
-    pub(crate) daily_limit: u64,
     pub(crate) quota_retry_after: bool,
     pub(crate) clock: Clock,
     /// Locked before [`Shared::lock`] whenever both are held; never across an `.await`.
@@ -234,10 +242,9 @@ pub(crate) struct Shared {
 pub(crate) struct Mutable {
     pub(crate) stats: TalonicStats,
     pub(crate) faults: VecDeque<TalonicFault>,
-    pub(crate) log: Vec<LoggedRequest>,
-    /// Requests counted against the quota on `quota_day` (UTC days since the epoch).
-    pub(crate) quota_used: u64,
-    pub(crate) quota_day: i64,
+    pub(crate) log: RequestLog,
+    /// The key's budget: the daily quota unless [`TalonicSandbox::set_rate_limit`] replaced it.
+    pub(crate) rate: Budget,
     pub(crate) request_seq: u64,
     /// What answers list pages past the first ([`TalonicSandbox::set_list_fault`]).
     pub(crate) list_fault: Option<ListFault>,
@@ -249,16 +256,23 @@ impl Shared {
     fn new(spec: TalonicSpec) -> Self {
         let clock = Clock::new(spec.time_scale);
         let world = world::World::new(&spec.batches, &clock);
+        let daily = spec.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
+        let daily = RateLimit::new(
+            u32::try_from(daily).unwrap_or(u32::MAX),
+            Duration::from_secs(86_400),
+        );
         Self {
             api_key: spec.api_key,
             seed: spec.seed,
             retention_us: i64::try_from(spec.retention.as_micros()).unwrap_or(i64::MAX / 4),
             result_delay: spec.result_delay,
-            daily_limit: spec.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT),
             quota_retry_after: spec.quota_retry_after,
             clock,
             world: RwLock::new(world),
-            mutable: Mutex::new(Mutable::default()),
+            mutable: Mutex::new(Mutable {
+                rate: Budget::new(Some(daily), Align::Clock),
+                ..Mutable::default()
+            }),
         }
     }
 
@@ -273,22 +287,5 @@ impl Shared {
     /// The counters, queue and log; never held across an `.await`.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
         self.mutable.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn log_begin(&self, method: &str, path: &str) -> usize {
-        let mut m = self.lock();
-        m.log.push(LoggedRequest {
-            at: Instant::now(),
-            method: method.to_owned(),
-            path: path.to_owned(),
-            status: 0,
-        });
-        m.log.len() - 1
-    }
-
-    pub(crate) fn log_end(&self, index: usize, status: u16) {
-        if let Some(entry) = self.lock().log.get_mut(index) {
-            entry.status = status;
-        }
     }
 }

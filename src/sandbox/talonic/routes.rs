@@ -21,8 +21,8 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::errors::{
-    enc, envelope, fault_response, insert, not_found, not_found_route, rate_headers, take_quota,
-    ts, until_midnight, validation,
+    enc, envelope, fault_response, not_found, not_found_route, rate_headers, rate_limited, ts,
+    validation,
 };
 use super::world::{Batch, Item, ItemStatus};
 use super::{Shared, TalonicFault};
@@ -64,10 +64,10 @@ pub(crate) fn router(shared: St) -> Router {
 }
 
 /// Logs and counts the request, then: an injected fault, else 401 without the key, else 429 when
-/// the day's quota is spent, else the route. Every answer gets the rate-limit headers.
+/// the key's budget is spent, else the route. Every answer gets the rate-limit headers.
 async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let index = sh.log_begin(req.method().as_str(), &path);
+    let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method(), &path);
     let fault = {
         let mut m = sh.lock();
@@ -85,8 +85,18 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
         .is_some_and(|(scheme, token)| {
             scheme.eq_ignore_ascii_case("bearer") && token.trim() == sh.api_key
         });
+    let refused_by_fault = fault.as_ref().filter(|f| !(200..300).contains(&f.status));
+    // Only a request that reaches the quota counts against it; the rest only read it.
+    let verdict = {
+        let mut m = sh.lock();
+        match refused_by_fault.is_none() && authorized {
+            true => m.rate.take(&sh.api_key),
+            false => m.rate.peek(&sh.api_key),
+        }
+    };
+    let mut mark = verdict.map(|v| v.mark()).unwrap_or_default();
     let mut quota_reset: Option<Duration> = None;
-    let resp = if let Some(f) = fault.as_ref().filter(|f| !(200..300).contains(&f.status)) {
+    let resp = if let Some(f) = refused_by_fault {
         quota_reset = f.reset_in;
         fault_response(&sh, f, &path)
     } else if !authorized {
@@ -100,30 +110,19 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
             false,
             &path,
         )
-    } else if !take_quota(&sh) {
+    } else if let Some(v) = verdict.filter(|v| !v.allowed) {
         sh.lock().stats.rate_limited += 1;
-        let msg = "Too many requests. Daily request limit reached.";
-        let mut r = envelope(
-            &sh,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            msg,
-            true,
-            &path,
-        );
-        if sh.quota_retry_after {
-            let secs = until_midnight().as_secs().max(1).to_string();
-            insert(r.headers_mut(), "retry-after", &secs);
-        }
-        r
+        let (resp, retry_at) = rate_limited(&sh, &v, &path);
+        mark = v.refused(retry_at);
+        resp
     } else {
         // A 2xx "fault" is served normally, with only its rate-limit headers.
         quota_reset = fault.and_then(|f| f.reset_in);
         next.run(req).await
     };
     let mut resp = resp;
-    rate_headers(&sh, resp.headers_mut(), quota_reset);
-    sh.log_end(index, resp.status().as_u16());
+    rate_headers(resp.headers_mut(), verdict.as_ref(), quota_reset);
+    sh.lock().log.end(index, resp.status().as_u16(), mark);
     resp
 }
 
