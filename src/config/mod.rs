@@ -11,6 +11,7 @@
 
 mod display;
 mod dropfolder;
+mod provider;
 mod raw;
 mod validate;
 
