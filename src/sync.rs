@@ -214,7 +214,6 @@ async fn walk_listing(
             )
             .await?;
         walk.position = next;
-        walk.pages += 1;
         for (batch, seen) in page.batches.iter().zip(&seen) {
             visited.insert(batch.id.clone());
             if !seen.handled {

@@ -43,17 +43,13 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// longer limits anything, and throttles will find the right rate again if the server minds.
 const LIFT_AT: f64 = 2.0;
 
-/// The current cap and what it was learned from.
+/// The current cap and the throttles it was learned from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PaceSnapshot {
     /// Requests per second allowed now; `None` = no client-side cap.
     pub rate: Option<f64>,
     /// Throttles seen since start.
     pub throttles: u64,
-    /// The rate we sent at over the last few seconds.
-    pub sent_rate: f64,
-    /// The rate of requests that succeeded over the last few seconds.
-    pub answered_rate: f64,
 }
 
 /// Events over the last [`WINDOW`], as a rate.
@@ -296,8 +292,6 @@ impl Pacer {
         PaceSnapshot {
             rate: s.rate,
             throttles: s.throttles,
-            sent_rate: s.sent.per_sec(Instant::now()),
-            answered_rate: s.answered.per_sec(Instant::now()),
         }
     }
 }
