@@ -16,30 +16,30 @@
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
 //! - [`dropfolder`]: the watched inbox whose files become jobs, and the outbox of their results.
 //! - [`scheduler`]: cron ticks that request passes.
-//! - [`daemon`]: wires everything: `run`, `sync_once`, `status`, `demo`.
+//! - [`daemon`]: wires everything: `run`, `sync_once`, `status`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
-//! - `crashloop`: the SIGKILL-and-restart harness of the ledger invariants (feature `sandbox`).
-//! - `sandbox`: a local server of the provider APIs (feature `sandbox`).
-//! - `bench`: `batchmirror bench`, the performance figures against the sandbox (feature `sandbox`).
+//! - `lab` (feature `sandbox`): the harnesses above the daemon: `demo`, `bench`, the crash loop,
+//!   reached from [`cli`] through one flattened `LabCommand`.
+//!
+//! The workspace beside this crate: `crates/sandbox` (`batchmirror-sandbox`, not published), a
+//! local server of the four provider APIs built from their contracts. It imports nothing from
+//! here; this crate uses it only in `lab` (feature `sandbox`, on by default) and in the tests, so
+//! `cargo check --no-default-features` builds a daemon without any sandbox code.
 
 pub mod alerts;
-#[cfg(feature = "sandbox")]
-pub mod bench;
 pub mod cli;
 pub mod config;
-#[cfg(feature = "sandbox")]
-pub mod crashloop;
 pub mod daemon;
 pub mod download;
 pub mod dropfolder;
 pub mod error;
 pub mod jsoncheck;
+#[cfg(feature = "sandbox")]
+pub mod lab;
 pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod provider;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod scheduler;
 pub mod storage;
 pub mod sync;

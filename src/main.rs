@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use batchmirror::cli::{Cli, Command};
-use batchmirror::config::{self, LogFormat};
+use batchmirror::config;
 use batchmirror::error::Error;
+#[cfg(feature = "sandbox")]
+use batchmirror::lab::{self, LabCommand};
 use batchmirror::{daemon, telemetry};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -81,25 +82,35 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             clap_complete::generate(shell, &mut cmd, "batchmirror", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Demo => {
+        #[cfg(feature = "sandbox")]
+        Command::Lab(c) => lab(c, shutdown).await,
+    }
+}
+
+/// The commands of the harnesses, behind the `sandbox` feature.
+#[cfg(feature = "sandbox")]
+async fn lab(command: LabCommand, shutdown: CancellationToken) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    use batchmirror::config::LogFormat;
+
+    match command {
+        LabCommand::Demo => {
             telemetry::init(LogFormat::Text, "error");
             daemon::cancel_on_signals(shutdown.clone())?;
             let dir = std::env::current_dir().context("current directory")?;
-            let summary = daemon::demo(&dir, shutdown).await?;
+            let summary = lab::demo(&dir, shutdown).await?;
             println!("demo: {summary}");
             println!(
                 "results are in ./demo-mirror/<provider>/<batch>/<item>.json; try `ls demo-mirror/*/`"
             );
             Ok(0)
         }
-        #[cfg(feature = "sandbox")]
-        Command::Bench(a) => {
+        LabCommand::Bench(a) => {
             telemetry::init(LogFormat::Text, "warn");
-            batchmirror::bench::run(&a).await?;
+            lab::bench::run(&a).await?;
             Ok(0)
         }
-        #[cfg(feature = "sandbox")]
-        Command::Crashloop(a) => {
+        LabCommand::Crashloop(a) => {
             telemetry::init(LogFormat::Text, "warn");
             let daemon = std::env::current_exe().context("the path of this binary")?;
             let opts = a.into_options(daemon);
@@ -110,7 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             // Dropping the loop on Ctrl-C kills its daemon too (kill_on_drop), leaving no orphan.
             daemon::cancel_on_signals(shutdown.clone())?;
             let verdict = tokio::select! {
-                v = batchmirror::crashloop::crashloop(opts) => v?,
+                v = lab::crashloop::crashloop(opts) => v?,
                 () = shutdown.cancelled() => return Ok(130),
             };
             println!("{}", verdict.line());
@@ -119,24 +130,12 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             }
             Ok(if verdict.passed() { 0 } else { 1 })
         }
-        Command::Sandbox(a) => {
+        LabCommand::Sandbox(a) => {
             telemetry::init(LogFormat::Text, "info");
-            let generated = batchmirror::sandbox::Generated {
-                batches: a.batches,
-                items_per_batch: a.items_per_batch,
-                result_bytes: a.result_bytes,
-                seed: a.seed,
-                api_key: a.api_key,
-                faults: a
-                    .faults
-                    .iter()
-                    .filter_map(|n| batchmirror::sandbox::ResultFault::named(n))
-                    .collect(),
-                fault_rate: a.fault_rate,
-            };
+            let generated = a.generated();
             daemon::cancel_on_signals(shutdown.clone())?;
             let stop = shutdown.cancelled_owned();
-            batchmirror::sandbox::serve_until(&a.provider, &generated, a.listen, stop)
+            batchmirror_sandbox::serve_until(&a.provider, &generated, a.listen, stop)
                 .await
                 .with_context(|| format!("{} sandbox", a.provider))?;
             Ok(0)

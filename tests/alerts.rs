@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use batchmirror::sandbox::Delivery;
 use batchmirror::{config, daemon};
+use batchmirror_sandbox::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{ItemState, ProviderName};
-use batchmirror::sandbox::Delivery;
+use batchmirror_sandbox::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
 
-fn slow_account(items: usize) -> batchmirror::sandbox::SandboxSpec {
+fn slow_account(items: usize) -> batchmirror_sandbox::SandboxSpec {
     let list = (0..items)
         .map(|i| {
             let d = if i % 3 == 0 {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use batchmirror::crashloop::{CrashloopOptions, crashloop};
+use batchmirror::lab::crashloop::{CrashloopOptions, crashloop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
 

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{ItemState, ProviderName};
-use batchmirror::sandbox::Delivery;
 use batchmirror::{config, daemon};
+use batchmirror_sandbox::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;

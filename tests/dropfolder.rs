@@ -11,7 +11,7 @@ use batchmirror::config::{self, Settings};
 use batchmirror::daemon;
 use batchmirror::ledger::{Ledger, UploadState};
 use batchmirror::model::ProviderName;
-use batchmirror::sandbox::Sandbox;
+use batchmirror_sandbox::Sandbox;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use batchmirror::config;
 use batchmirror::daemon;
 use batchmirror::ledger::{Ledger, UploadState};
 use batchmirror::model::ProviderName;
-use batchmirror::sandbox::perfectparser::{PerfectSandbox, PerfectSpec};
+use batchmirror_sandbox::perfectparser::{PerfectSandbox, PerfectSpec};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 

@@ -16,8 +16,8 @@ use batchmirror::download::{DownloadReport, Downloader};
 use batchmirror::ledger::{ItemRow, Ledger};
 use batchmirror::model::{BatchId, ItemId, ItemState, ProviderName, no_observer};
 use batchmirror::provider;
-use batchmirror::sandbox::{Delivery, Fault, ResultFault, Sandbox};
 use batchmirror::storage::{PART_SUFFIX, Storage};
+use batchmirror_sandbox::{Delivery, Fault, ResultFault, Sandbox};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -325,7 +325,7 @@ async fn a_5xx_burst_is_ridden_out_within_the_pass_or_on_the_next() {
 
 #[tokio::test]
 async fn a_429_with_any_retry_after_or_none_is_retried_to_success() {
-    use batchmirror::sandbox::RetryAfter;
+    use batchmirror_sandbox::RetryAfter;
     let cases = [
         (Some(RetryAfter::Seconds(1)), 1000),
         // An HTTP date has one-second resolution: it may name a wait a second short.

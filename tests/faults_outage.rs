@@ -8,9 +8,7 @@ use batchmirror::config::Settings;
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::ItemState;
-use batchmirror::sandbox::{
-    BatchSpec, Delivery, FaultMix, ItemSpec, Outcome, ResultFault, Sandbox,
-};
+use batchmirror_sandbox::{BatchSpec, Delivery, FaultMix, ItemSpec, Outcome, ResultFault, Sandbox};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +24,7 @@ async fn json(resp: reqwest::Response) -> serde_json::Value {
 /// Two batches near their deadlines on a frozen simulated clock (retention 2 h): "late" was
 /// created last, so it is listed and discovered first, but its results expire at +1h45; "soon"
 /// is older and expires at +1h25.
-fn near_deadlines() -> batchmirror::sandbox::SandboxSpec {
+fn near_deadlines() -> batchmirror_sandbox::SandboxSpec {
     let items = |prefix: &str, finished_ago: u64| {
         (0..3)
             .map(|i| ItemSpec {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use batchmirror::daemon;
 use batchmirror::model::ItemState;
-use batchmirror::sandbox::{Delivery, ResultFault, Sandbox};
+use batchmirror_sandbox::{Delivery, ResultFault, Sandbox};
 
 use crate::common::*;
 use crate::faults::{BAD, Case, assert_no_parts, drain_as_if_later};

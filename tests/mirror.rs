@@ -144,7 +144,7 @@ async fn the_daemon_runs_a_pass_at_start_and_stops_cleanly_on_cancel() {
 #[tokio::test]
 async fn the_demo_mirrors_every_provider_and_reports_its_losses() {
     let dir = tempfile::tempdir().unwrap();
-    let summary = daemon::demo(dir.path(), CancellationToken::new())
+    let summary = batchmirror::lab::demo(dir.path(), CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(summary.failed, 0, "{summary}");
@@ -163,7 +163,7 @@ async fn the_demo_mirrors_every_provider_and_reports_its_losses() {
         );
     }
     // Running it again replaces the previous demo instead of failing on its ledger.
-    let again = daemon::demo(dir.path(), CancellationToken::new())
+    let again = batchmirror::lab::demo(dir.path(), CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(again.mirrored, summary.mirrored);

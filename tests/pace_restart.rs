@@ -4,7 +4,7 @@
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::ProviderName;
-use batchmirror::sandbox::{Delivery, Fault};
+use batchmirror_sandbox::{Delivery, Fault};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{self, batch, done_item, settings};

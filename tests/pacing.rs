@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use batchmirror::config::{ProviderKind, Settings};
 use batchmirror::daemon;
-use batchmirror::sandbox::{
+use batchmirror_sandbox::{
     BatchSpec, Delivery, LoggedRequest, RateLimit, RetryAfterForm, Sandbox, llamacloud as llama,
     talonic,
 };

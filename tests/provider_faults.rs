@@ -6,7 +6,7 @@ use std::time::Duration;
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{BatchId, ItemId, ItemState, ProviderName};
-use batchmirror::sandbox::{Delivery, Fault, ItemSpec, Outcome};
+use batchmirror_sandbox::{Delivery, Fault, ItemSpec, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;

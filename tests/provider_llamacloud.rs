@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use batchmirror::config::{ProviderKind, Settings};
 use batchmirror::daemon;
-use batchmirror::sandbox::llamacloud::{
-    Fault, ItemSpec, JobSpec, LlamaSandbox, LlamaSpec, Outcome,
-};
+use batchmirror_sandbox::llamacloud::{Fault, ItemSpec, JobSpec, LlamaSandbox, LlamaSpec, Outcome};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use batchmirror::config::{self, ProviderKind, Settings};
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{BatchId, ItemId, ItemState, ProviderName};
-use batchmirror::sandbox::perfectparser::{
+use batchmirror_sandbox::perfectparser::{
     DocOutcome, DocumentSpec, ExtractionSpec, PerfectFault, PerfectSandbox, PerfectSpec,
 };
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use batchmirror::model::{
     BatchId, DueItem, ProviderName, RemoteStatus, Submission, SubmitOptions, no_observer,
 };
 use batchmirror::provider::{self, Provider};
-use batchmirror::sandbox::perfectparser::{DEFAULT_PARSER, PerfectSandbox, PerfectSpec};
+use batchmirror_sandbox::perfectparser::{DEFAULT_PARSER, PerfectSandbox, PerfectSpec};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -39,7 +39,7 @@ fn build(s: &Settings) -> Arc<dyn Provider> {
 
 const TEXT: &str = "Invoice 7\nTotal due: 99,00 €\nPaid by transfer.";
 
-fn extract_page(dir: &Path, sb: &batchmirror::sandbox::Sandbox) -> Arc<dyn Provider> {
+fn extract_page(dir: &Path, sb: &batchmirror_sandbox::Sandbox) -> Arc<dyn Provider> {
     build(&common::settings(dir, &sb.base_url()))
 }
 

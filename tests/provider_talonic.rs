@@ -9,7 +9,7 @@ use batchmirror::config::{ProviderKind, Settings};
 use batchmirror::daemon;
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{BatchId, ItemId, ItemState, ProviderName};
-use batchmirror::sandbox::talonic::{
+use batchmirror_sandbox::talonic::{
     ItemOutcome, TalonicBatch, TalonicFault, TalonicItem, TalonicSandbox, TalonicSpec, uuid,
 };
 use tokio_util::sync::CancellationToken;

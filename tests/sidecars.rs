@@ -2,7 +2,7 @@
 //! and published only together with their result, so an item that ends lost or keeps failing
 //! leaves no file at all; and item ids with dots or suffix-like words never share a file.
 
-use batchmirror::sandbox::llamacloud::{Fault, Outcome};
+use batchmirror_sandbox::llamacloud::{Fault, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{files_under, sha256_file};

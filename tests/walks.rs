@@ -11,8 +11,8 @@ use batchmirror::config::{ProviderKind, Settings};
 use batchmirror::daemon::{self, PassReport};
 use batchmirror::ledger::Ledger;
 use batchmirror::model::{ItemState, ProviderName, WalkState};
-use batchmirror::sandbox::ListFault;
-use batchmirror::sandbox::{llamacloud as llama, perfectparser as perfect, talonic};
+use batchmirror_sandbox::ListFault;
+use batchmirror_sandbox::{llamacloud as llama, perfectparser as perfect, talonic};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{self, KEY, config_text};
@@ -26,7 +26,7 @@ const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One provider's sandbox, seen through what these tests need of it.
 enum Account {
-    ExtractPage(batchmirror::sandbox::Sandbox),
+    ExtractPage(batchmirror_sandbox::Sandbox),
     Llama(llama::LlamaSandbox),
     Talonic(talonic::TalonicSandbox),
     Perfect(perfect::PerfectSandbox),

@@ -3,14 +3,11 @@
 //!
 //! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
 
-mod demo;
-mod demo_drop;
 mod observer;
 mod pass;
 mod status;
 mod systemd;
 
-pub use demo::{DemoSummary, demo};
 pub use pass::{PassReport, ProviderPass};
 pub use status::{StatusReport, status};
 

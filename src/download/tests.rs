@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{BatchId, ItemId, ItemState, no_observer};
-use crate::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
+use batchmirror_sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
 
 fn eio(_: &std::fs::File) -> std::io::Result<()> {
     Err(std::io::Error::from_raw_os_error(5))

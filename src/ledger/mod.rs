@@ -16,8 +16,6 @@
 
 pub mod schema;
 
-#[cfg(feature = "sandbox")]
-mod bench;
 mod pace;
 mod queries;
 mod reads;
@@ -28,6 +26,9 @@ mod tests;
 mod uploads;
 mod walks;
 
+/// The non-final states, as SQL, for the bench's ledger set-ups.
+#[cfg(feature = "sandbox")]
+pub(crate) use queries::NOT_FINAL;
 pub use report::Listed;
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use batchmirror::config::{self, Settings};
-use batchmirror::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
+use batchmirror_sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
 use sha2::{Digest, Sha256};
 
 pub const KEY: &str = "test-key";

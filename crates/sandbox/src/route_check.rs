@@ -46,7 +46,7 @@ const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The `METHOD /path` entries of the tables (lines starting with `|`) in section `number` of
 /// `../shared/providers.md` (`## 1. extract.page` → "1"), or None when the file is absent.
 pub(crate) fn documented(number: &str) -> Option<Vec<(String, String)>> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/providers.md");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/providers.md");
     match std::fs::read_to_string(&file) {
         Ok(text) => Some(table_routes(&text, number)),
         Err(err) => {

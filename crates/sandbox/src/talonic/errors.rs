@@ -1,6 +1,6 @@
 //! The Talonic error envelope (`providers.md` §3.3: `{statusCode, code, error, message,
 //! retryable, request_id, timestamp, path}`, with the documented lowercase codes), injected
-//! status faults in it, the quota's 429 (the per-key budget of [`crate::sandbox::rate`]: by default
+//! status faults in it, the quota's 429 (the per-key budget of [`crate::rate`]: by default
 //! the UTC day) and the `X-RateLimit-Limit/Remaining/Reset` headers (Reset in ISO-8601) every
 //! answer carries.
 

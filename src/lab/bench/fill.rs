@@ -1,51 +1,63 @@
 //! Ledger set-ups for `batchmirror bench`: filling a ledger with many rows straight in SQL, so the
 //! idle-pass and `status` figures can be taken on 100,000 and 1,000,000 items without downloading
-//! them first. Nothing in the daemon calls these.
+//! them first. They open the ledger file themselves: the daemon's ledger knows nothing of them.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
-use super::Ledger;
-use super::queries::NOT_FINAL;
-use super::rows::ms;
-use crate::error::LedgerError;
-use crate::model::ProviderName;
+use crate::ledger::NOT_FINAL;
 
-impl Ledger {
-    /// Benchmark set-up: every non-final item of `provider` becomes mirrored (with `bytes` and
-    /// `sha256`, the file assumed present) and its batches handled when terminal and complete.
-    pub async fn bench_mark_all_mirrored(
-        &self,
-        provider: &ProviderName,
-        bytes: u64,
-        sha256: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, LedgerError> {
-        let (provider, sha256) = (provider.as_str().to_owned(), sha256.to_owned());
-        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        self.run(move |c| mark_all_mirrored(c, &provider, bytes, &sha256, ms(now)))
-            .await
-    }
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // The daemon's own connection may hold the file open; wait for it rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(conn)
+}
 
-    /// Benchmark set-up: `batches` × `items_per_batch` generated rows for `provider` (see
-    /// [`generate`] for the mix).
-    pub async fn bench_generate(
-        &self,
-        provider: &ProviderName,
-        batches: u64,
-        items_per_batch: u64,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        let provider = provider.as_str().to_owned();
-        self.run(move |c| generate(c, &provider, batches, items_per_batch, ms(now)))
-            .await
-    }
+/// Every non-final item of `provider` becomes mirrored (with `bytes` and `sha256`, the file
+/// assumed present) and its batches handled when terminal and complete. The ledger at `path`
+/// must exist (opened once by [`crate::ledger::Ledger::open`]).
+pub(crate) fn mark_all_mirrored(
+    path: &Path,
+    provider: &str,
+    bytes: u64,
+    sha256: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<u64> {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    mark_all(
+        &mut open(path)?,
+        provider,
+        bytes,
+        sha256,
+        now.timestamp_millis(),
+    )
+}
+
+/// `batches` × `items_per_batch` generated rows for `provider` (see [`generate_rows`] for the
+/// mix) in the existing ledger at `path`.
+pub(crate) fn generate(
+    path: &Path,
+    provider: &str,
+    batches: u64,
+    items_per_batch: u64,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    generate_rows(
+        &mut open(path)?,
+        provider,
+        batches,
+        items_per_batch,
+        now.timestamp_millis(),
+    )
 }
 
 /// Marks every non-final item of `provider` mirrored (at `<provider>/<batch>/<item>.json`, with
 /// the given size and digest) and recomputes `handled` for its batches the way
 /// `refresh_handled` does: what a finished `sync --once` leaves behind. Returns the rows changed.
-pub(crate) fn mark_all_mirrored(
+fn mark_all(
     conn: &mut Connection,
     provider: &str,
     bytes: i64,
@@ -80,7 +92,7 @@ pub(crate) fn mark_all_mirrored(
 /// Inserts `batches` completed batches of `items_per_batch` items for `provider`, in one
 /// transaction, with a realistic mix for `status`: about 1 in 50 items not mirrored yet (ready,
 /// deadlines spread over the next three days), 1 in 200 failed, the rest mirrored.
-pub(crate) fn generate(
+fn generate_rows(
     conn: &mut Connection,
     provider: &str,
     batches: u64,
@@ -129,7 +141,10 @@ pub(crate) fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BatchId, BatchStatus, ItemId, RemoteBatch, RemoteItem, RemoteStatus};
+    use crate::ledger::Ledger;
+    use crate::model::{
+        BatchId, BatchStatus, ItemId, ProviderName, RemoteBatch, RemoteItem, RemoteStatus,
+    };
 
     fn name() -> ProviderName {
         ProviderName::parse("p").unwrap()
@@ -138,11 +153,9 @@ mod tests {
     #[tokio::test]
     async fn generated_rows_follow_the_documented_mix_and_open_batches_stay_open() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
-        ledger
-            .bench_generate(&name(), 3, 400, Utc::now())
-            .await
-            .unwrap();
+        let path = dir.path().join("l.sqlite3");
+        let ledger = Ledger::open(&path).unwrap();
+        generate(&path, "p", 3, 400, Utc::now()).unwrap();
         let s = ledger
             .summary(
                 &[(name(), "k".into())],
@@ -163,7 +176,8 @@ mod tests {
     #[tokio::test]
     async fn marking_all_mirrored_closes_complete_terminal_batches_only() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.sqlite3")).unwrap();
+        let path = dir.path().join("l.sqlite3");
+        let ledger = Ledger::open(&path).unwrap();
         let item = |id: &str| RemoteItem {
             id: ItemId::parse(id).unwrap(),
             status: RemoteStatus::Succeeded,
@@ -196,10 +210,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let n = ledger
-            .bench_mark_all_mirrored(&name(), 10, &"0".repeat(64), Utc::now())
-            .await
-            .unwrap();
+        let n = mark_all_mirrored(&path, "p", 10, &"0".repeat(64), Utc::now()).unwrap();
         assert_eq!(n, 6);
         let open: Vec<String> = ledger
             .unhandled_batches(&name())

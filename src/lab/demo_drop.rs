@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Mirror;
 use crate::config::Settings;
+use crate::daemon::Mirror;
 use crate::error::Error;
 use crate::scheduler::PassTrigger;
 

@@ -6,6 +6,7 @@
 //! ledger, and `status` over a bigger one. [`measure`] samples the children, [`setup`] writes
 //! their accounts and configs, [`idle`] holds the two ledger-size runs.
 
+mod fill;
 mod idle;
 pub mod measure;
 mod setup;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::LedgerError;
-use crate::sandbox::Sandbox;
+use batchmirror_sandbox::Sandbox;
 use measure::Measured;
 
 /// Options of `batchmirror bench`.

@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::measure::{self, Measured};
 use super::setup::{self, PROVIDER};
-use super::{BenchError, measured, ms, verdict};
+use super::{BenchError, fill, measured, ms, verdict};
 use crate::daemon::Mirror;
 use crate::ledger::Ledger;
 use crate::model::{ProviderName, no_observer};
-use crate::sandbox::Sandbox;
+use batchmirror_sandbox::Sandbox;
 
 /// Bytes of each result in the idle account; never fetched, only listed.
 const IDLE_RESULT_BYTES: usize = 200;
@@ -47,9 +47,14 @@ pub async fn idle_pass(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchEr
                 what: "listing the idle account".into(),
                 problem: e.to_string(),
             })?;
-        let marked = ledger
-            .bench_mark_all_mirrored(&name, IDLE_RESULT_BYTES as u64, &"0".repeat(64), Utc::now())
-            .await?;
+        let marked = fill::mark_all_mirrored(
+            &inst.ledger,
+            name.as_str(),
+            IDLE_RESULT_BYTES as u64,
+            &"0".repeat(64),
+            Utc::now(),
+        )
+        .map_err(|e| ledger_fill_error("marking the idle ledger mirrored", &e))?;
         if marked != items {
             return Err(BenchError::Failed {
                 what: "idle ledger".into(),
@@ -122,10 +127,9 @@ pub async fn status(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchError
     let per_batch = 1000u64;
     let batches = items.div_ceil(per_batch);
     {
-        let ledger = Ledger::open(&inst.ledger)?;
-        ledger
-            .bench_generate(&name, batches, per_batch, Utc::now())
-            .await?;
+        Ledger::open(&inst.ledger)?;
+        fill::generate(&inst.ledger, name.as_str(), batches, per_batch, Utc::now())
+            .map_err(|e| ledger_fill_error("generating the status ledger", &e))?;
     }
     let total = batches * per_batch;
     let label = format!("status, {total} items");
@@ -175,4 +179,11 @@ fn one_line(label: &str, tool: &str, m: &Measured, note: &str) {
         ms(m.cpu),
         m.peak_rss as f64 / 1e6
     );
+}
+
+fn ledger_fill_error(what: &str, e: &rusqlite::Error) -> BenchError {
+    BenchError::Failed {
+        what: what.into(),
+        problem: e.to_string(),
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::observe::{KillStats, Snapshot, Tracker};
 use super::world::World;
-use crate::sandbox::Stats;
+use batchmirror_sandbox::Stats;
 
 /// What a crash loop found. [`CrashloopVerdict::line`] is the one-line summary.
 #[derive(Debug, Clone)]

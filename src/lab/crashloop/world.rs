@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::model::{BatchId, ItemId, ProviderName};
-use crate::sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
 use crate::storage::Storage;
+use batchmirror_sandbox::{BatchSpec, Delivery, ItemSpec, Outcome, Sandbox, SandboxSpec};
 
 /// The provider name in the harness's config (and so the mirror's first directory).
 pub(super) const PROVIDER: &str = "cl";

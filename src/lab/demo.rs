@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Mirror;
 use crate::config;
+use crate::daemon::Mirror;
 use crate::error::Error;
-use crate::sandbox::{self, Generated};
+use batchmirror_sandbox::{self as sandbox, Generated};
 
 /// The demo's config, embedded so `demo` needs no file.
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");

@@ -1,4 +1,4 @@
-//! The sandbox: a faithful local server of the extract.page batch API, plus the object store its
+//! The sandboxes: a faithful local server of the extract.page batch API, plus the object store its
 //! results redirect to, for `batchmirror demo`, `batchmirror sandbox` and the tests.
 //!
 //! This file owns the public surface (spec, faults, stats, request log, rate limit, start and
@@ -7,9 +7,9 @@
 //! presigned URLs in [`object_store`], the batch timeline and the generated mix in [`data`], and
 //! the result bodies in [`body`]. What all four sandboxes share lives here too: the per-key rate
 //! limit in [`rate`], the request log in [`request_log`], the simulated clock in [`clock`]. It is
-//! built from the provider's published contracts (`providers.md` §1 and the OpenAPI seeds) and
-//! uses nothing from the rest of the crate: the client must never pass a test because both sides
-//! share a bug.
+//! built from the provider's published contracts (`providers.md` §1 and the OpenAPI seeds). It is
+//! its own crate, `batchmirror-sandbox`, and depends on nothing of the daemon's: the compiler keeps
+//! the client from passing a test because both sides share a bug.
 
 mod batches;
 mod body;

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
 
 use crate::config::toml_str;
-use crate::sandbox::Sandbox;
+use batchmirror_sandbox::Sandbox;
 use observe::{Snapshot, Tracker};
 use world::World;
 

@@ -154,7 +154,7 @@ fn judged(served_x: u64, kills_in_flight_x: bool) -> super::CrashloopVerdict {
     last.digests = scan_mirror(&w, dir.path(), &Default::default())
         .unwrap()
         .digests;
-    let mut served = crate::sandbox::Stats::default();
+    let mut served = batchmirror_sandbox::Stats::default();
     served
         .result_requests
         .insert(("b".into(), "x".into()), served_x);
