@@ -26,11 +26,11 @@ mod tests;
 mod uploads;
 mod walks;
 
-/// The non-final states, as SQL, for the bench's ledger set-ups.
-#[cfg(feature = "sandbox")]
-pub(crate) use queries::NOT_FINAL;
 pub use report::Listed;
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
+/// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
+#[cfg(feature = "sandbox")]
+pub(crate) use {queries::NOT_FINAL, schema::BUSY_TIMEOUT};
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};

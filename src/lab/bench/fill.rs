@@ -7,12 +7,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
-use crate::ledger::NOT_FINAL;
+use crate::ledger::{BUSY_TIMEOUT, NOT_FINAL};
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    // The daemon's own connection may hold the file open; wait for it rather than fail.
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // The daemon's own connection may hold the write lock; wait as long as the daemon would.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 

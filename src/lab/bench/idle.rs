@@ -12,7 +12,7 @@ use super::setup::{self, PROVIDER};
 use super::{BenchError, fill, measured, ms, verdict};
 use crate::daemon::Mirror;
 use crate::ledger::Ledger;
-use crate::model::{ProviderName, no_observer};
+use crate::model::no_observer;
 use batchmirror_sandbox::Sandbox;
 
 /// Bytes of each result in the idle account; never fetched, only listed.
@@ -32,10 +32,6 @@ pub async fn idle_pass(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchEr
         .map_err(BenchError::Sandbox)?;
     let inst = setup::instance(dir, &sandbox.base_url(), 16)?;
     let settings = crate::config::load(&inst.config).map_err(crate::error::Error::from)?;
-    let name = ProviderName::parse(PROVIDER).map_err(|e| BenchError::Failed {
-        what: "provider name".into(),
-        problem: e,
-    })?;
     {
         let ledger = Ledger::open(&inst.ledger)?;
         let provider =
@@ -49,7 +45,7 @@ pub async fn idle_pass(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchEr
             })?;
         let marked = fill::mark_all_mirrored(
             &inst.ledger,
-            name.as_str(),
+            PROVIDER,
             IDLE_RESULT_BYTES as u64,
             &"0".repeat(64),
             Utc::now(),
@@ -120,15 +116,11 @@ pub async fn idle_pass(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchEr
 /// Generates a ledger of `items` rows straight in SQL, then times `batchmirror status` on it.
 pub async fn status(exe: &Path, dir: &Path, items: u64) -> Result<(), BenchError> {
     let inst = setup::instance(dir, "http://127.0.0.1:9", 16)?;
-    let name = ProviderName::parse(PROVIDER).map_err(|e| BenchError::Failed {
-        what: "provider name".into(),
-        problem: e,
-    })?;
     let per_batch = 1000u64;
     let batches = items.div_ceil(per_batch);
     {
         Ledger::open(&inst.ledger)?;
-        fill::generate(&inst.ledger, name.as_str(), batches, per_batch, Utc::now())
+        fill::generate(&inst.ledger, PROVIDER, batches, per_batch, Utc::now())
             .map_err(|e| ledger_fill_error("generating the status ledger", &e))?;
     }
     let total = batches * per_batch;
