@@ -215,8 +215,49 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("{0}")]
-    Runtime(String),
+    /// A local directory the daemon needs (drop folder and its siblings) cannot be used.
+    #[error("{action} {}: {source}; {hint}", path.display())]
+    Local {
+        action: &'static str,
+        path: std::path::PathBuf,
+        hint: &'static str,
+        source: std::io::Error,
+    },
+    /// The drop folder's inbox cannot be watched.
+    #[error("drop folder: cannot watch {}: {source}; check the inotify limits (fs.inotify.max_user_watches) or set dropfolder.mode = \"poll\"", path.display())]
+    Watch {
+        path: std::path::PathBuf,
+        source: notify::Error,
+    },
+    /// A background task panicked or was aborted: a bug, or the runtime going away.
+    #[error("the {task} task ended abnormally: {source}")]
+    Task {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+    /// A socket the daemon serves on could not be bound.
+    #[error("cannot serve {what} on {addr}: {source}; is another process using the port?")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// A signal handler could not be installed.
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    /// The cron scheduler refused the schedule or failed to run.
+    #[error("scheduler ({cron}): {source}")]
+    Schedule {
+        cron: String,
+        source: tokio_cron_scheduler::JobSchedulerError,
+    },
+    /// A harness (demo, bench, crash loop) could not set up the sandbox it runs against.
+    #[cfg(feature = "sandbox")]
+    #[error("the {kind} sandbox: {reason}")]
+    Sandbox { kind: String, reason: String },
 }
 
 impl Error {

@@ -244,11 +244,12 @@ impl Observer for Metrics {
 
 /// Serves `/metrics` and `/healthz` on `listen` until `cancel`. `healthy` decides `/healthz`.
 pub async fn serve(
+    tasks: &tokio_util::task::TaskTracker,
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,
     cancel: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -282,7 +283,7 @@ pub async fn serve(
                 }
             }),
         );
-    Ok(tokio::spawn(async move {
+    tasks.spawn(async move {
         let stop = cancel.cancelled_owned();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
@@ -290,7 +291,8 @@ pub async fn serve(
         {
             tracing::error!("metrics endpoint failed: {e}");
         }
-    }))
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,8 +59,9 @@ impl PassTrigger {
 
 /// Starts the cron scheduler; each tick calls [`PassTrigger::request`].
 pub async fn start(cron: &str, trigger: Arc<PassTrigger>) -> Result<JobScheduler, Error> {
-    let err = |e: tokio_cron_scheduler::JobSchedulerError| {
-        Error::Runtime(format!("scheduler ({cron}): {e}"))
+    let err = |e: tokio_cron_scheduler::JobSchedulerError| Error::Schedule {
+        cron: cron.to_owned(),
+        source: e,
     };
     let sched = JobScheduler::new().await.map_err(err)?;
     let job = Job::new_async(cron, move |_, _| {

@@ -5,10 +5,12 @@
 
 mod observer;
 mod pass;
+mod run;
 mod status;
 mod systemd;
 
 pub use pass::{PassReport, ProviderPass};
+pub use run::{cancel_on_signals, run};
 pub use status::{StatusReport, status};
 
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
 use crate::model::Observer;
 use crate::provider::{self, Provider};
-use crate::scheduler::{self, PassTrigger};
+use crate::scheduler::PassTrigger;
 use crate::storage::Storage;
 use crate::sync::{self, ListError};
 use observer::DaemonObserver;
@@ -92,12 +94,8 @@ impl Mirror {
         &self.ledger
     }
 
-    /// Starts the drop folder's worker when `[dropfolder]` is configured.
-    pub fn spawn_dropfolder(
-        &self,
-        trigger: Arc<PassTrigger>,
-        shutdown: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<Result<(), Error>>> {
+    /// The drop folder's worker when `[dropfolder]` is configured, for the caller to run.
+    pub fn dropfolder(&self, trigger: Arc<PassTrigger>) -> Option<DropFolder> {
         let settings = self.settings.dropfolder.clone()?;
         // Validation guarantees the named provider exists.
         let provider = self
@@ -105,15 +103,14 @@ impl Mirror {
             .iter()
             .find(|p| *p.name() == settings.provider)?
             .clone();
-        let worker = DropFolder::new(
+        Some(DropFolder::new(
             settings,
             self.ledger.clone(),
             provider,
             self.settings.storage_root.clone(),
             trigger,
             self.observer.clone(),
-        );
-        Some(tokio::spawn(worker.run(shutdown)))
+        ))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -135,7 +132,10 @@ impl Mirror {
         let storage = self.storage.clone();
         let removed = tokio::task::spawn_blocking(move || storage.remove_stray_parts())
             .await
-            .map_err(|e| Error::Runtime(e.to_string()))??;
+            .map_err(|source| Error::Task {
+                task: "stray .part cleanup",
+                source,
+            })??;
         if removed > 0 {
             tracing::info!(removed, "removed unfinished .part files left by a crash");
         }
@@ -241,125 +241,4 @@ fn alert_if_disk_full(observer: &dyn Observer, e: &Error) {
     if e.is_disk_full() {
         observer.disk_full(&e.to_string());
     }
-}
-
-/// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
-/// Under systemd it reports readiness, status and stopping, and feeds the watchdog from progress.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
-    let cron = settings.schedule_cron.clone();
-    let heartbeat = Arc::new(systemd::Heartbeat::default());
-    let observer = Arc::new(DaemonObserver::new(&settings, Some(heartbeat.clone())));
-    let metrics = observer.metrics();
-    let metrics_listen = settings.metrics.as_ref().map(|m| m.listen);
-    let names: Vec<_> = settings
-        .providers
-        .iter()
-        .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
-        .collect();
-    let mirror = Mirror::open_with(settings, observer.clone()).await?;
-    observer.attach(&mirror.ledger);
-    let endpoint = match (metrics_listen, &metrics) {
-        (Some(listen), Some(m)) => {
-            let hb = heartbeat.clone();
-            // Healthy while the pass loop or its work made progress in the last 15 minutes.
-            let healthy = Arc::new(move || hb.age() < std::time::Duration::from_secs(15 * 60));
-            let served = crate::metrics::serve(listen, m.clone(), healthy, shutdown.clone())
-                .await
-                .map_err(|e| Error::Runtime(format!("cannot serve metrics on {listen}: {e}")))?;
-            Some(served)
-        }
-        _ => None,
-    };
-    let trigger = Arc::new(PassTrigger::default());
-    let mut sched = scheduler::start(&cron, trigger.clone()).await?;
-    tracing::info!(schedule = %cron, providers = mirror.providers.len(), "batchmirror running");
-    systemd::ready(&format!(
-        "ready: {} provider(s), schedule {cron}",
-        mirror.providers.len()
-    ));
-    let watchdog = systemd::spawn_watchdog(heartbeat.clone(), shutdown.clone());
-    let stopping = {
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            token.cancelled().await;
-            systemd::stopping();
-        })
-    };
-    let mut idle = tokio::time::interval(systemd::idle_beat_every());
-    let mut dropfolder = mirror.spawn_dropfolder(trigger.clone(), shutdown.clone());
-    trigger.request();
-    let result = loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            ended = async { dropfolder.as_mut().expect("guarded").await }, if dropfolder.is_some() => {
-                dropfolder = None;
-                match ended {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(Error::Runtime(format!("drop folder task: {e}"))),
-                }
-            }
-            _ = idle.tick() => heartbeat.beat(),
-            () = trigger.requested() => {
-                trigger.set_running(true);
-                let pass = mirror.pass(&shutdown).await;
-                trigger.set_running(false);
-                match pass {
-                    Ok(report) => {
-                        systemd::status(&report.summary());
-                        if let Some(m) = &metrics {
-                            let now = chrono::Utc::now();
-                            let margin = mirror.settings.download.alert_margin;
-                            let summaries = mirror.ledger.summary(&names, now, margin).await?;
-                            m.observe_pass(
-                                report.elapsed.as_secs_f64(),
-                                report.unmirrored.count,
-                                &summaries,
-                            );
-                        }
-                    }
-                    // The ledger or the disk failed under us: stop, and let the supervisor restart.
-                    Err(e) => {
-                        alert_if_disk_full(observer.as_ref(), &e);
-                        break Err(e);
-                    }
-                }
-            }
-        }
-    };
-    // Every task stops on the one token, whatever ended the loop.
-    shutdown.cancel();
-    if let Some(d) = dropfolder {
-        let _ = d.await;
-    }
-    if let Err(e) = sched.shutdown().await {
-        tracing::warn!("scheduler did not stop cleanly: {e}");
-    }
-    let _ = stopping.await;
-    if let Some(w) = watchdog {
-        let _ = w.await;
-    }
-    if let Some(e) = endpoint {
-        let _ = e.await;
-    }
-    observer.flush().await;
-    tracing::info!("batchmirror stopped");
-    result
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub fn cancel_on_signals(token: CancellationToken) -> Result<(), Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Error::Runtime(format!("SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Error::Runtime(format!("SIGINT handler: {e}")))?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received: stopping"),
-        }
-        token.cancel();
-    });
-    Ok(())
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// When the daemon last made progress.
 #[derive(Debug)]
@@ -72,15 +72,14 @@ pub fn idle_beat_every() -> Duration {
     sd_notify::watchdog_enabled().map_or(Duration::from_secs(30), |p| p / 4)
 }
 
-/// Pings the watchdog while `heartbeat` is fresh (younger than half the period). `None` when
-/// systemd asked for no watchdog.
-pub fn spawn_watchdog(
-    heartbeat: Arc<Heartbeat>,
-    cancel: CancellationToken,
-) -> Option<JoinHandle<()>> {
-    let period = sd_notify::watchdog_enabled()?;
+/// Pings the watchdog, on `tasks`, while `heartbeat` is fresh (younger than half the period).
+/// Nothing is started when systemd asked for no watchdog.
+pub fn spawn_watchdog(tasks: &TaskTracker, heartbeat: Arc<Heartbeat>, cancel: CancellationToken) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let limit = period / 2;
-    Some(tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(period / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut withheld = false;
@@ -101,7 +100,7 @@ pub fn spawn_watchdog(
                 );
             }
         }
-    }))
+    });
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ impl Downloader {
             self.ledger.release(std::slice::from_ref(item)).await?;
             return Ok(Outcome::Retrying);
         };
-        let (p, b, i) = (&item.provider, &item.batch, &item.item);
+        let p = &item.provider;
         let started = Instant::now();
         let mut delays = in_pass_backoff();
         let mut malformed = 0;
@@ -130,7 +130,7 @@ impl Downloader {
                 return self.record(item, error, reads).await;
             };
             tracing::warn!(
-                provider = %p, batch = %b, item = %i, attempt,
+                attempt,
                 "download failed, trying again in {} within this pass: {error}",
                 humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
             );
@@ -193,7 +193,7 @@ impl Downloader {
                 // A sidecar the provider no longer has (or refuses) must not cost the result
                 // itself: say so, keep it on the item, and go on.
                 Err(ItemError::Provider(e)) if !e.is_retryable() => {
-                    tracing::warn!(provider = %item.provider, batch = %item.batch, item = %item.item, "sidecar {suffix} not mirrored: {e}");
+                    tracing::warn!("sidecar {suffix} not mirrored: {e}");
                     notes.push(format!("sidecar {suffix}: {e}"));
                 }
                 Err(e) => return Err(e),
@@ -269,7 +269,7 @@ impl Downloader {
             self.ledger.note_error(item, &notes.join("; ")).await?;
         }
         self.observer.mirrored(&item.provider, published.bytes);
-        tracing::debug!(provider = %item.provider, batch = %item.batch, item = %item.item, bytes = published.bytes, "mirrored");
+        tracing::debug!(bytes = published.bytes, "mirrored");
         Ok(Outcome::Mirrored(published.bytes))
     }
 
@@ -281,11 +281,10 @@ impl Downloader {
         error: ItemError,
         malformed_reads: u32,
     ) -> Result<Outcome, LedgerError> {
-        let (p, b, i) = (&item.provider, &item.batch, &item.item);
         match error {
             ItemError::Provider(ProviderError::NotReady { body, .. }) => {
                 // Listed as done but not servable yet: try again on the next pass.
-                tracing::info!(provider = %p, batch = %b, item = %i, "result not ready yet: {body}");
+                tracing::info!("result not ready yet: {body}");
                 let next = Utc::now() + chrono::Duration::milliseconds(1);
                 self.ledger
                     .mark_retry(item, &format!("not ready yet: {body}"), next)
@@ -293,7 +292,7 @@ impl Downloader {
                 Ok(Outcome::NotReady)
             }
             ItemError::Provider(e @ ProviderError::Gone { .. }) => {
-                tracing::error!(provider = %p, batch = %b, item = %i, "LOST: the provider no longer has this result: {e}");
+                tracing::error!("LOST: the provider no longer has this result: {e}");
                 self.discard_sidecars(item).await;
                 self.ledger.mark_lost(item, &e.to_string()).await?;
                 self.observer.lost(item, &e.to_string());
@@ -303,12 +302,12 @@ impl Downloader {
                 self.fail(item, &e.to_string()).await
             }
             ItemError::DiskFull(m) => {
-                tracing::warn!(provider = %p, batch = %b, item = %i, "not written, the disk is full: {m}");
+                tracing::warn!("not written, the disk is full: {m}");
                 self.ledger.release(std::slice::from_ref(item)).await?;
                 Ok(Outcome::DiskFull)
             }
             ItemError::Disk(m) => {
-                tracing::error!(provider = %p, batch = %b, item = %i, "cannot write the result: {m}");
+                tracing::error!("cannot write the result: {m}");
                 self.retry_later(item, &m).await
             }
             e if e.transient() => self.retry_later(item, &e.to_string()).await,
@@ -319,7 +318,6 @@ impl Downloader {
     async fn retry_later(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
         let wait = item_backoff(item.attempts);
         tracing::warn!(
-            provider = %item.provider, batch = %item.batch, item = %item.item,
             attempt = item.attempts + 1,
             "download deferred to a later pass, next attempt in {}: {error}",
             humantime::format_duration(Duration::from_secs(wait.as_secs()))
@@ -330,7 +328,7 @@ impl Downloader {
     }
 
     async fn fail(&self, item: &DueItem, error: &str) -> Result<Outcome, LedgerError> {
-        tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "download failed for good: {error}");
+        tracing::error!("download failed for good: {error}");
         self.discard_sidecars(item).await;
         self.ledger.mark_failed(item, error).await?;
         Ok(Outcome::Failed)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::DownloadSettings;
 use crate::error::{Error, LedgerError};
@@ -134,9 +135,11 @@ impl Downloader {
                 let Some(item) = queued.pop_front() else {
                     break;
                 };
-                self.warn_if_at_risk(&item);
+                let span = item_span(&item);
+                span.in_scope(|| self.warn_if_at_risk(&item));
                 let (this, it, stop) = (self.clone(), item.clone(), cancel.clone());
-                let handle = tasks.spawn(async move { this.fetch_one(&it, &stop).await });
+                let fetch = async move { this.fetch_one(&it, &stop).await };
+                let handle = tasks.spawn(fetch.instrument(span));
                 in_flight.insert(handle.id(), item);
             }
             if tasks.is_empty() {
@@ -259,15 +262,20 @@ impl Downloader {
     pub async fn settle_interrupted(&self, items: Vec<DueItem>) -> Result<u64, Error> {
         let mut released = Vec::new();
         for item in items {
-            let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
-            if self.storage.exists(&rel) {
+            let settle = async {
+                let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
+                if !self.storage.exists(&rel) {
+                    self.discard_sidecars(&item).await;
+                    return Ok::<_, Error>(false);
+                }
                 let published = self.storage.digest(&rel).await?;
-                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, "adopted a result published just before the interruption");
+                tracing::info!("adopted a result published just before the interruption");
                 self.ledger
                     .mark_mirrored(&item, &published, Utc::now())
                     .await?;
-            } else {
-                self.discard_sidecars(&item).await;
+                Ok(true)
+            };
+            if !settle.instrument(item_span(&item)).await? {
                 released.push(item);
             }
         }
@@ -295,15 +303,16 @@ impl Downloader {
         match removed {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {
-                tracing::info!(provider = %item.provider, batch = %item.batch, item = %item.item, removed = n, "removed sidecars left without their result")
+                tracing::info!(removed = n, "removed sidecars left without their result")
             }
             Ok(Err(e)) => {
-                tracing::error!(provider = %item.provider, batch = %item.batch, item = %item.item, "cannot remove sidecars left without their result: {e}")
+                tracing::error!("cannot remove sidecars left without their result: {e}")
             }
             Err(e) => tracing::error!("sidecar clean-up task failed: {e}"),
         }
     }
 
+    /// Runs inside the item's span.
     fn warn_if_at_risk(&self, item: &DueItem) {
         let Some(deadline) = item.deadline else {
             return;
@@ -313,18 +322,23 @@ impl Downloader {
         if left >= margin {
             return;
         }
-        let (p, b, i) = (&item.provider, &item.batch, &item.item);
         let deadline = deadline.to_rfc3339();
         match left.to_std() {
             Ok(left) => tracing::warn!(
-                provider = %p, batch = %b, item = %i, deadline,
+                deadline,
                 "item at risk: {} left before the provider deletes it",
                 humantime::format_duration(Duration::from_secs(left.as_secs()))
             ),
             Err(_) => tracing::warn!(
-                provider = %p, batch = %b, item = %i, deadline,
+                deadline,
                 "item past its deadline: trying anyway, the provider may still have it"
             ),
         }
     }
+}
+
+/// The span every log line about one item is written in: its provider, batch and id are said
+/// once, here, not at each event.
+fn item_span(item: &DueItem) -> tracing::Span {
+    tracing::info_span!("item", provider = %item.provider, batch = %item.batch, item = %item.item)
 }

@@ -84,11 +84,11 @@ impl DropFolder {
     fn prepare(&self) -> Result<(), Error> {
         let s = &self.settings;
         for dir in [&s.inbox, &s.done, &s.failed, &s.outbox] {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Runtime(format!(
-                    "drop folder: cannot create {}: {e}; check dropfolder.path and its permissions",
-                    dir.display()
-                ))
+            std::fs::create_dir_all(dir).map_err(|source| Error::Local {
+                action: "drop folder: cannot create",
+                path: dir.clone(),
+                hint: "check dropfolder.path and its permissions",
+                source,
             })?;
         }
         Ok(())
@@ -111,12 +111,11 @@ impl DropFolder {
         let s = &self.settings;
         let tick_every =
             (s.settle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
-        let mut watch = watch::start(&s.inbox, s.mode, tick_every).map_err(|e| {
-            Error::Runtime(format!(
-                "drop folder: cannot watch {}: {e}",
-                s.inbox.display()
-            ))
-        })?;
+        let mut watch =
+            watch::start(&s.inbox, s.mode, tick_every).map_err(|source| Error::Watch {
+                path: s.inbox.clone(),
+                source,
+            })?;
         tracing::info!(
             inbox = %s.inbox.display(),
             mode = watch.mode.as_str(),

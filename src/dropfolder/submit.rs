@@ -51,7 +51,10 @@ impl DropFolder {
         let (inbox, os_name, cap) = (s.inbox.clone(), name.clone(), s.max_file_bytes);
         let taken = tokio::task::spawn_blocking(move || files::take(&inbox, &os_name, stamp, cap))
             .await
-            .map_err(|e| Error::Runtime(e.to_string()))?;
+            .map_err(|source| Error::Task {
+                task: "drop folder file intake",
+                source,
+            })?;
         let (name, taken) = match taken {
             Ok(t) => t,
             Err(Refusal::TooLarge { size, cap }) => {

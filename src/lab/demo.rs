@@ -51,11 +51,11 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
     let mut settings = config::load_str(DEMO_CONFIG, "config/demo.toml", &HashMap::new())?;
     let root = dir.join("demo-mirror");
     if root.exists() {
-        std::fs::remove_dir_all(&root).map_err(|e| {
-            Error::Runtime(format!(
-                "cannot remove the previous demo at {}: {e}",
-                root.display()
-            ))
+        std::fs::remove_dir_all(&root).map_err(|source| Error::Local {
+            action: "cannot remove the previous demo at",
+            path: root.clone(),
+            hint: "remove it by hand, or run the demo from another directory",
+            source,
         })?;
         println!("removed the previous demo's {}", root.display());
     }
@@ -80,11 +80,14 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
         };
         let sandbox = sandbox::start_generated(kind, &generated, ([127, 0, 0, 1], 0).into())
             .await
-            .map_err(|e| Error::Runtime(format!("cannot start the {kind} sandbox: {e}")))?;
-        p.base_url = sandbox
-            .base_url()
-            .parse()
-            .map_err(|e| Error::Runtime(format!("sandbox URL: {e}")))?;
+            .map_err(|e| Error::Sandbox {
+                kind: kind.to_owned(),
+                reason: format!("cannot start: {e}"),
+            })?;
+        p.base_url = sandbox.base_url().parse().map_err(|e| Error::Sandbox {
+            kind: kind.to_owned(),
+            reason: format!("its base URL {:?} does not parse: {e}", sandbox.base_url()),
+        })?;
         println!(
             "{kind} sandbox for provider {:?} listening on {}",
             p.name.as_str(),
@@ -115,15 +118,16 @@ pub async fn demo(dir: &Path, cancel: CancellationToken) -> Result<DemoSummary, 
             d.trigger.set_running(false);
         }
         let pass = pass?;
-        if let Some(Err(e)) = pass
+        if let Some((name, Err(e))) = pass
             .providers
             .iter()
-            .map(|p| &p.listing)
-            .find(|l| l.is_err())
+            .map(|p| (&p.name, &p.listing))
+            .find(|(_, l)| l.is_err())
         {
-            return Err(Error::Runtime(format!(
-                "the demo could not list the sandbox: {e}"
-            )));
+            return Err(Error::Sandbox {
+                kind: name.clone(),
+                reason: format!("the demo could not list it: {e}"),
+            });
         }
         summary.passes += 1;
         summary.bytes += pass.download.bytes;

@@ -43,7 +43,12 @@ impl DemoDrop {
         let Some(d) = mirror.settings().dropfolder.clone() else {
             return Ok(None);
         };
-        let io = |e: std::io::Error| Error::Runtime(format!("demo drop folder: {e}"));
+        let io = |source| Error::Local {
+            action: "demo: cannot write the sample document into",
+            path: d.inbox.clone(),
+            hint: "check the demo directory's permissions",
+            source,
+        };
         std::fs::create_dir_all(&d.inbox).map_err(io)?;
         let text: String = (1..=40)
             .map(|i| format!("Invoice line {i}: 1 × widget at {i}.00 EUR\n"))
@@ -56,9 +61,10 @@ impl DemoDrop {
         );
         let trigger = Arc::new(PassTrigger::default());
         let stop = cancel.child_token();
-        let Some(task) = mirror.spawn_dropfolder(trigger.clone(), stop.clone()) else {
+        let Some(worker) = mirror.dropfolder(trigger.clone()) else {
             return Ok(None);
         };
+        let task = tokio::spawn(worker.run(stop.clone()));
         Ok(Some(Self {
             result: d.outbox.join(format!("{SAMPLE}.json")),
             dropped: Instant::now(),
@@ -88,7 +94,10 @@ impl DemoDrop {
         self.stop.cancel();
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(Error::Runtime(format!("demo drop folder: {e}"))),
+            Err(source) => Err(Error::Task {
+                task: "demo drop folder",
+                source,
+            }),
         }
     }
 }
