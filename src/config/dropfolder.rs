@@ -1,13 +1,15 @@
 //! `[dropfolder]`: the watched inbox whose files are submitted as extraction jobs, validated into
-//! [`DropFolderSettings`]. The folders `done/`, `failed/` and `outbox/` sit next to the inbox.
+//! [`DropFolderSettings`] and printed back as its TOML table. The folders `done/`, `failed/` and
+//! `outbox/` sit next to the inbox.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::{absolute_path, duration, int_in_range};
-use super::{ProviderKind, ProviderSettings};
+use super::fields::{absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str};
+use super::kind::ProviderKind;
 use crate::error::ConfigError;
 use crate::model::{ProviderName, SubmitOptions};
 
@@ -119,9 +121,11 @@ fn patterns(key: &str, values: &[String]) -> Result<Vec<glob::Pattern>, ConfigEr
         .collect()
 }
 
+/// `providers` are the validated `[[provider]]` entries, by name and kind: the one named must
+/// exist and take submissions, and decides which submit options are allowed.
 pub(super) fn validate(
     d: &RawDropFolder,
-    providers: &[ProviderSettings],
+    providers: &[(ProviderName, ProviderKind)],
 ) -> Result<DropFolderSettings, ConfigError> {
     let inbox = absolute_path("dropfolder.path", &d.path)?;
     let parent = match inbox.parent() {
@@ -133,11 +137,11 @@ pub(super) fn validate(
             ));
         }
     };
-    let target = providers
+    let (target_name, target_kind) = providers
         .iter()
-        .find(|p| p.name.as_str() == d.provider)
+        .find(|(name, _)| name.as_str() == d.provider)
         .ok_or_else(|| {
-            let names: Vec<_> = providers.iter().map(|p| p.name.as_str()).collect();
+            let names: Vec<_> = providers.iter().map(|(name, _)| name.as_str()).collect();
             ConfigError::invalid(
                 "dropfolder.provider",
                 format!(
@@ -147,7 +151,7 @@ pub(super) fn validate(
                 ),
             )
         })?;
-    if !target.kind.can_submit() {
+    if !target_kind.can_submit() {
         let kinds: Vec<_> = ProviderKind::ALL
             .into_iter()
             .filter(|k| k.can_submit())
@@ -159,12 +163,12 @@ pub(super) fn validate(
                 "provider {:?} is of kind {}, which cannot take submissions; the drop folder \
                  supports kinds {}",
                 d.provider,
-                target.kind.as_str(),
+                target_kind.as_str(),
                 kinds.join(", ")
             ),
         ));
     }
-    let is_perfect = target.kind == ProviderKind::PerfectParser;
+    let is_perfect = *target_kind == ProviderKind::PerfectParser;
     let only_extract_page = |key: &str, present: bool| {
         if present && is_perfect {
             Err(ConfigError::invalid(
@@ -218,7 +222,7 @@ pub(super) fn validate(
         failed: parent.join("failed"),
         outbox: parent.join("outbox"),
         inbox,
-        provider: target.name.clone(),
+        provider: target_name.clone(),
         settle: duration("dropfolder.settle", &d.settle, false)?,
         rescan: duration("dropfolder.rescan", &d.rescan, true)?,
         mode,
@@ -237,4 +241,33 @@ pub(super) fn validate(
             parser_id,
         },
     })
+}
+
+impl DropFolderSettings {
+    /// The `[dropfolder]` table of the effective config. The JSON options are shown as a comment:
+    /// they were written as an inline table, and JSON is how they are sent.
+    pub(super) fn write_toml(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let globs = |p: &[glob::Pattern]| toml_list(p.iter().map(glob::Pattern::as_str));
+        writeln!(f, "[dropfolder]")?;
+        writeln!(f, "path = {}", toml_str(&self.inbox.display().to_string()))?;
+        writeln!(f, "provider = {}", toml_str(self.provider.as_str()))?;
+        writeln!(f, "settle = {}", toml_duration(self.settle))?;
+        writeln!(f, "rescan = {}", toml_duration(self.rescan))?;
+        writeln!(f, "mode = {}", toml_str(self.mode.as_str()))?;
+        writeln!(f, "include = {}", globs(&self.include))?;
+        writeln!(f, "exclude = {}", globs(&self.exclude))?;
+        writeln!(f, "max_file_bytes = {}", self.max_file_bytes)?;
+        writeln!(f, "dedupe = {}", self.dedupe)?;
+        writeln!(f, "result_poll = {}", toml_duration(self.result_poll))?;
+        if let Some(e) = &self.submit.engine {
+            writeln!(f, "engine = {}", toml_str(e))?;
+        }
+        if let Some(o) = &self.submit.options_json {
+            writeln!(f, "# options (as JSON): {o}")?;
+        }
+        if let Some(p) = &self.submit.parser_id {
+            writeln!(f, "parser_id = {}", toml_str(p))?;
+        }
+        Ok(())
+    }
 }

@@ -4,30 +4,45 @@
 //!
 //! Every error names the key and what to do; `main` turns it into exit code 2.
 //!
-//! Layers, later wins: the defaults (all in `raw::defaults`), the TOML file, then environment
+//! One file per section holds that section's raw struct with its defaults, its validated
+//! settings, its validation and its part of the printed config: `ledger`, `storage`, `schedule`,
+//! `download`, `log`, `alerts`, `metrics`, `dropfolder` and `provider`. They share the parsers in
+//! `fields` (and `kind`, the provider kinds) and import nothing else from here; this file only
+//! composes them, so adding a key touches its section's file and `config/example.toml`.
+//!
+//! Layers, later wins: the defaults (each section's raw struct), the TOML file, then environment
 //! variables `BATCHMIRROR__SECTION__KEY` (e.g. `BATCHMIRROR__DOWNLOAD__CONCURRENCY=3`).
 //! `[[provider]]` entries are set in the file only; their keys can come from the environment via
 //! `api_key_env`. The environment is passed in ([`load_with_env`], [`load_str`]) so tests need no process env.
 
-mod display;
+mod alerts;
+mod download;
 mod dropfolder;
+mod fields;
+mod kind;
+mod ledger;
+mod log;
+mod metrics;
 mod provider;
-mod raw;
-mod validate;
+mod schedule;
+mod storage;
 
-pub use display::toml_str;
+pub use alerts::AlertSettings;
+pub use download::DownloadSettings;
 pub use dropfolder::{DEFAULT_EXCLUDE, DropFolderSettings, WatchMode};
+pub use fields::{Secret, toml_str};
+pub use kind::ProviderKind;
+pub use log::{LogFormat, LogSettings};
+pub use metrics::MetricsSettings;
+pub use provider::{ProviderOptions, ProviderSettings};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::error::ConfigError;
-use crate::model::ProviderName;
-
-use raw::RawConfig;
-use validate::validate;
 
 /// Prefix of the environment overrides: `BATCHMIRROR__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "BATCHMIRROR";
@@ -37,118 +52,6 @@ pub const ENV_SEPARATOR: &str = "__";
 /// The config `batchmirror demo` uses (`config/demo.toml`), for [`load_str`].
 pub const DEMO_CONFIG: &str =
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
-
-/// A secret that never shows in Debug or Display output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The only way to read the secret: call sites are easy to audit.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// The provider APIs batchmirror can mirror.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    ExtractPage,
-    LlamaCloud,
-    Talonic,
-    PerfectParser,
-}
-
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
-        Self::ExtractPage,
-        Self::LlamaCloud,
-        Self::Talonic,
-        Self::PerfectParser,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ExtractPage => "extract_page",
-            Self::LlamaCloud => "llamacloud",
-            Self::Talonic => "talonic",
-            Self::PerfectParser => "perfectparser",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The largest page the API's listing accepts (documented, or the SDK's bound).
-    pub fn max_page_size(self) -> u32 {
-        match self {
-            Self::ExtractPage => 200,
-            Self::LlamaCloud => 1000,
-            Self::Talonic | Self::PerfectParser => 100,
-        }
-    }
-
-    /// The provider's published overall request limit, the adaptive pacer's starting cap and
-    /// ceiling: PerfectParser documents 150/min per key; the others document none, so they are
-    /// not capped until they throttle.
-    pub fn documented_requests_per_minute(self) -> Option<u32> {
-        match self {
-            Self::PerfectParser => Some(150),
-            _ => None,
-        }
-    }
-
-    /// True for the kinds whose adapter can submit files (the drop folder).
-    pub fn can_submit(self) -> bool {
-        matches!(self, Self::ExtractPage | Self::PerfectParser)
-    }
-
-    /// The documented cap on job submissions, apart from the overall rate: PerfectParser allows
-    /// 20 `POST /v1/extractions` a minute; the others name none.
-    pub fn default_submits_per_minute(self) -> Option<u32> {
-        match self {
-            Self::PerfectParser => Some(20),
-            _ => None,
-        }
-    }
-}
-
-/// Keys that only some kinds take; empty or `None` for the others (validation refuses them there).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProviderOptions {
-    /// LlamaCloud: `project_id` query parameter sent with every call.
-    pub project_id: Option<String>,
-    /// LlamaCloud: `organization_id` query parameter sent with every call.
-    pub organization_id: Option<String>,
-    /// LlamaCloud: parse-result formats mirrored per item; the first is the item's `.json`
-    /// result ("json"), others are stored beside it ("markdown" → `.md`, "text" → `.txt`).
-    pub result_formats: Vec<String>,
-    /// PerfectParser: export files stored beside each document ("json", "csv", "xlsx").
-    pub export_formats: Vec<String>,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Validated settings: everything the daemon needs, nothing left to parse.
 #[derive(Debug, Clone)]
@@ -170,74 +73,92 @@ pub struct Settings {
     pub dropfolder: Option<DropFolderSettings>,
 }
 
-/// Alert targets: a command given the event as JSON on stdin, and/or a webhook given it as a POST.
-#[derive(Debug, Clone)]
-pub struct AlertSettings {
-    /// Program and arguments, run without a shell.
-    pub command: Vec<String>,
-    /// The webhook URL; may carry a token, so it is kept redacted.
-    pub webhook_url: Option<Secret>,
-    /// How long a provider must keep failing before it is alerted about.
-    pub provider_failing_after: Duration,
+/// The whole config as written, one field per section. Unknown keys are refused
+/// (`deny_unknown_fields`, here and in every section) so a typo is an error, not a silently
+/// ignored setting. No `Debug`: it may hold an API key.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    ledger: ledger::RawLedger,
+    #[serde(default)]
+    storage: storage::RawStorage,
+    #[serde(default)]
+    schedule: schedule::RawSchedule,
+    #[serde(default)]
+    download: download::RawDownload,
+    #[serde(default)]
+    log: log::RawLog,
+    #[serde(default)]
+    provider: Vec<provider::RawProvider>,
+    #[serde(default)]
+    metrics: Option<metrics::RawMetrics>,
+    #[serde(default)]
+    alerts: Option<alerts::RawAlerts>,
+    #[serde(default)]
+    dropfolder: Option<dropfolder::RawDropFolder>,
 }
 
-/// Where `/metrics` and `/healthz` are served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsSettings {
-    pub listen: std::net::SocketAddr,
-    /// A non-loopback `listen` is refused unless this is set.
-    pub allow_remote: bool,
+impl RawConfig {
+    /// Section by section in a fixed order, so when several keys are bad the same one is
+    /// reported; the drop folder comes after the providers because it must name one of them.
+    fn validate(self, env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let ledger_path = ledger::validate(&self.ledger)?;
+        let storage_root = storage::validate(&self.storage)?;
+        let schedule_cron = schedule::validate(&self.schedule)?;
+        let download = download::validate(&self.download)?;
+        let log = log::validate(&self.log)?;
+        let providers = provider::validate(&self.provider, env)?;
+        let named: Vec<_> = providers.iter().map(|p| (p.name.clone(), p.kind)).collect();
+        Ok(Settings {
+            ledger_path,
+            storage_root,
+            schedule_cron,
+            download,
+            log,
+            metrics: self.metrics.as_ref().map(metrics::validate).transpose()?,
+            alerts: self.alerts.as_ref().map(alerts::validate).transpose()?,
+            dropfolder: self
+                .dropfolder
+                .as_ref()
+                .map(|d| dropfolder::validate(d, &named))
+                .transpose()?,
+            providers,
+        })
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct DownloadSettings {
-    /// Downloads in flight at once, across providers. 1..=256.
-    pub concurrency: usize,
-    /// Warn when an un-mirrored item's deadline is closer than this.
-    pub alert_margin: Duration,
-    /// Largest result accepted, counted on decoded bytes.
-    pub max_body_bytes: u64,
-    /// Connect timeout for every request.
-    pub connect_timeout: Duration,
-    /// Longest silence while reading a response before giving up on it.
-    pub read_timeout: Duration,
-    /// How long a stopping daemon waits for in-flight downloads.
-    pub drain_timeout: Duration,
-    /// Check that a result parses as JSON before publishing it.
-    pub validate_json: bool,
-    /// A body slower than this many bytes/s over `low_speed_time` is abandoned (0 = never).
-    pub low_speed_limit: u64,
-    /// The window of `low_speed_limit`, counted while waiting on the network.
-    pub low_speed_time: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    /// An `EnvFilter` directive, e.g. "info" or "batchmirror=debug".
-    pub level: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub name: ProviderName,
-    pub kind: ProviderKind,
-    /// Base URL without trailing slash, e.g. `https://api.extract.page`.
-    pub base_url: url::Url,
-    pub api_key: Secret,
-    /// The user's cap on requests per minute to this provider, all API calls together (like
-    /// rclone's `--tpslimit`); `None` = adaptive pacing alone.
-    pub requests_per_minute: Option<u32>,
-    /// Job submissions per minute (drop folder), paced one at a time; `None` = no separate cap.
-    pub submits_per_minute: Option<u32>,
-    /// Page size asked of the batch listing.
-    pub page_size: u32,
-    /// How long results stay downloadable after completion, when the API gives no expiry.
-    pub retention: Duration,
-    /// Attempts per request for transient failures (1 = no retry).
-    pub max_retries: u32,
-    /// Kind-specific keys.
-    pub options: ProviderOptions,
+/// The effective config as TOML (what `check-config` prints). API keys show as `"[redacted]"`.
+/// Each section prints its own table; this fixes their order and the blank line between them.
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ledger::write_toml(f, &self.ledger_path)?;
+        writeln!(f)?;
+        storage::write_toml(f, &self.storage_root)?;
+        writeln!(f)?;
+        schedule::write_toml(f, &self.schedule_cron)?;
+        writeln!(f)?;
+        self.download.write_toml(f)?;
+        writeln!(f)?;
+        self.log.write_toml(f)?;
+        if let Some(a) = &self.alerts {
+            writeln!(f)?;
+            a.write_toml(f)?;
+        }
+        if let Some(d) = &self.dropfolder {
+            writeln!(f)?;
+            d.write_toml(f)?;
+        }
+        if let Some(m) = &self.metrics {
+            writeln!(f)?;
+            m.write_toml(f)?;
+        }
+        for p in &self.providers {
+            writeln!(f)?;
+            p.write_toml(f)?;
+        }
+        Ok(())
+    }
 }
 
 /// Loads and validates the config file at `path`, with `BATCHMIRROR__…` overrides from the process
@@ -297,7 +218,7 @@ fn load_source(
     let raw = built
         .try_deserialize::<RawConfig>()
         .map_err(deserialize_error);
-    raw.and_then(|raw| validate(raw, env))
+    raw.and_then(|raw| raw.validate(env))
         .map_err(|e| name_env_source(e, env))
 }
 

@@ -1,15 +1,139 @@
-//! Validation of one `[[provider]]` table: its kind, base URL, API key source, pacing and page
-//! keys, and the keys only its kind takes. Every error names its key.
+//! `[[provider]]`: the accounts mirrored, one table each: its kind, base URL, API key source,
+//! pacing and page keys, and the keys only its kind takes. Validated into [`ProviderSettings`];
+//! every error names its key, e.g. `provider[1].page_size`.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
 
-use super::raw::{self, RawProvider};
-use super::validate::{absolute_path, duration, int_in_range};
-use super::{ProviderKind, ProviderOptions, ProviderSettings, Secret};
+use serde::Deserialize;
+
+use super::fields::{
+    Secret, absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str,
+};
+use super::kind::ProviderKind;
 use crate::error::ConfigError;
 use crate::model::ProviderName;
 
-pub(super) fn validate_provider(
+/// Page size asked for when none is set, unless the kind's largest page is smaller.
+const DEFAULT_PAGE_SIZE: i64 = 200;
+/// How long results are assumed to stay downloadable when the API gives no expiry.
+const DEFAULT_RETENTION: &str = "3d";
+const DEFAULT_MAX_RETRIES: i64 = 5;
+
+/// Keys that only some kinds take; empty or `None` for the others (validation refuses them there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderOptions {
+    /// LlamaCloud: `project_id` query parameter sent with every call.
+    pub project_id: Option<String>,
+    /// LlamaCloud: `organization_id` query parameter sent with every call.
+    pub organization_id: Option<String>,
+    /// LlamaCloud: parse-result formats mirrored per item; the first is the item's `.json`
+    /// result ("json"), others are stored beside it ("markdown" → `.md`, "text" → `.txt`).
+    pub result_formats: Vec<String>,
+    /// PerfectParser: export files stored beside each document ("json", "csv", "xlsx").
+    pub export_formats: Vec<String>,
+}
+
+/// One validated `[[provider]]`.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: ProviderName,
+    pub kind: ProviderKind,
+    /// Base URL without trailing slash, e.g. `https://api.extract.page`.
+    pub base_url: url::Url,
+    pub api_key: Secret,
+    /// The user's cap on requests per minute to this provider, all API calls together (like
+    /// rclone's `--tpslimit`); `None` = adaptive pacing alone.
+    pub requests_per_minute: Option<u32>,
+    /// Job submissions per minute (drop folder), paced one at a time; `None` = no separate cap.
+    pub submits_per_minute: Option<u32>,
+    /// Page size asked of the batch listing.
+    pub page_size: u32,
+    /// How long results stay downloadable after completion, when the API gives no expiry.
+    pub retention: Duration,
+    /// Attempts per request for transient failures (1 = no retry).
+    pub max_retries: u32,
+    /// Kind-specific keys.
+    pub options: ProviderOptions,
+}
+
+/// One `[[provider]]` table as written. No `Debug`: it may hold an API key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Optional user cap; pacing is adaptive either way.
+    #[serde(default)]
+    pub requests_per_minute: Option<i64>,
+    /// Default by kind ([`ProviderKind::default_submits_per_minute`]).
+    #[serde(default)]
+    pub submits_per_minute: Option<i64>,
+    /// Default: the kind's largest page, at most [`DEFAULT_PAGE_SIZE`].
+    #[serde(default)]
+    pub page_size: Option<i64>,
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: i64,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub result_formats: Option<Vec<String>>,
+    #[serde(default)]
+    pub export_formats: Option<Vec<String>>,
+}
+
+fn default_retention() -> String {
+    DEFAULT_RETENTION.into()
+}
+
+fn default_max_retries() -> i64 {
+    DEFAULT_MAX_RETRIES
+}
+
+/// Every `[[provider]]`: at least one, each valid, names unique (the ledger and `[dropfolder]`
+/// refer to a provider by its name).
+pub(super) fn validate(
+    raw: &[RawProvider],
+    env: &HashMap<String, String>,
+) -> Result<Vec<ProviderSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "provider",
+            "no [[provider]] configured: add a [[provider]] block with name, kind, base_url and \
+             one of api_key_file / api_key_env / api_key (see config/example.toml)",
+        ));
+    }
+    let mut providers: Vec<ProviderSettings> = Vec::with_capacity(raw.len());
+    for (i, p) in raw.iter().enumerate() {
+        let settings = validate_one(i, p, env)?;
+        if let Some(j) = providers.iter().position(|o| o.name == settings.name) {
+            return Err(ConfigError::invalid(
+                format!("provider[{i}].name"),
+                format!(
+                    "provider name {:?} is already used by provider[{j}]: names must be unique",
+                    settings.name.as_str()
+                ),
+            ));
+        }
+        providers.push(settings);
+    }
+    Ok(providers)
+}
+
+/// One table; `i` is its place in the list, which error keys name (`provider[i].…`).
+fn validate_one(
     i: usize,
     p: &RawProvider,
     env: &HashMap<String, String>,
@@ -55,8 +179,7 @@ pub(super) fn validate_provider(
         },
         page_size: int_in_range(
             &key("page_size"),
-            p.page_size
-                .unwrap_or(max_page.min(raw::defaults::PAGE_SIZE)),
+            p.page_size.unwrap_or(max_page.min(DEFAULT_PAGE_SIZE)),
             1,
             max_page,
         )? as u32,
@@ -268,4 +391,53 @@ fn resolve_api_key(
         return Err(ConfigError::invalid(field, "the API key is empty"));
     }
     Ok(Secret::new(key))
+}
+
+impl ProviderSettings {
+    /// This provider's `[[provider]]` table of the effective config; the API key shows redacted.
+    pub(super) fn write_toml(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[[provider]]")?;
+        writeln!(f, "name = {}", toml_str(self.name.as_str()))?;
+        writeln!(f, "kind = {}", toml_str(self.kind.as_str()))?;
+        writeln!(f, "base_url = {}", toml_str(self.base_url.as_str()))?;
+        writeln!(f, "api_key = {}", toml_str(&self.api_key.to_string()))?;
+        match (
+            self.requests_per_minute,
+            self.kind.documented_requests_per_minute(),
+        ) {
+            (Some(n), _) => writeln!(f, "requests_per_minute = {n}")?,
+            (None, Some(d)) => writeln!(
+                f,
+                "# requests_per_minute: adaptive, starting at the documented {d}/min"
+            )?,
+            (None, None) => writeln!(
+                f,
+                "# requests_per_minute: adaptive, no cap until the provider throttles"
+            )?,
+        }
+        if let Some(n) = self.submits_per_minute {
+            writeln!(f, "submits_per_minute = {n}")?;
+        }
+        writeln!(f, "page_size = {}", self.page_size)?;
+        writeln!(f, "retention = {}", toml_duration(self.retention))?;
+        writeln!(f, "max_retries = {}", self.max_retries)?;
+        let o = &self.options;
+        for (k, v) in [
+            ("project_id", &o.project_id),
+            ("organization_id", &o.organization_id),
+        ] {
+            if let Some(v) = v {
+                writeln!(f, "{k} = {}", toml_str(v))?;
+            }
+        }
+        for (k, v) in [
+            ("result_formats", &o.result_formats),
+            ("export_formats", &o.export_formats),
+        ] {
+            if !v.is_empty() {
+                writeln!(f, "{k} = {}", toml_list(v.iter().map(String::as_str)))?;
+            }
+        }
+        Ok(())
+    }
 }

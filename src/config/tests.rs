@@ -1,5 +1,7 @@
 //! Tests of loading and validation, with real temp files and an injected environment.
 
+use std::time::Duration;
+
 use super::*;
 
 const SECRET: &str = "sk-test-0123456789abcdef";
@@ -446,3 +448,109 @@ fn metrics_stay_on_loopback_unless_allowed() {
     assert!(s.metrics.unwrap().allow_remote);
     assert!(load_text(&base, &HashMap::new()).unwrap().metrics.is_none());
 }
+
+/// Every section and optional key at once: the printed form is pinned byte for byte, so a
+/// refactor of where each section renders itself cannot change what `check-config` prints.
+#[test]
+fn display_prints_every_section_in_a_fixed_order() {
+    let text = "[ledger]\npath = \"/l/ledger.sqlite3\"\n[storage]\nroot = \"/m\"\n\
+        [schedule]\ncron = \"0 */7 * * * *\"\n\
+        [download]\nmax_body_bytes = 1000\nlow_speed_limit = \"16KiB\"\n\
+        [log]\nformat = \"json\"\nlevel = \"info,batchmirror=debug\"\n\
+        [alerts]\ncommand = [\"/bin/page\", \"-x\"]\nwebhook_url = \"https://h.test/x?token=t\"\n\
+        [metrics]\nlisten = \"127.0.0.1:9464\"\n\
+        [dropfolder]\npath = \"/srv/in\"\nprovider = \"acme\"\nengine = \"fast\"\n\
+        options = { ocr = true }\ninclude = [\"*.pdf\"]\n\
+        [[provider]]\nname = \"acme\"\nkind = \"extract_page\"\nbase_url = \"https://a.test/v1/\"\n\
+        api_key = \"k\"\nrequests_per_minute = 90\n\
+        [[provider]]\nname = \"llama\"\nkind = \"llamacloud\"\nbase_url = \"https://b.test\"\n\
+        api_key = \"k\"\nproject_id = \"p\"\norganization_id = \"o\"\n\
+        result_formats = [\"json\", \"markdown\"]\n\
+        [[provider]]\nname = \"pp\"\nkind = \"perfectparser\"\nbase_url = \"https://c.test\"\n\
+        api_key = \"k\"\nexport_formats = [\"csv\", \"xlsx\"]\n";
+    let s = load_str(text, "test", &HashMap::new()).unwrap();
+    assert_eq!(s.to_string(), EVERY_SECTION_PRINTED);
+}
+
+const EVERY_SECTION_PRINTED: &str = r#"[ledger]
+path = "/l/ledger.sqlite3"
+
+[storage]
+root = "/m"
+
+[schedule]
+cron = "0 */7 * * * *"
+
+[download]
+concurrency = 8
+alert_margin = "12h"
+max_body_bytes = 1000
+connect_timeout = "10s"
+read_timeout = "1m"
+drain_timeout = "30s"
+validate_json = true
+low_speed_limit = 16384
+low_speed_time = "15s"
+
+[log]
+format = "json"
+level = "info,batchmirror=debug"
+
+[alerts]
+command = ["/bin/page", "-x"]
+webhook_url = "[redacted]"
+provider_failing_after = "30m"
+
+[dropfolder]
+path = "/srv/in"
+provider = "acme"
+settle = "2s"
+rescan = "5m"
+mode = "auto"
+include = ["*.pdf"]
+exclude = ["*.part", ".*", "~*", "*.tmp"]
+max_file_bytes = 104857600
+dedupe = true
+result_poll = "5s"
+engine = "fast"
+# options (as JSON): {"ocr":true}
+
+[metrics]
+listen = "127.0.0.1:9464"
+allow_remote = false
+
+[[provider]]
+name = "acme"
+kind = "extract_page"
+base_url = "https://a.test/v1"
+api_key = "[redacted]"
+requests_per_minute = 90
+page_size = 200
+retention = "3days"
+max_retries = 5
+
+[[provider]]
+name = "llama"
+kind = "llamacloud"
+base_url = "https://b.test/"
+api_key = "[redacted]"
+# requests_per_minute: adaptive, no cap until the provider throttles
+page_size = 200
+retention = "3days"
+max_retries = 5
+project_id = "p"
+organization_id = "o"
+result_formats = ["json", "markdown"]
+
+[[provider]]
+name = "pp"
+kind = "perfectparser"
+base_url = "https://c.test/"
+api_key = "[redacted]"
+# requests_per_minute: adaptive, starting at the documented 150/min
+submits_per_minute = 20
+page_size = 100
+retention = "3days"
+max_retries = 5
+export_formats = ["csv", "xlsx"]
+"#;

@@ -1,5 +1,7 @@
 //! `[dropfolder]` validation: defaults, the provider it names, kind-specific submit options.
 
+use std::time::Duration;
+
 use super::*;
 
 fn two_providers(drop: &str) -> String {
