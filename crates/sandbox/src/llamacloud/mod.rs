@@ -23,7 +23,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use super::running::{Server, face};
+use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
 use world::{Item, Job, World};
 
 /// The API key of [`LlamaSpec::generated`].
@@ -131,20 +132,17 @@ pub struct Stats {
 /// A running LlamaCloud sandbox. Dropping it stops the listener without waiting.
 pub struct LlamaSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(LlamaSandbox);
 
 impl LlamaSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: LlamaSpec, listen: SocketAddr) -> std::io::Result<LlamaSandbox> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, routes::router(shared.clone())).await?;
         Ok(LlamaSandbox { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -180,11 +178,6 @@ impl LlamaSandbox {
     /// ends. Windows lie on the clock grid; every key starts a fresh one.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
-    }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
     }
 }
 

@@ -435,7 +435,7 @@ fn processing_result(sh: &Shared, job: &Job, it: &Item) -> Value {
         "output_s3_path": format!(
             "s3://llama-parse-outputs/{PROJECT_ID}/{}/{}.json", job.id, it.spec.parse_job_id
         ),
-        "parameters_hash": format!("{:016x}", super::super::data::hash_ids(7, &job.id, "parse")),
+        "parameters_hash": format!("{:016x}", super::super::seeded::hash_ids(7, &job.id, "parse")),
         "processed_at": ts(it.done_us),
         "result_id": it.spec.parse_job_id,
         "output_metadata": { "pages": pages },

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::super::data::{SplitMix, hash_ids};
+use super::super::seeded::{SplitMix, hash_ids};
 use super::Shared;
 use super::routes::{FORMATS, expired, invalid, not_found, parse_query};
 use super::world::{DocStatus, Document, Extraction};

@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Duration;
 
 use super::rate::Verdict;
-use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use super::running::{Server, face};
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
 
 /// The API key of [`PerfectSpec::generated`] (`pp_live_` is the only documented prefix).
 pub const DEFAULT_API_KEY: &str = "pp_live_sandbox_local";
@@ -198,20 +199,17 @@ pub struct PerfectStats {
 /// A running sandbox. Dropping it also stops the listener, without waiting.
 pub struct PerfectSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(PerfectSandbox);
 
 impl PerfectSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: PerfectSpec, listen: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, routes::router(shared.clone())).await?;
         Ok(PerfectSandbox { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     pub fn push_fault(&self, fault: PerfectFault) {
@@ -272,11 +270,6 @@ impl PerfectSandbox {
     /// The submit window of `POST /v1/extractions` stays as the spec set it.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
-    }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
     }
 }
 

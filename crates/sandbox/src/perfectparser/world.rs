@@ -15,13 +15,12 @@ use serde_json::json;
 use super::super::Clock;
 use super::super::body::{Layout, digest_frames};
 use super::super::clock::{Phase, Span};
-use super::super::data::{SplitMix, hash_ids};
+use super::super::seeded::{DAY, SplitMix, hash_ids};
 use super::submit::{Upload, upload_data};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
 
 /// Simulated seconds a document spends `processing` before it finishes.
 const RUN_SECS: f64 = 2.0;
-const DAY: u64 = 24 * 3600;
 
 impl PerfectSpec {
     /// `extractions` extractions of `docs` documents with ~`result_bytes`-byte `extracted_data`,
@@ -64,7 +63,7 @@ impl PerfectSpec {
                             filename: format!("invoice_{number:03}_{j:03}.pdf"),
                             finishes_at,
                             outcome,
-                            result_bytes: jitter(&mut rng, result_bytes),
+                            result_bytes: rng.jitter(result_bytes),
                             page_count: 1 + rng.below(4) as u32,
                         }
                     })
@@ -93,14 +92,6 @@ impl PerfectSpec {
             submit_window: Duration::from_secs(60),
         }
     }
-}
-
-fn jitter(rng: &mut SplitMix, bytes: usize) -> usize {
-    let spread = (bytes / 20) as u64;
-    if spread == 0 {
-        return bytes;
-    }
-    (bytes as u64 - spread + rng.below(2 * spread + 1)) as usize
 }
 
 /// A document's status at some instant.

@@ -26,7 +26,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use super::running::{Server, face};
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
 
 /// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
 pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
@@ -165,20 +166,17 @@ pub struct TalonicStats {
 /// A running Talonic sandbox. Dropping it also stops the listener, without waiting.
 pub struct TalonicSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(TalonicSandbox);
 
 impl TalonicSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: TalonicSpec, listen: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, routes::router(shared.clone())).await?;
         Ok(Self { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     /// Queues a fault; see [`TalonicFault`] for which request consumes it.
@@ -217,11 +215,6 @@ impl TalonicSandbox {
     /// grid (a day window is the UTC day); the key starts a fresh one.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
-    }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
     }
 }
 
