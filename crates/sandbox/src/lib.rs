@@ -7,9 +7,10 @@
 //! # Layout
 //!
 //! One folder per provider, each laid out the same way: `mod.rs` is the face (the spec, the
-//! faults, the stats, the running sandbox and its start and stop) and the state its handlers
-//! share; `routes.rs` the read routes and wire shapes; `world.rs` the timeline on the simulated
-//! clock and the generated mix; further files the write routes and wire helpers; `tests.rs` and
+//! faults, the stats, the running sandbox and its start and stop), the router and the state its
+//! handlers share; `routes.rs` the gate, the read routes and wire shapes; `world.rs` the timeline
+//! on the simulated clock and the generated mix; further files the write routes and wire
+//! helpers, which import `routes`/`world` but are not imported back; `tests.rs` and
 //! `route_tests.rs` its tests over real HTTP.
 //!
 //! - [`extract_page`]: the extract.page batch API and the S3-style object store its results

@@ -38,7 +38,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 use crate::body::Layout;
-use crate::fastapi::detail;
+use crate::fastapi::{api_get, detail, method_not_allowed};
 use crate::running::{Server, face};
 use crate::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, RetryAfterForm, bind};
 
@@ -276,7 +276,6 @@ impl Sandbox {
 /// (like a FastAPI security dependency, only matched routes ask for the key), all behind the
 /// gate, which sees every request before routing.
 fn api_router(shared: Arc<Shared>) -> Router {
-    use routes::{api_get, method_not_allowed};
     let api = Router::new()
         .route(
             "/v1/batches",

@@ -17,7 +17,6 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -30,18 +29,6 @@ use crate::Mark;
 use crate::fastapi::{detail, int_param, parse_query, query_value_error, validation_error};
 
 type St = Arc<Shared>;
-
-pub(super) fn api_get<H, T>(handler: H) -> MethodRouter<St>
-where
-    H: axum::handler::Handler<T, St>,
-    T: 'static,
-{
-    get(handler).fallback(method_not_allowed)
-}
-
-pub(super) async fn method_not_allowed() -> Response {
-    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-}
 
 /// Logs the request, counts it per route, and answers an injected fault, an outage or the rate
 /// limit instead when one applies.

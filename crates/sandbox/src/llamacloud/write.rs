@@ -19,7 +19,8 @@ use super::super::fastapi::{
     body_errors, body_object, detail, field_error, opt_string, string_list,
 };
 use super::super::seeded::SplitMix;
-use super::routes::{St, batch_job};
+use super::St;
+use super::routes::batch_job;
 use super::world::{Item, ItemStatus, Job, World, uuid_like};
 use super::{ItemSpec, Outcome};
 

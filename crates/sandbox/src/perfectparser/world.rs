@@ -1,7 +1,8 @@
 //! The PerfectParser sandbox's world: extractions and their documents placed on the simulated
 //! clock (status at an instant, last change), the deterministic generated mix of
 //! [`PerfectSpec::generated`], and the bytes served for documents (JSON built around [`Layout`]
-//! for the spec's documents or derived from the upload for submitted ones; exports are
+//! for the spec's documents or derived from the upload for submitted ones), and the parser
+//! fields documents, exports and submissions are made of ([`fields`]; exports are
 //! [`super::export`]'s).
 //!
 //! Nothing here does I/O; the routes read it through [`World`].
@@ -16,7 +17,6 @@ use super::super::Clock;
 use super::super::body::{Layout, digest_frames};
 use super::super::clock::{Phase, Span};
 use super::super::seeded::{DAY, SplitMix, hash_ids};
-use super::submit::{Upload, upload_data};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
 
 /// Simulated seconds a document spends `processing` before it finishes.
@@ -401,4 +401,58 @@ impl DocumentBody {
 
 pub(crate) fn layout(seed: u64, e: &Extraction, d: &Document) -> Layout {
     Layout::new(seed, &e.id, &d.id, d.result_bytes)
+}
+
+/// The fields of the sandbox's parsers, in the order [`fields`] gives them.
+pub(crate) const FIELD_NAMES: [&str; 5] = [
+    "invoice_number",
+    "vendor_name",
+    "invoice_date",
+    "total_amount",
+    "currency",
+];
+
+/// The parser's fields for one document: (field, value, confidence), deterministic.
+pub(crate) fn fields(
+    seed: u64,
+    e: &Extraction,
+    d: &Document,
+) -> Vec<(&'static str, String, String)> {
+    let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
+    let mut conf = || format!("0.{}", 80 + rng.below(20));
+    let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
+    let values = [
+        format!("INV-{}", cents % 100_000),
+        "Acme, \"Global\" Ltd".to_owned(),
+        "2026-11-02".to_owned(),
+        format!("{}.{:02}", cents / 100, cents % 100),
+        "EUR".to_owned(),
+    ];
+    FIELD_NAMES
+        .into_iter()
+        .zip(values)
+        .map(|(f, v)| (f, v, conf()))
+        .collect()
+}
+
+/// What a submission uploaded for one document; its `extracted_data` derives from it.
+pub(crate) struct Upload {
+    /// sha256 of the bytes, lowercase hex.
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) file_type: &'static str,
+}
+
+/// `extracted_data` of a submitted document: the parser's fields plus where they came from.
+fn upload_data(seed: u64, e: &Extraction, d: &Document, u: &Upload) -> Vec<u8> {
+    let fields: serde_json::Map<String, serde_json::Value> = fields(seed, e, d)
+        .into_iter()
+        .map(|(f, v, _)| (f.to_owned(), json!(v)))
+        .collect();
+    let body = json!({
+        "source": { "filename": d.filename, "sha256": u.sha256, "size": u.size,
+                    "file_type": u.file_type, "page_count": d.page_count },
+        "fields": fields,
+    });
+    body.to_string().into_bytes()
 }
