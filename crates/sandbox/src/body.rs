@@ -1,6 +1,8 @@
-//! Result bodies: deterministic JSON in the documented result schema
-//! `{"chunks":[{"page_content","page_no","bbox","chunk_type"},…]}`, a pure function of
-//! (sandbox seed, batch id, item id, target size).
+//! Served result bodies, shared by the sandboxes: extract.page's deterministic JSON in its
+//! documented result schema `{"chunks":[{"page_content","page_no","bbox","chunk_type"},…]}`, a
+//! pure function of (sandbox seed, batch id, item id, target size), which Talonic and
+//! PerfectParser wrap in their own envelopes, and the frame helpers ([`digest_frames`],
+//! [`stream_frames`]) LlamaCloud's bodies use too.
 //!
 //! The exact length is computed up front (so `Content-Length` is set) and the bytes are produced
 //! in frames of about 64 KiB, never materialised whole: a 1 GB result costs one frame of memory.
@@ -12,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
 
-use super::data::{SplitMix, hash_ids};
+use super::seeded::{SplitMix, hash_ids};
 
 /// Bytes of `page_content` per chunk when the result is large.
 const CONTENT_PER_CHUNK: u64 = 1900;

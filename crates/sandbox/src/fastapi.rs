@@ -5,9 +5,27 @@
 
 use std::collections::HashMap;
 
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 use serde_json::{Map, Value, json};
+
+/// A GET route that answers other methods 405 `{"detail":"Method Not Allowed"}`, as FastAPI does
+/// before any dependency runs.
+pub(crate) fn api_get<H, T, S>(handler: H) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    get(handler).fallback(method_not_allowed)
+}
+
+/// FastAPI's 405.
+pub(crate) async fn method_not_allowed() -> Response {
+    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
 
 /// `{"detail": message}` with `status`, FastAPI's `HTTPException`.
 pub(crate) fn detail(status: StatusCode, message: &str) -> Response {

@@ -5,12 +5,11 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::Pin;
 
 use super::llamacloud::{LlamaSandbox, LlamaSpec};
 use super::perfectparser::{PerfectSandbox, PerfectSpec};
 use super::talonic::{TalonicSandbox, TalonicSpec};
-use super::{FaultMix, ResultFault, Sandbox, SandboxSpec};
+use super::{FaultMix, ResultFault, Running, Sandbox, SandboxSpec};
 
 /// The provider kinds a sandbox exists for, as config names them.
 pub const KINDS: [&str; 4] = ["extract_page", "llamacloud", "talonic", "perfectparser"];
@@ -29,89 +28,59 @@ pub struct Generated {
     pub fault_rate: f64,
 }
 
-type StopFn = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
-/// A running sandbox of some kind.
-pub struct Running {
-    base_url: String,
-    stop: StopFn,
-}
-
-impl Running {
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    pub async fn stop(self) {
-        (self.stop)().await;
-    }
-}
-
 /// Starts a generated account of `kind` on `listen`.
 pub async fn start_generated(
     kind: &str,
     g: &Generated,
     listen: SocketAddr,
-) -> std::io::Result<Running> {
-    let (b, n, bytes, seed) = (g.batches, g.items_per_batch, g.result_bytes, g.seed);
+) -> std::io::Result<Box<dyn Running>> {
+    let (b, n, bytes, seed, api_key) = (
+        g.batches,
+        g.items_per_batch,
+        g.result_bytes,
+        g.seed,
+        g.api_key.clone(),
+    );
     if !g.faults.is_empty() && kind != "extract_page" {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "fault injection is built into the extract_page sandbox only",
         ));
     }
-    match kind {
+    let mix = (!g.faults.is_empty()).then(|| FaultMix {
+        faults: g.faults.clone(),
+        rate: g.fault_rate,
+        seed,
+    });
+    Ok(match kind {
         "extract_page" => {
-            let mut spec = SandboxSpec::generated(b, n, bytes, seed);
-            spec.api_key = g.api_key.clone();
-            let sb = Sandbox::start(spec, listen).await?;
-            if !g.faults.is_empty() {
-                sb.set_fault_mix(Some(FaultMix {
-                    faults: g.faults.clone(),
-                    rate: g.fault_rate,
-                    seed,
-                }));
-            }
-            Ok(Running {
-                base_url: sb.base_url(),
-                stop: Box::new(move || Box::pin(sb.stop())),
-            })
+            let spec = SandboxSpec::generated(b, n, bytes, seed);
+            let sb = Sandbox::start(SandboxSpec { api_key, ..spec }, listen).await?;
+            sb.set_fault_mix(mix);
+            Box::new(sb)
         }
         "llamacloud" => {
-            let mut spec = LlamaSpec::generated(b, n, bytes, seed);
-            spec.api_key = g.api_key.clone();
-            let sb = LlamaSandbox::start(spec, listen).await?;
-            Ok(Running {
-                base_url: sb.base_url(),
-                stop: Box::new(move || Box::pin(sb.stop())),
-            })
+            let spec = LlamaSpec::generated(b, n, bytes, seed);
+            Box::new(LlamaSandbox::start(LlamaSpec { api_key, ..spec }, listen).await?)
         }
         "talonic" => {
-            let mut spec = TalonicSpec::generated(b, n, bytes, seed);
-            spec.api_key = g.api_key.clone();
-            let sb = TalonicSandbox::start(spec, listen).await?;
-            Ok(Running {
-                base_url: sb.base_url(),
-                stop: Box::new(move || Box::pin(sb.stop())),
-            })
+            let spec = TalonicSpec::generated(b, n, bytes, seed);
+            Box::new(TalonicSandbox::start(TalonicSpec { api_key, ..spec }, listen).await?)
         }
         "perfectparser" => {
-            let mut spec = PerfectSpec::generated(b, n, bytes, seed);
-            spec.api_key = g.api_key.clone();
-            let sb = PerfectSandbox::start(spec, listen).await?;
-            Ok(Running {
-                base_url: sb.base_url(),
-                stop: Box::new(move || Box::pin(sb.stop())),
-            })
+            let spec = PerfectSpec::generated(b, n, bytes, seed);
+            Box::new(PerfectSandbox::start(PerfectSpec { api_key, ..spec }, listen).await?)
         }
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "no sandbox for kind {other:?}: available are {}",
-                KINDS.join(", ")
-            ),
-        )),
-    }
+        other => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "no sandbox for kind {other:?}: available are {}",
+                    KINDS.join(", ")
+                ),
+            ));
+        }
+    })
 }
 
 /// Starts, prints `listening on http://HOST:PORT` (flushed), serves until `shutdown`, stops.

@@ -1,430 +1,72 @@
-//! The sandboxes: a faithful local server of the extract.page batch API, plus the object store its
-//! results redirect to, for `batchmirror demo`, `batchmirror sandbox` and the tests.
+//! The sandboxes: faithful local servers of the four provider APIs batchmirror mirrors
+//! (extract.page, LlamaCloud, Talonic, PerfectParser), for `batchmirror demo`,
+//! `batchmirror sandbox` and the tests. They are built from the providers' published contracts
+//! (`providers.md` and the OpenAPI seeds), and this crate depends on nothing of the daemon's: the
+//! compiler keeps the client from passing a test because both sides share a bug.
 //!
-//! This file owns the public surface (spec, faults, stats, request log, rate limit, start and
-//! stop) and the state shared by both listeners. The API routes live in [`extract_page`] (reads),
-//! [`uploads`] (`POST /v1/files`, the presigned PUT) and [`batches`] (`POST /v1/batches`, cancel),
-//! presigned URLs in [`object_store`], the batch timeline and the generated mix in [`data`], and
-//! the result bodies in [`body`]. What all four sandboxes share lives here too: the per-key rate
-//! limit in [`rate`], the request log in [`request_log`], the simulated clock in [`clock`]. It is
-//! built from the provider's published contracts (`providers.md` §1 and the OpenAPI seeds). It is
-//! its own crate, `batchmirror-sandbox`, and depends on nothing of the daemon's: the compiler keeps
-//! the client from passing a test because both sides share a bug.
+//! # Layout
+//!
+//! One folder per provider, each laid out the same way: `mod.rs` is the face (the spec, the
+//! faults, the stats, the running sandbox and its start and stop), the router and the state its
+//! handlers share; `routes.rs` the gate, the read routes and wire shapes; `world.rs` the timeline
+//! on the simulated clock and the generated mix; further files the write routes and wire
+//! helpers, which import `routes`/`world` but are not imported back; `tests.rs` and
+//! `route_tests.rs` its tests over real HTTP.
+//!
+//! - [`extract_page`]: the extract.page batch API and the S3-style object store its results
+//!   redirect to (uploads, batch creation, presigned URLs, result faults and their seeded mix).
+//!   Its names are re-exported here ([`Sandbox`], [`SandboxSpec`], [`Fault`], …), as they were
+//!   the crate's first.
+//! - [`llamacloud`]: the LlamaCloud v1 beta batch-processing API and the parse-result routes.
+//! - [`talonic`]: the Talonic batches API.
+//! - [`perfectparser`]: the PerfectParser extractions API (JSON, CSV and XLSX exports).
+//!
+//! The shared kit, at the crate root:
+//!
+//! - `running`: the [`Running`] trait of a started sandbox and the `Server` every face holds
+//!   (its listeners, started and stopped once for all four); `listen` binds and serves one
+//!   listener.
+//! - `launch`: a generated account of any kind by name ([`start_generated`], [`serve_until`]).
+//! - `clock`: the simulated clock (scaled, advanceable) every timeline runs on.
+//! - `body`: the streamed, seeded result bodies (exact length up front, never materialised).
+//! - `seeded`: the seeded generator, id hashing and the shared pieces of the generated mixes.
+//! - `list_faults`: failing list pages ([`ListFault`]) and the half-body cuts.
+//! - `fastapi`: the FastAPI error and query conventions extract.page and LlamaCloud share.
+//! - `rate`: the per-key rate limit ([`RateLimit`]); `request_log`: the request log
+//!   ([`LoggedRequest`]).
+//! - `route_check` (tests only): holds each router to its route table in
+//!   `shared/providers.md`; `rate_tests`: the rate limit of every sandbox over HTTP.
 
-mod batches;
 mod body;
 mod clock;
-mod data;
-mod extract_page;
+pub mod extract_page;
 mod fastapi;
-mod faults;
 mod launch;
 mod list_faults;
 mod listen;
 pub mod llamacloud;
-mod object_store;
 pub mod perfectparser;
 mod rate;
 mod request_log;
+mod running;
+mod seeded;
 pub mod talonic;
-mod uploads;
 
-pub(crate) use clock::Clock;
-pub use faults::{FaultMix, ResultFault, RetryAfter};
-pub use launch::{Generated, KINDS, Running, serve_until, start_generated};
-pub use list_faults::ListFault;
-pub(crate) use listen::{Served, bind};
-pub(crate) use rate::{Align, Budget, Mark};
-pub use rate::{RateLimit, RetryAfterForm};
-pub use request_log::LoggedRequest;
-pub(crate) use request_log::RequestLog;
-#[cfg(test)]
-mod fault_tests;
 #[cfg(test)]
 mod rate_tests;
 #[cfg(test)]
 mod route_check;
-#[cfg(test)]
-mod route_tests;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod upload_tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
-
-/// The API key of [`SandboxSpec::generated`]; `batchmirror sandbox --api-key` overrides it.
-pub const DEFAULT_API_KEY: &str = "sk_sandbox_local";
-
-/// Everything the sandbox serves, fixed at start.
-#[derive(Debug, Clone)]
-pub struct SandboxSpec {
-    /// The only value of `X-API-KEY` the API accepts.
-    pub api_key: String,
-    /// Seeds the result bodies (and, in [`SandboxSpec::generated`], the mix).
-    pub seed: u64,
-    /// The batches, in any order (listings sort them); ids must be unique.
-    pub batches: Vec<BatchSpec>,
-    /// Simulated seconds per real second for item progress (1.0 = real time).
-    pub time_scale: f64,
-    /// Result retention after item completion (documented: 3 days). After it, result → 410.
-    pub retention: Duration,
-    /// Lifetime of presigned object-store URLs (default 300 s), in real time as S3 counts it.
-    pub presign_ttl: Duration,
-    /// Optional delay before each result body is sent (for tests that need downloads in flight).
-    /// The status line and headers go out at once; the first body byte waits this long.
-    pub result_delay: Duration,
-}
-
-/// One batch of the spec.
-#[derive(Debug, Clone)]
-pub struct BatchSpec {
-    /// The batch id as the API shows it (may be any string; routes take it percent-encoded).
-    pub id: String,
-    /// How long ago (simulated) the batch was created, relative to the sandbox start.
-    pub created_ago: Duration,
-    /// The items, in position order.
-    pub items: Vec<ItemSpec>,
-}
-
-/// One item of a batch.
-#[derive(Debug, Clone)]
-pub struct ItemSpec {
-    /// The item id (may be any string; routes take it percent-encoded).
-    pub id: String,
-    /// Simulated seconds from sandbox start until the item finishes; negative = finished that long ago.
-    pub finishes_at: f64,
-    /// What the item ends as.
-    pub outcome: Outcome,
-    /// Approximate size of the result body (the exact size is [`Sandbox::expected`]'s).
-    pub result_bytes: usize,
-    /// How the result endpoint serves it.
-    pub delivery: Delivery,
-}
-
-/// The terminal state of an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The item ends `succeeded` and has a result.
-    Succeeded,
-    /// The item ends `failed` with an `error`; its result endpoint answers 409.
-    Failed,
-}
-
-/// How the result endpoint serves a succeeded item (the docs allow both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// 200 `application/json` with the body.
-    Inline,
-    /// 302 with `Location` = a presigned object-store URL.
-    Redirect,
-}
-
-/// A failure injected with [`Sandbox::push_fault`].
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// The next API request whose path starts with `path_prefix` (e.g. "/v1/batches" or "/" for
-    /// any) is answered with `status`, an optional `Retry-After` header value verbatim, and a JSON
-    /// body `{"detail": "..."}`. Faults are consumed in FIFO order, one per matching request.
-    /// They apply to the API listener only (see [`Fault::StoreStatus`] for the object store).
-    Status {
-        /// Matched against the raw (still percent-encoded) request path.
-        path_prefix: String,
-        /// The status code to answer with.
-        status: u16,
-        /// Sent verbatim as `Retry-After` when present.
-        retry_after: Option<String>,
-    },
-    /// The next result request for this item answers 409 result_not_ready (as if not yet succeeded).
-    NotReadyOnce {
-        /// Batch id (decoded).
-        batch: String,
-        /// Item id (decoded).
-        item: String,
-    },
-    /// The next object-store request is answered with `status` and an S3-style XML error.
-    StoreStatus {
-        /// The status code to answer with.
-        status: u16,
-    },
-    /// The next download of this item's result goes wrong as `fault` says. It is consumed by the
-    /// request that serves the body: the API result endpoint for an inline item, the object store
-    /// for a redirected one (statuses and redirect loops always by the API result endpoint).
-    Result {
-        /// Batch id (decoded).
-        batch: String,
-        /// Item id (decoded).
-        item: String,
-        fault: ResultFault,
-    },
-}
-
-/// Counters, snapshot by [`Sandbox::stats`]. Route counters count every request to the route,
-/// whatever its answer (injected faults and 401 included).
-#[derive(Debug, Clone, Default)]
-pub struct Stats {
-    /// `GET /v1/batches` requests.
-    pub list_requests: u64,
-    /// `GET /v1/batches/{id}` requests.
-    pub detail_requests: u64,
-    /// Result-endpoint requests per (batch id, item id), any outcome.
-    pub result_requests: HashMap<(String, String), u64>,
-    /// Object-store GETs that returned the body (200), per (batch id, item id).
-    pub store_downloads: HashMap<(String, String), u64>,
-    /// Every object-store request.
-    pub store_requests: u64,
-    /// Object-store requests that carried X-API-KEY, Authorization, Cookie or Referer (must stay 0).
-    pub store_requests_with_credentials: u64,
-    /// API requests answered 401.
-    pub unauthorized: u64,
-    /// `POST /v1/files` answered 200.
-    pub files_created: u64,
-    /// Presigned PUTs that stored the bytes (200).
-    pub uploads: u64,
-    /// `POST /v1/batches` that created a new batch.
-    pub batches_created: u64,
-    /// `POST /v1/batches` answered with an earlier batch because of its `Idempotency-Key`.
-    pub idempotent_replays: u64,
-    /// `POST /v1/batches/{id}/cancel` requests.
-    pub cancel_requests: u64,
-    /// API requests refused with 429 by the rate limit ([`Sandbox::set_rate_limit`]; injected
-    /// faults not included).
-    pub rate_limited: u64,
-}
-
-/// A running sandbox. Dropping it also stops the listeners, without waiting.
-pub struct Sandbox {
-    shared: Arc<Shared>,
-    api: Served,
-    store: Served,
-}
-
-impl Sandbox {
-    /// Binds the API on `listen` (port 0 = any) and a second loopback listener for the object store.
-    pub async fn start(spec: SandboxSpec, listen: SocketAddr) -> std::io::Result<Sandbox> {
-        // The store's address is part of every redirect, so it is bound first.
-        let store = bind((Ipv4Addr::LOCALHOST, 0).into()).await?;
-        let api = bind(listen).await?;
-        let shared = Arc::new(Shared::new(spec, store.url.clone(), api.url.clone()));
-        let store = store.serve(object_store::router(shared.clone()));
-        let api = api.serve(extract_page::router(shared.clone()));
-        tracing::debug!(
-            base_url = api.url(),
-            store_url = store.url(),
-            "sandbox started"
-        );
-        Ok(Sandbox { shared, api, store })
-    }
-
-    /// `http://HOST:PORT` of the API, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.api.url().to_owned()
-    }
-
-    /// `http://127.0.0.1:PORT` of the object store, without a trailing slash.
-    pub fn object_store_url(&self) -> String {
-        self.store.url().to_owned()
-    }
-
-    /// Queues a fault; see [`Fault`] for which request consumes it.
-    pub fn push_fault(&self, fault: Fault) {
-        self.shared.lock().faults.push_back(fault);
-    }
-
-    /// A snapshot of the counters.
-    pub fn stats(&self) -> Stats {
-        self.shared.lock().stats.clone()
-    }
-
-    /// sha256 (lowercase hex) and length of the result body this item serves, None if no result.
-    /// An item that will succeed later already has its (future) body; a failed or cancelled
-    /// item has none.
-    /// Items of batches created with `POST /v1/batches` are included.
-    pub fn expected(&self, batch: &str, item: &str) -> Option<(String, u64)> {
-        let world = self.shared.world();
-        let (_, it) = world.item(batch, item)?;
-        if !it.will_succeed() {
-            return None;
-        }
-        Some(self.shared.result_digest(batch, it))
-    }
-
-    /// Allows `n_batches` more batches to be created with `POST /v1/batches` (replacing any
-    /// earlier quota; idempotent replays are free); after that it answers 402
-    /// `{"detail":"Quota exceeded"}`. Unlimited until first called.
-    pub fn set_quota(&self, n_batches: u64) {
-        self.shared.lock().uploads.quota = Some(n_batches);
-    }
-
-    /// The largest `size_bytes` `POST /v1/files` accepts (default 100 MiB); above it, 413.
-    pub fn set_max_upload_bytes(&self, n: u64) {
-        self.shared.lock().uploads.max_upload_bytes = n;
-    }
-
-    /// Makes `POST /v1/batches` create the batch at once but hold its answer this long (a client
-    /// killed meanwhile has a job it never heard of).
-    pub fn set_create_answer_delay(&self, delay: Duration) {
-        self.shared.lock().uploads.answer_delay = delay;
-    }
-
-    /// Every API and object-store request received, in order of arrival.
-    pub fn request_log(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().log.entries()
-    }
-
-    /// Limits the API requests each key may make (None = unlimited, the default: extract.page
-    /// documents no limit). A request over it is answered 429 `{"detail":"Rate limit exceeded"}`
-    /// with `Retry-After` until the window ends ([`Sandbox::set_retry_after_form`]). Windows lie
-    /// on the clock grid; the object store is never counted. Every key starts a fresh window.
-    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        self.shared.lock().rate.set(limit);
-    }
-
-    /// How a rate-limit 429 writes `Retry-After` (default: delay-seconds).
-    pub fn set_retry_after_form(&self, form: RetryAfterForm) {
-        self.shared.lock().retry_after_form = form;
-    }
-
-    /// Stops both listeners, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.api.stop().await;
-        self.store.stop().await;
-    }
-}
-
-/// What the handlers of both listeners share.
-pub(crate) struct Shared {
-    pub(crate) api_key: String,
-    pub(crate) seed: u64,
-    pub(crate) retention_us: i64,
-    pub(crate) presign_ttl: Duration,
-    pub(crate) result_delay: Duration,
-    pub(crate) clock: Clock,
-    /// Locked before [`Shared::lock`] whenever both are held.
-    world: RwLock<data::World>,
-    /// Keys the presigned URLs; random per sandbox so URLs never outlive it.
-    pub(crate) secret: [u8; 32],
-    pub(crate) store_url: String,
-    /// `http://HOST:PORT` of the API, where the store's redirect loop points back to.
-    pub(crate) api_url: String,
-    mutable: Mutex<Mutable>,
-}
-
-#[derive(Default)]
-pub(crate) struct Mutable {
-    pub(crate) stats: Stats,
-    pub(crate) faults: VecDeque<Fault>,
-    pub(crate) log: RequestLog,
-    /// The per-key API budget ([`Sandbox::set_rate_limit`]).
-    pub(crate) rate: Budget,
-    pub(crate) retry_after_form: RetryAfterForm,
-    pub(crate) uploads: uploads::Uploads,
-    /// What API paths answered 503 contain while set ([`Sandbox::set_outage`]).
-    pub(crate) outage: Option<String>,
-    /// Simulated time each served result costs ([`Sandbox::set_result_cost`]).
-    pub(crate) result_cost: Duration,
-    pub(crate) mix: Option<faults::MixState>,
-    /// What answers list pages past the first ([`Sandbox::set_list_fault`]).
-    pub(crate) list_fault: Option<ListFault>,
-    /// The last gzip bomb built: (decoded size, compressed bytes); building one is costly.
-    pub(crate) bomb: Option<(u64, bytes::Bytes)>,
-}
-
-impl Shared {
-    fn new(spec: SandboxSpec, store_url: String, api_url: String) -> Shared {
-        let clock = Clock::new(spec.time_scale);
-        let world = data::World::new(&spec.batches, &clock);
-        Shared {
-            api_key: spec.api_key,
-            seed: spec.seed,
-            retention_us: i64::try_from(spec.retention.as_micros()).unwrap_or(i64::MAX / 4),
-            presign_ttl: spec.presign_ttl,
-            result_delay: spec.result_delay,
-            clock,
-            world: RwLock::new(world),
-            secret: rand::random(),
-            store_url,
-            api_url,
-            mutable: Mutex::new(Mutable::default()),
-        }
-    }
-
-    /// The counters, queue and log; never held across an `.await`.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
-        // A panicking handler must not take the whole sandbox down with a poisoned lock.
-        self.mutable.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The batches; never held across an `.await`.
-    pub(crate) fn world(&self) -> RwLockReadGuard<'_, data::World> {
-        self.world.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The batches for adding one; take it before [`Shared::lock`] when both are needed.
-    pub(crate) fn world_mut(&self) -> RwLockWriteGuard<'_, data::World> {
-        self.world.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn layout(&self, batch: &str, item: &data::Item) -> body::Layout {
-        body::Layout::new(self.seed, batch, &item.id, item.result_bytes)
-    }
-
-    /// sha256 (lowercase hex) and length of the item's result body.
-    pub(crate) fn result_digest(&self, batch: &str, item: &data::Item) -> (String, u64) {
-        match &item.body {
-            Some(body) => (uploads::sha256_hex(body), body.len() as u64),
-            None => self.layout(batch, item).digest(),
-        }
-    }
-
-    /// 200 `application/json` with the item's result body (after `result_delay`).
-    pub(crate) fn result_response(
-        &self,
-        batch: &str,
-        item: &data::Item,
-    ) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        let builder = axum::http::Response::builder()
-            .status(axum::http::StatusCode::OK)
-            .header(axum::http::header::CONTENT_TYPE, "application/json");
-        let built = match &item.body {
-            Some(body) => {
-                let (body, delay) = (body.clone(), self.result_delay);
-                let stream = futures_util::stream::once(async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, std::io::Error>(body)
-                });
-                builder
-                    .header(axum::http::header::CONTENT_LENGTH, item.result_bytes)
-                    .body(axum::body::Body::from_stream(stream))
-            }
-            None => {
-                let layout = self.layout(batch, item);
-                builder
-                    .header(axum::http::header::CONTENT_LENGTH, layout.len())
-                    .body(axum::body::Body::from_stream(
-                        layout.stream(self.result_delay),
-                    ))
-            }
-        };
-        built.unwrap_or_else(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response())
-    }
-
-    /// Pages of the item's result (its `page_count`).
-    pub(crate) fn result_pages(&self, batch: &str, item: &data::Item) -> u64 {
-        match &item.body {
-            Some(_) => item.body_pages,
-            None => self.layout(batch, item).pages(),
-        }
-    }
-
-    /// Removes and returns the first queued fault `pick` accepts (FIFO among matching ones).
-    pub(crate) fn take_fault(&self, pick: impl Fn(&Fault) -> bool) -> Option<Fault> {
-        let mut m = self.lock();
-        let index = m.faults.iter().position(pick)?;
-        m.faults.remove(index)
-    }
-}
+pub(crate) use clock::Clock;
+pub use extract_page::{
+    BatchSpec, DEFAULT_API_KEY, Delivery, Fault, FaultMix, ItemSpec, Outcome, ResultFault,
+    RetryAfter, Sandbox, SandboxSpec, Stats,
+};
+pub use launch::{Generated, KINDS, serve_until, start_generated};
+pub use list_faults::ListFault;
+pub(crate) use listen::bind;
+pub(crate) use rate::{Align, Budget, Mark};
+pub use rate::{RateLimit, RetryAfterForm};
+pub use request_log::LoggedRequest;
+pub(crate) use request_log::RequestLog;
+pub use running::Running;

@@ -1,11 +1,20 @@
 //! Failing batch-list pages, shared by the four sandboxes: [`ListFault`] says what goes wrong with
 //! a page after the first, and [`answer`] builds it from the provider's own error forms and the
 //! real page. Each sandbox decides which requests are "not the first page" (a cursor, or an
-//! offset past 0) and keeps the fault set by its `set_list_fault`.
+//! offset past 0) and keeps the fault set by its `set_list_fault`. The half-body answers
+//! ([`cut`]) are shared with extract.page's result faults.
 
-use axum::response::Response;
+use std::time::Duration;
 
-use super::faults::{Cut, cut};
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+/// How long a body that is cut short waits before the cut: without it the server gives up before
+/// the headers and the first half are even flushed, and the fault is one of the request instead.
+const FLUSH: Duration = Duration::from_millis(200);
 
 /// What goes wrong with a batch-list page after the first (see `set_list_fault`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,4 +53,64 @@ pub(crate) async fn answer(
         .unwrap_or_default();
     let len = body.len() as u64;
     cut(std::iter::once(body), len, how)
+}
+
+/// How [`cut`] gives only the first half of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The full `Content-Length`, half the body, then the connection drops.
+    Reset,
+    /// The full `Content-Length`, half the body, then the body ends cleanly.
+    Short,
+    /// `Content-Length` of the half and the half: a complete message of broken JSON.
+    Truncated,
+}
+
+/// 200 `application/json` with the first half of the `len`-byte body `frames`, cut as `how` says.
+pub(crate) fn cut(
+    frames: impl Iterator<Item = Bytes> + Send + 'static,
+    len: u64,
+    how: Cut,
+) -> Response {
+    let half = len / 2;
+    let head = futures_util::stream::iter(prefix(frames, half).map(Ok::<_, std::io::Error>));
+    let (announced, body) = match how {
+        Cut::Truncated => (half, Body::from_stream(head)),
+        Cut::Reset => (
+            len,
+            Body::from_stream(head.chain(futures_util::stream::once(async {
+                tokio::time::sleep(FLUSH).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "sandbox: connection reset mid-body",
+                ))
+            }))),
+        ),
+        Cut::Short => (
+            len,
+            Body::from_stream(head.chain(futures_util::stream::once(async {
+                tokio::time::sleep(FLUSH).await;
+                Ok(Bytes::new())
+            }))),
+        ),
+    };
+    axum::http::Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, announced)
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The first `n` bytes of `frames`.
+fn prefix(frames: impl Iterator<Item = Bytes>, n: u64) -> impl Iterator<Item = Bytes> {
+    let mut left = n as usize;
+    frames.map_while(move |f| {
+        if left == 0 {
+            return None;
+        }
+        let take = f.len().min(left);
+        left -= take;
+        Some(f.slice(..take))
+    })
 }

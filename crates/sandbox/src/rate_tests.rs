@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::Value;
 
-use super::tests::{batch, client, done, get, result_url, spec, start};
+use super::extract_page::tests::{batch, client, done, get, result_url, spec, start};
 use super::{Delivery, LoggedRequest, RateLimit, RetryAfterForm};
 use super::{llamacloud as llama, perfectparser as perfect, talonic};
 

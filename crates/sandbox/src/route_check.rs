@@ -43,8 +43,9 @@ pub(crate) const fn unserved(
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-/// The `METHOD /path` entries of the tables (lines starting with `|`) in section `number` of
-/// `../shared/providers.md` (`## 1. extract.page` → "1"), or None when the file is absent.
+/// The `METHOD /path` entries of the tables (lines starting with `|`) in section `number`
+/// (`## 1. extract.page` → "1") of `shared/providers.md` beside the workspace checkout
+/// (`../../../shared` from the crate), or None when the file is absent.
 pub(crate) fn documented(number: &str) -> Option<Vec<(String, String)>> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/providers.md");
     match std::fs::read_to_string(&file) {

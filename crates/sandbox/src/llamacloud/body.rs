@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 
 use super::super::body::{digest_frames, stream_frames};
-use super::super::data::{SplitMix, hash_ids};
+use super::super::seeded::{SplitMix, hash_ids};
 
 /// Target bytes per page of the JSON body (text appears twice per page: `text` and `md`).
 const PAGE_TARGET: u64 = 4000;

@@ -1,10 +1,11 @@
 //! The LlamaCloud sandbox: a local server of the v1 beta batch-processing API and the legacy
 //! parse-result routes, built from `providers.md` §2 and seed 001, never from the client.
 //!
-//! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
-//! state the handlers share. The timeline, its indexes and the generated mix live in [`world`],
-//! the read routes and wire shapes in [`routes`], the parse-job routes in [`parsing`], job creation and cancellation in [`write`],
-//! query parameters and offset pages in [`query`], the streamed result bodies in [`body`].
+//! This file owns the public surface (spec, faults, stats, request log, start and stop), the
+//! router and the state the handlers share. The timeline, its indexes and the generated mix live
+//! in [`world`], the gate, read routes and wire shapes in [`routes`], the parse-job routes in
+//! [`parsing`], job creation and cancellation in [`write`], query parameters and offset pages in
+//! [`query`], the streamed result bodies in [`body`].
 //! Nothing from the client side of the crate is used here.
 
 mod body;
@@ -23,7 +24,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use super::running::{Server, face};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use super::fastapi::{api_get, detail, method_not_allowed};
+use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
 use world::{Item, Job, World};
 
 /// The API key of [`LlamaSpec::generated`].
@@ -131,20 +139,17 @@ pub struct Stats {
 /// A running LlamaCloud sandbox. Dropping it stops the listener without waiting.
 pub struct LlamaSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(LlamaSandbox);
 
 impl LlamaSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: LlamaSpec, listen: SocketAddr) -> std::io::Result<LlamaSandbox> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, router(shared.clone())).await?;
         Ok(LlamaSandbox { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -181,12 +186,51 @@ impl LlamaSandbox {
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
     }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
-    }
 }
+
+/// The router: the batch-processing routes of [`routes`] and [`write`] and the parse-job routes
+/// of [`parsing`], behind the Bearer check (matched routes only) and the gate, which sees every
+/// request before routing.
+fn router(shared: St) -> Router {
+    use routes::BASE;
+    let api = Router::new()
+        .route(
+            BASE,
+            get(routes::list_jobs)
+                .post(write::create_job)
+                .fallback(method_not_allowed),
+        )
+        .route(&format!("{BASE}/{{job_id}}"), api_get(routes::job_status))
+        .route(
+            &format!("{BASE}/{{job_id}}/cancel"),
+            post(write::cancel_job).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{BASE}/{{job_id}}/items"),
+            api_get(routes::job_items),
+        )
+        .route(
+            &format!("{BASE}/items/{{item_id}}/processing-results"),
+            api_get(routes::processing_results),
+        )
+        .route("/api/v1/parsing/job/{job_id}", api_get(parsing::parse_job))
+        .route(
+            "/api/v1/parsing/job/{job_id}/result/{format}",
+            api_get(parsing::parse_result),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            routes::require_key,
+        ))
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .with_state(shared.clone());
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(shared, routes::gate))
+}
+
+/// The shared state as the handlers take it.
+pub(crate) type St = Arc<Shared>;
 
 pub(crate) struct Shared {
     pub(crate) api_key: String,

@@ -15,8 +15,9 @@ use serde_json::json;
 
 use super::super::fastapi::detail;
 use super::Shared;
+use super::St;
 use super::body::Format;
-use super::routes::{PARSE_ERROR, St};
+use super::routes::PARSE_ERROR;
 use super::world::{Item, ItemStatus};
 
 fn expired(sh: &Shared, it: &Item, now: i64) -> bool {

@@ -1,20 +1,17 @@
 //! The routes and wire shapes of the LlamaCloud sandbox (`providers.md` §2.2–2.4, seed 001):
-//! the router, Bearer auth, injected faults, the rate limit's 429 (`retry-after-ms` and
+//! the gate, Bearer auth, injected faults, the rate limit's 429 (`retry-after-ms` and
 //! `retry-after`, as the Stainless SDK reads them), route counters and the request log, and the
 //! read routes of batch processing (job list, job status, job items, item processing results) with
 //! FastAPI-shaped errors (`{"detail": …}`, 422 validation lists) and offset paging with
 //! `total_size`. Job creation and cancellation are in [`super::write`], the parse-job routes in
 //! [`super::parsing`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
 use super::super::fastapi::{self, detail, parse_query, query_value_error};
@@ -22,9 +19,7 @@ use super::super::{Mark, list_faults};
 use super::body::Format;
 use super::query::{Query, enum_param, page_response, paging};
 use super::world::{Item, ItemStatus, Job};
-use super::{PROJECT_ID, Shared};
-
-pub(crate) type St = Arc<Shared>;
+use super::{PROJECT_ID, Shared, St};
 
 pub(crate) const BASE: &str = "/api/v1/beta/batch-processing";
 const JOB_STATUSES: &[&str] = &[
@@ -50,59 +45,13 @@ pub(crate) const PARSE_ERROR: (&str, &str) = (
     "Parsing failed: the document could not be read",
 );
 
-pub(crate) fn router(shared: St) -> Router {
-    let api = Router::new()
-        .route(
-            BASE,
-            get(list_jobs)
-                .post(super::write::create_job)
-                .fallback(method_not_allowed),
-        )
-        .route(&format!("{BASE}/{{job_id}}"), api_get(job_status))
-        .route(
-            &format!("{BASE}/{{job_id}}/cancel"),
-            post(super::write::cancel_job).fallback(method_not_allowed),
-        )
-        .route(&format!("{BASE}/{{job_id}}/items"), api_get(job_items))
-        .route(
-            &format!("{BASE}/items/{{item_id}}/processing-results"),
-            api_get(processing_results),
-        )
-        .route(
-            "/api/v1/parsing/job/{job_id}",
-            api_get(super::parsing::parse_job),
-        )
-        .route(
-            "/api/v1/parsing/job/{job_id}/result/{format}",
-            api_get(super::parsing::parse_result),
-        )
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_key))
-        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
-        .with_state(shared.clone());
-    Router::new()
-        .fallback_service(api)
-        .layer(middleware::from_fn_with_state(shared, gate))
-}
-
-fn api_get<H, T>(handler: H) -> MethodRouter<St>
-where
-    H: axum::handler::Handler<T, St>,
-    T: 'static,
-{
-    get(handler).fallback(method_not_allowed)
-}
-
-async fn method_not_allowed() -> Response {
-    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-}
-
 fn status_detail(status: u16, retry_after: Option<String>) -> Response {
     fastapi::status_detail(status, retry_after, "Too many requests")
 }
 
 /// Logs, counts per route, and answers an injected fault or the rate limit instead when one
 /// applies.
-async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method(), &path);
@@ -195,7 +144,7 @@ fn count_route(sh: &Shared, method: &Method, path: &str) {
     }
 }
 
-async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
     if bearer(&req) == Some(sh.api_key.as_str()) {
         return next.run(req).await;
     }
@@ -296,7 +245,7 @@ fn job_item(it: &Item, now: i64) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
-async fn list_jobs(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+pub(super) async fn list_jobs(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
     let page = list_page(&sh, &q);
     // Only a page past the first can fail: the SDK's walk asks for offset 0 first.
@@ -343,7 +292,7 @@ fn list_page(sh: &Shared, q: &Query) -> Response {
     page_response(all, offset, limit, true)
 }
 
-async fn job_status(State(sh): State<St>, Path(job_id): Path<String>) -> Response {
+pub(super) async fn job_status(State(sh): State<St>, Path(job_id): Path<String>) -> Response {
     let world = sh.world();
     let Some(job) = world.job(&job_id) else {
         return detail(StatusCode::NOT_FOUND, "Batch job not found");
@@ -363,7 +312,7 @@ async fn job_status(State(sh): State<St>, Path(job_id): Path<String>) -> Respons
         .into_response()
 }
 
-async fn job_items(
+pub(super) async fn job_items(
     State(sh): State<St>,
     Path(job_id): Path<String>,
     RawQuery(query): RawQuery,
@@ -392,7 +341,7 @@ async fn job_items(
 }
 
 /// One processing result per job that completed the item (a file can be run by several jobs).
-async fn processing_results(
+pub(super) async fn processing_results(
     State(sh): State<St>,
     Path(item_id): Path<String>,
     RawQuery(query): RawQuery,
@@ -435,7 +384,7 @@ fn processing_result(sh: &Shared, job: &Job, it: &Item) -> Value {
         "output_s3_path": format!(
             "s3://llama-parse-outputs/{PROJECT_ID}/{}/{}.json", job.id, it.spec.parse_job_id
         ),
-        "parameters_hash": format!("{:016x}", super::super::data::hash_ids(7, &job.id, "parse")),
+        "parameters_hash": format!("{:016x}", super::super::seeded::hash_ids(7, &job.id, "parse")),
         "processed_at": ts(it.done_us),
         "result_id": it.spec.parse_job_id,
         "output_metadata": { "pages": pages },

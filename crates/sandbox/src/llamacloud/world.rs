@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::super::Clock;
 use super::super::clock::{Phase, Span};
-use super::super::data::SplitMix;
+use super::super::seeded::SplitMix;
 use super::{DEFAULT_API_KEY, ItemSpec, JobSpec, LlamaSpec, Outcome};
 
 /// Simulated seconds an item spends `processing` before it finishes.

@@ -15,11 +15,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::super::data::SplitMix;
 use super::super::fastapi::{
     body_errors, body_object, detail, field_error, opt_string, string_list,
 };
-use super::routes::{St, batch_job};
+use super::super::seeded::SplitMix;
+use super::St;
+use super::routes::batch_job;
 use super::world::{Item, ItemStatus, Job, World, uuid_like};
 use super::{ItemSpec, Outcome};
 

@@ -11,17 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::Shared;
-use super::export::FIELD_NAMES;
 use super::routes::error;
-use super::world::ts;
-
-type St = std::sync::Arc<Shared>;
+use super::world::{FIELD_NAMES, ts};
+use super::{DEFAULT_PARSER_NAME, Shared, St};
 
 /// The `result_mode` of the parsers the sandbox starts with (the value set is NF).
 const RESULT_MODE: &str = "per_document";
-/// The name shown for extractions whose parser the sandbox does not hold.
-pub(crate) const DEFAULT_PARSER_NAME: &str = "Invoices";
 
 /// One parser.
 pub(crate) struct Parser {

@@ -1,52 +1,16 @@
 //! Exports of the PerfectParser sandbox (`providers.md` §4.2, P1):
 //! `GET /v1/extractions/:id/export` (the documents completed so far) and
 //! `GET /v1/extractions/:id/documents/:document_id/export`, in JSON, CSV or XLSX (the parameter
-//! name is NF; `?format=` is assumed), and the parser fields they and the submitted documents'
-//! `extracted_data` are made of.
+//! name is NF; `?format=` is assumed), made of the parser fields of [`super::world::fields`].
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::super::data::{SplitMix, hash_ids};
-use super::Shared;
 use super::routes::{FORMATS, expired, invalid, not_found, parse_query};
-use super::world::{DocStatus, Document, Extraction};
-
-type St = std::sync::Arc<Shared>;
-
-/// The fields of the sandbox's parsers, in the order [`fields`] gives them.
-pub(crate) const FIELD_NAMES: [&str; 5] = [
-    "invoice_number",
-    "vendor_name",
-    "invoice_date",
-    "total_amount",
-    "currency",
-];
-
-/// The parser's fields for one document: (field, value, confidence), deterministic.
-pub(crate) fn fields(
-    seed: u64,
-    e: &Extraction,
-    d: &Document,
-) -> Vec<(&'static str, String, String)> {
-    let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
-    let mut conf = || format!("0.{}", 80 + rng.below(20));
-    let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
-    let values = [
-        format!("INV-{}", cents % 100_000),
-        "Acme, \"Global\" Ltd".to_owned(),
-        "2026-11-02".to_owned(),
-        format!("{}.{:02}", cents / 100, cents % 100),
-        "EUR".to_owned(),
-    ];
-    FIELD_NAMES
-        .into_iter()
-        .zip(values)
-        .map(|(f, v)| (f, v, conf()))
-        .collect()
-}
+use super::world::{DocStatus, Document, Extraction, fields};
+use super::{Shared, St};
 
 const COLUMNS: [&str; 5] = ["document_id", "filename", "field", "value", "confidence"];
 

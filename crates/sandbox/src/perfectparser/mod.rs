@@ -1,13 +1,14 @@
 //! The PerfectParser sandbox: a faithful local server of the documented extractions API
 //! (`providers.md` §4, seed 004), for `batchmirror sandbox`, demos and the tests.
 //!
-//! This file owns the public surface (spec, faults, stats, start and stop) and the state the
-//! handlers share, including the per-key quota and submit window behind the `X-RateLimit-*`
-//! headers (budgets of [`super::rate`], windows opening at a key's first request). The
-//! routes live in [`routes`], the account and parser routes in [`account`], submissions
-//! (`POST /v1/extractions`: validation, credits, idempotency) in [`submit`], the timeline,
-//! generated mix and bodies in [`world`], exports in [`export`] and [`xlsx`]. It uses nothing
-//! from the client side: the client must never pass a test because both sides share a bug.
+//! This file owns the public surface (spec, faults, stats, start and stop), the router and the
+//! state the handlers share, including the per-key quota and submit window behind the
+//! `X-RateLimit-*` headers (budgets of [`super::rate`], windows opening at a key's first request).
+//! The gate and read routes live in [`routes`], the account and parser routes in [`account`],
+//! submissions (`POST /v1/extractions`: validation, credits, idempotency) in [`submit`], the
+//! timeline, generated mix, parser fields and bodies in [`world`], exports in [`export`] and
+//! [`xlsx`]. It uses nothing from the client side: the client must never pass a test because
+//! both sides share a bug.
 
 mod account;
 mod export;
@@ -27,8 +28,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+
 use super::rate::Verdict;
-use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use super::running::{Server, face};
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
 
 /// The API key of [`PerfectSpec::generated`] (`pp_live_` is the only documented prefix).
 pub const DEFAULT_API_KEY: &str = "pp_live_sandbox_local";
@@ -104,6 +112,9 @@ impl PerfectSpec {
 
 /// The parser id submissions accept by default.
 pub const DEFAULT_PARSER: &str = "prs_sandbox_invoice";
+/// The name shown for extractions whose parser the sandbox does not hold (and the default
+/// parser's).
+pub(crate) const DEFAULT_PARSER_NAME: &str = "Invoices";
 /// The default credit balance: generous enough never to matter unless a test lowers it.
 pub const DEFAULT_CREDITS: u64 = 1_000_000;
 
@@ -198,20 +209,17 @@ pub struct PerfectStats {
 /// A running sandbox. Dropping it also stops the listener, without waiting.
 pub struct PerfectSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(PerfectSandbox);
 
 impl PerfectSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: PerfectSpec, listen: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, router(shared.clone())).await?;
         Ok(PerfectSandbox { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     pub fn push_fault(&self, fault: PerfectFault) {
@@ -273,12 +281,43 @@ impl PerfectSandbox {
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
     }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
-    }
 }
+
+/// The router: the reads of [`routes`], submission ([`submit`]), exports ([`export`]), credits
+/// and parsers ([`account`]), all behind the gate (key, quota, submit window, faults).
+fn router(shared: St) -> Router {
+    let api = Router::new()
+        .route("/v1/extractions", get(routes::list).post(submit::submit))
+        .route("/v1/extractions/{id}", get(routes::status))
+        .route("/v1/extractions/{id}/results", get(routes::results))
+        .route(
+            "/v1/extractions/{id}/export",
+            get(export::export_extraction),
+        )
+        .route(
+            "/v1/extractions/{id}/documents/{doc}",
+            get(routes::document),
+        )
+        .route(
+            "/v1/extractions/{id}/documents/{doc}/export",
+            get(export::export_doc),
+        )
+        .route("/v1/credits", get(account::credits))
+        .route("/v1/me", get(account::me))
+        .route("/v1/parsers", post(account::create_parser))
+        .route("/v1/parsers/{id}", get(account::get_parser))
+        .fallback(|| async {
+            routes::error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route")
+        })
+        .layer(DefaultBodyLimit::max(routes::MAX_BODY))
+        .with_state(shared.clone());
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(shared, routes::gate))
+}
+
+/// The shared state as the handlers take it.
+pub(crate) type St = Arc<Shared>;
 
 /// What the handlers share.
 pub(crate) struct Shared {

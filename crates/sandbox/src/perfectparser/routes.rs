@@ -4,24 +4,19 @@
 //! `{"error":{"code","message"}}` errors, named envelopes, injected faults and the request log.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::world::{Data, DocStatus, Document, DocumentBody, Extraction, ts};
-use super::{PerfectFault, Shared, account, export};
-
-type St = Arc<Shared>;
+use super::{DEFAULT_PARSER_NAME, PerfectFault, Shared, St};
 
 /// Export formats the API offers.
 pub(crate) const FORMATS: [&str; 3] = ["json", "csv", "xlsx"];
@@ -35,37 +30,11 @@ const STATUSES: [&str; 6] = [
 ];
 
 /// Largest accepted request body (submissions carry up to 50 files).
-const MAX_BODY: usize = 256 << 20;
-
-pub(crate) fn router(shared: St) -> Router {
-    let api = Router::new()
-        .route("/v1/extractions", get(list).post(super::submit::submit))
-        .route("/v1/extractions/{id}", get(status))
-        .route("/v1/extractions/{id}/results", get(results))
-        .route(
-            "/v1/extractions/{id}/export",
-            get(export::export_extraction),
-        )
-        .route("/v1/extractions/{id}/documents/{doc}", get(document))
-        .route(
-            "/v1/extractions/{id}/documents/{doc}/export",
-            get(export::export_doc),
-        )
-        .route("/v1/credits", get(account::credits))
-        .route("/v1/me", get(account::me))
-        .route("/v1/parsers", post(account::create_parser))
-        .route("/v1/parsers/{id}", get(account::get_parser))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared.clone());
-    Router::new()
-        .fallback_service(api)
-        .layer(middleware::from_fn_with_state(shared, gate))
-}
+pub(super) const MAX_BODY: usize = 256 << 20;
 
 /// Logs and counts the request, checks the key and the quota, serves an injected fault if one
 /// matches, and puts the rate-limit headers on every answer.
-async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.lock().log.begin(req.method().as_str(), &path);
     let submitting = req.method() == Method::POST && path == "/v1/extractions";
@@ -210,7 +179,7 @@ fn summary(sh: &Shared, e: &Extraction, now: i64) -> serde_json::Map<String, Val
         "extraction_id": e.id,
         "parser_id": e.parser_id,
         "parser_name": sh.parser_name(&e.parser_id)
-            .unwrap_or_else(|| account::DEFAULT_PARSER_NAME.to_owned()),
+            .unwrap_or_else(|| DEFAULT_PARSER_NAME.to_owned()),
         "status": e.status(now),
         "file_count": e.documents.len(),
         "page_count": e.page_count(),
@@ -229,7 +198,7 @@ fn summary(sh: &Shared, e: &Extraction, now: i64) -> serde_json::Map<String, Val
     }
 }
 
-async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+pub(super) async fn list(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
     let page = list_page(&sh, &q);
     let cursor = q.get("cursor").filter(|c| !c.is_empty());
@@ -311,7 +280,7 @@ fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
+pub(super) async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let world = sh.world();
     let Some(e) = world.extraction(&id) else {
         return not_found("Extraction");
@@ -335,7 +304,7 @@ async fn status(State(sh): State<St>, Path(id): Path<String>) -> Response {
 }
 
 /// All documents with their data so far (finished ones only carry `extracted_data`).
-async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
+pub(super) async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let world = sh.world();
     let Some(e) = world.extraction(&id) else {
         return not_found("Extraction");
@@ -374,7 +343,10 @@ async fn results(State(sh): State<St>, Path(id): Path<String>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn document(State(sh): State<St>, Path((id, doc)): Path<(String, String)>) -> Response {
+pub(super) async fn document(
+    State(sh): State<St>,
+    Path((id, doc)): Path<(String, String)>,
+) -> Response {
     let world = sh.world();
     let Some((e, d)) = world.document(&id, &doc) else {
         return not_found("Document");

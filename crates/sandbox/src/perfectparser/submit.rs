@@ -18,9 +18,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::export::fields;
 use super::routes::error;
-use super::world::{Document, Extraction};
+use super::world::{Document, Extraction, Upload};
 use super::{DocOutcome, Shared};
 
 /// Files per submission (documented: 1–50).
@@ -62,28 +61,6 @@ impl Ledger {
             keys: HashMap::new(),
         }
     }
-}
-
-/// What a submission uploaded for one document; its `extracted_data` derives from it.
-pub(crate) struct Upload {
-    /// sha256 of the bytes, lowercase hex.
-    pub(crate) sha256: String,
-    pub(crate) size: u64,
-    pub(crate) file_type: &'static str,
-}
-
-/// `extracted_data` of a submitted document: the parser's fields plus where they came from.
-pub(crate) fn upload_data(seed: u64, e: &Extraction, d: &Document, u: &Upload) -> Vec<u8> {
-    let fields: serde_json::Map<String, serde_json::Value> = fields(seed, e, d)
-        .into_iter()
-        .map(|(f, v, _)| (f.to_owned(), json!(v)))
-        .collect();
-    let body = json!({
-        "source": { "filename": d.filename, "sha256": u.sha256, "size": u.size,
-                    "file_type": u.file_type, "page_count": d.page_count },
-        "fields": fields,
-    });
-    body.to_string().into_bytes()
 }
 
 /// One `files` part.

@@ -1,7 +1,8 @@
 //! The PerfectParser sandbox's world: extractions and their documents placed on the simulated
 //! clock (status at an instant, last change), the deterministic generated mix of
 //! [`PerfectSpec::generated`], and the bytes served for documents (JSON built around [`Layout`]
-//! for the spec's documents or derived from the upload for submitted ones; exports are
+//! for the spec's documents or derived from the upload for submitted ones), and the parser
+//! fields documents, exports and submissions are made of ([`fields`]; exports are
 //! [`super::export`]'s).
 //!
 //! Nothing here does I/O; the routes read it through [`World`].
@@ -15,13 +16,11 @@ use serde_json::json;
 use super::super::Clock;
 use super::super::body::{Layout, digest_frames};
 use super::super::clock::{Phase, Span};
-use super::super::data::{SplitMix, hash_ids};
-use super::submit::{Upload, upload_data};
+use super::super::seeded::{DAY, SplitMix, hash_ids};
 use super::{DEFAULT_API_KEY, DocOutcome, DocumentSpec, ExtractionSpec, PerfectSpec};
 
 /// Simulated seconds a document spends `processing` before it finishes.
 const RUN_SECS: f64 = 2.0;
-const DAY: u64 = 24 * 3600;
 
 impl PerfectSpec {
     /// `extractions` extractions of `docs` documents with ~`result_bytes`-byte `extracted_data`,
@@ -64,7 +63,7 @@ impl PerfectSpec {
                             filename: format!("invoice_{number:03}_{j:03}.pdf"),
                             finishes_at,
                             outcome,
-                            result_bytes: jitter(&mut rng, result_bytes),
+                            result_bytes: rng.jitter(result_bytes),
                             page_count: 1 + rng.below(4) as u32,
                         }
                     })
@@ -93,14 +92,6 @@ impl PerfectSpec {
             submit_window: Duration::from_secs(60),
         }
     }
-}
-
-fn jitter(rng: &mut SplitMix, bytes: usize) -> usize {
-    let spread = (bytes / 20) as u64;
-    if spread == 0 {
-        return bytes;
-    }
-    (bytes as u64 - spread + rng.below(2 * spread + 1)) as usize
 }
 
 /// A document's status at some instant.
@@ -410,4 +401,58 @@ impl DocumentBody {
 
 pub(crate) fn layout(seed: u64, e: &Extraction, d: &Document) -> Layout {
     Layout::new(seed, &e.id, &d.id, d.result_bytes)
+}
+
+/// The fields of the sandbox's parsers, in the order [`fields`] gives them.
+pub(crate) const FIELD_NAMES: [&str; 5] = [
+    "invoice_number",
+    "vendor_name",
+    "invoice_date",
+    "total_amount",
+    "currency",
+];
+
+/// The parser's fields for one document: (field, value, confidence), deterministic.
+pub(crate) fn fields(
+    seed: u64,
+    e: &Extraction,
+    d: &Document,
+) -> Vec<(&'static str, String, String)> {
+    let mut rng = SplitMix::new(hash_ids(seed ^ 0xf1e1d, &e.id, &d.id));
+    let mut conf = || format!("0.{}", 80 + rng.below(20));
+    let cents = hash_ids(seed, &e.id, &d.id) % 1_000_000;
+    let values = [
+        format!("INV-{}", cents % 100_000),
+        "Acme, \"Global\" Ltd".to_owned(),
+        "2026-11-02".to_owned(),
+        format!("{}.{:02}", cents / 100, cents % 100),
+        "EUR".to_owned(),
+    ];
+    FIELD_NAMES
+        .into_iter()
+        .zip(values)
+        .map(|(f, v)| (f, v, conf()))
+        .collect()
+}
+
+/// What a submission uploaded for one document; its `extracted_data` derives from it.
+pub(crate) struct Upload {
+    /// sha256 of the bytes, lowercase hex.
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) file_type: &'static str,
+}
+
+/// `extracted_data` of a submitted document: the parser's fields plus where they came from.
+fn upload_data(seed: u64, e: &Extraction, d: &Document, u: &Upload) -> Vec<u8> {
+    let fields: serde_json::Map<String, serde_json::Value> = fields(seed, e, d)
+        .into_iter()
+        .map(|(f, v, _)| (f.to_owned(), json!(v)))
+        .collect();
+    let body = json!({
+        "source": { "filename": d.filename, "sha256": u.sha256, "size": u.size,
+                    "file_type": u.file_type, "page_count": d.page_count },
+        "fields": fields,
+    });
+    body.to_string().into_bytes()
 }

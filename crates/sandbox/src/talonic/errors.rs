@@ -14,7 +14,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
 use super::super::rate::Verdict;
-use super::routes::St;
+use super::St;
 use super::{Shared, TalonicFault};
 
 /// `X-RateLimit-Limit/Remaining/Reset` from the key's budget; Reset is ISO-8601 (the error-codes

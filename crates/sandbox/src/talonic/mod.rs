@@ -1,12 +1,11 @@
 //! The Talonic sandbox: a local server of the Talonic API as documented (`providers.md` §3,
 //! seed 002), for `batchmirror sandbox`, demos and the tests.
 //!
-//! This file owns the public surface (spec, faults, stats, request log, start and stop) and the
-//! shared state. The routes live in [`routes`], the error envelope, quota and rate-limit headers in
-//! [`errors`],
-//! the batch actions (sync, cancel) in [`write`], the timeline, generated mix, ids and
-//! extraction bodies in [`world`]. Where the docs conflict
-//! the sandbox serves what the docs allow and makes the rest configurable: `X-RateLimit-Reset` is
+//! This file owns the public surface (spec, faults, stats, request log, start and stop), the
+//! router and the shared state. The gate and read routes live in [`routes`], the error envelope,
+//! quota and rate-limit headers in [`errors`], the batch actions (sync, cancel) in [`write`], the
+//! timeline, generated mix, ids and extraction bodies in [`world`]. Where the docs conflict the
+//! sandbox serves what the docs allow and makes the rest configurable: `X-RateLimit-Reset` is
 //! ISO-8601 on every response, and a 429 carries `Retry-After` only when asked. It uses nothing
 //! from the client side of the crate.
 
@@ -26,7 +25,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog, Served, bind};
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use super::running::{Server, face};
+use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
+use errors::not_found_route;
 
 /// The API key of [`TalonicSpec::generated`] (Talonic keys look like `tlnc_…`).
 pub const DEFAULT_API_KEY: &str = "tlnc_sandbox_local";
@@ -165,20 +170,17 @@ pub struct TalonicStats {
 /// A running Talonic sandbox. Dropping it also stops the listener, without waiting.
 pub struct TalonicSandbox {
     shared: Arc<Shared>,
-    server: Served,
+    server: Server,
 }
+
+face!(TalonicSandbox);
 
 impl TalonicSandbox {
     /// Binds the API on `listen` (port 0 = any free port).
     pub async fn start(spec: TalonicSpec, listen: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::new(spec));
-        let server = bind(listen).await?.serve(routes::router(shared.clone()));
+        let server = Server::start(listen, router(shared.clone())).await?;
         Ok(Self { shared, server })
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        self.server.url().to_owned()
     }
 
     /// Queues a fault; see [`TalonicFault`] for which request consumes it.
@@ -218,12 +220,44 @@ impl TalonicSandbox {
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().rate.set(limit);
     }
-
-    /// Stops the listener, letting in-flight responses finish for a short grace period.
-    pub async fn stop(self) {
-        self.server.stop().await;
-    }
 }
+
+/// The router: the read routes of [`routes`] and the writes of [`write`], all behind the gate
+/// (faults, key, quota, rate-limit headers).
+fn router(shared: St) -> Router {
+    Router::new()
+        // An Express-style server has no 405: another method is a route it does not have.
+        .route(
+            "/v1/batches",
+            get(routes::list_batches).fallback(not_found_route),
+        )
+        .route(
+            "/v1/batches/{id}",
+            get(routes::get_batch).fallback(not_found_route),
+        )
+        .route(
+            "/v1/batches/{id}/sync",
+            post(write::sync_batch).fallback(not_found_route),
+        )
+        .route(
+            "/v1/batches/{id}/cancel",
+            post(write::cancel_batch).fallback(not_found_route),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(routes::get_document).fallback(not_found_route),
+        )
+        .route(
+            "/v1/extractions/{id}",
+            get(routes::get_extraction).fallback(not_found_route),
+        )
+        .fallback(not_found_route)
+        .layer(middleware::from_fn_with_state(shared.clone(), routes::gate))
+        .with_state(shared)
+}
+
+/// The shared state as the handlers take it.
+pub(crate) type St = Arc<Shared>;
 
 /// What the handlers share.
 pub(crate) struct Shared {

@@ -5,29 +5,23 @@
 //! on every response. Injected faults, route counters and the request log live in the gate.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::errors::{
-    enc, envelope, fault_response, not_found, not_found_route, rate_headers, rate_limited, ts,
-    validation,
+    enc, envelope, fault_response, not_found, rate_headers, rate_limited, ts, validation,
 };
 use super::world::{Batch, Item, ItemStatus};
-use super::{Shared, TalonicFault};
-
-pub(crate) type St = Arc<Shared>;
+use super::{Shared, St, TalonicFault};
 
 const BATCH_STATUSES: [&str; 5] = [
     "accumulating",
@@ -37,35 +31,9 @@ const BATCH_STATUSES: [&str; 5] = [
     "cancelled",
 ];
 
-pub(crate) fn router(shared: St) -> Router {
-    Router::new()
-        // An Express-style server has no 405: another method is a route it does not have.
-        .route("/v1/batches", get(list_batches).fallback(not_found_route))
-        .route("/v1/batches/{id}", get(get_batch).fallback(not_found_route))
-        .route(
-            "/v1/batches/{id}/sync",
-            post(super::write::sync_batch).fallback(not_found_route),
-        )
-        .route(
-            "/v1/batches/{id}/cancel",
-            post(super::write::cancel_batch).fallback(not_found_route),
-        )
-        .route(
-            "/v1/documents/{id}",
-            get(get_document).fallback(not_found_route),
-        )
-        .route(
-            "/v1/extractions/{id}",
-            get(get_extraction).fallback(not_found_route),
-        )
-        .fallback(not_found_route)
-        .layer(middleware::from_fn_with_state(shared.clone(), gate))
-        .with_state(shared)
-}
-
 /// Logs and counts the request, then: an injected fault, else 401 without the key, else 429 when
 /// the key's budget is spent, else the route. Every answer gets the rate-limit headers.
-async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method(), &path);
@@ -207,7 +175,7 @@ fn item_json(b: &Batch, it: &Item, now: i64) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
-async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+pub(super) async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q: HashMap<String, String> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
@@ -277,7 +245,7 @@ fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn get_batch(State(sh): State<St>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_batch(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/batches/{}", enc(&id));
     let world = sh.world();
     let Some(b) = world.batch(&id) else {
@@ -300,7 +268,7 @@ fn expired(sh: &Shared, it: &Item, now: i64) -> bool {
     now >= done && now > done.saturating_add(sh.retention_us)
 }
 
-async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/documents/{}", enc(&id));
     let now = sh.clock.now_us();
     let world = sh.world();
@@ -328,7 +296,7 @@ async fn get_document(State(sh): State<St>, Path(id): Path<String>) -> Response 
     axum::Json(body).into_response()
 }
 
-async fn get_extraction(State(sh): State<St>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_extraction(State(sh): State<St>, Path(id): Path<String>) -> Response {
     let path = format!("/v1/extractions/{}", enc(&id));
     let now = sh.clock.now_us();
     let world = sh.world();

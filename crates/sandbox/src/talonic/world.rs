@@ -14,12 +14,11 @@ use futures_util::Stream;
 use super::super::Clock;
 use super::super::body::{Layout, digest_frames, stream_frames};
 use super::super::clock::{Phase, Span};
-use super::super::data::{SplitMix, hash_ids};
+use super::super::seeded::{DAY, Role, SplitMix, batch_role, hash_ids};
 use super::{DEFAULT_API_KEY, ItemOutcome, TalonicBatch, TalonicItem, TalonicSpec};
 
 /// Simulated seconds an item spends `processing` before it finishes.
 const RUN_SECS: f64 = 2.0;
-const DAY: u64 = 24 * 3600;
 
 impl TalonicSpec {
     /// `batches` batches of `items_per_batch` items with ~`result_bytes`-byte extractions,
@@ -36,29 +35,18 @@ impl TalonicSpec {
         // Retention is not documented (providers.md §3.2): the sandbox picks 7 days.
         let retention = Duration::from_secs(7 * DAY);
         let mut rng = SplitMix::new(seed ^ 0x7a10_41c0_0000_0002);
-        let has_submitted = batches >= 2;
-        let has_expired = batches >= 3;
-        let regular = batches - usize::from(has_submitted) - usize::from(has_expired);
         let mut out = Vec::with_capacity(batches);
         for k in 0..batches {
             let tag = format!("{seed}/{k}");
-            let (created_ago, kind) = if has_expired && k == 0 {
-                (retention.as_secs_f64() + 2.0 * 3600.0, 'x')
-            } else if has_submitted && k == batches - 1 {
-                (20.0 * 60.0, 's')
-            } else {
-                let slot = k - usize::from(has_expired);
-                let step = (DAY - 3600) as f64 / regular.max(1) as f64;
-                let ago = (DAY as f64 - 600.0) - step * slot as f64 - rng.unit() * step * 0.5;
-                (ago.max(3600.0), 'c')
-            };
+            // The running batch is Talonic's `submitted` one.
+            let (created_ago, kind) = batch_role(&mut rng, k, batches, retention, 20.0 * 60.0);
             let items = (0..items_per_batch)
                 .map(|j| {
                     let finishes_at = match kind {
-                        's' => 1.0 + 3.0 * j as f64 / items_per_batch.max(1) as f64,
+                        Role::Running => 1.0 + 3.0 * j as f64 / items_per_batch.max(1) as f64,
                         _ => -(created_ago - 900.0 - rng.unit() * 1800.0),
                     };
-                    let outcome = if kind == 'c' && rng.below(100) < 3 {
+                    let outcome = if kind == Role::Completed && rng.below(100) < 3 {
                         ItemOutcome::Failed
                     } else {
                         ItemOutcome::Completed

@@ -11,12 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::Shared;
 use super::errors::{enc, not_found, validation};
 use super::routes::batch_detail;
 use super::world::ItemStatus;
-
-type St = std::sync::Arc<Shared>;
+use super::{Shared, St};
 
 /// How long an `Idempotency-Key` is remembered (2nd: 24 h).
 const IDEMPOTENCY_US: i64 = 24 * 3600 * 1_000_000;

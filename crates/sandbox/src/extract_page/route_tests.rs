@@ -4,11 +4,11 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::route_check::{
-    DocRoute, ListForms, Probe, assert_table_covers_doc, check_list_faults, served, unserved,
-};
 use super::tests::*;
 use super::{Delivery, Outcome};
+use crate::route_check::{
+    DocRoute, ListForms, Probe, assert_table_covers_doc, check_list_faults, served, unserved,
+};
 
 /// providers.md §1.2 "Endpoints" (and the synchronous routes of §1.1 "Flow"), as documented.
 const ROUTES: &[DocRoute] = &[

@@ -9,19 +9,17 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use chrono::{NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
 
-use super::{Fault, Mark, Shared};
+use super::{Fault, Shared};
+use crate::Mark;
 
 type St = Arc<Shared>;
 
@@ -34,25 +32,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 const AMZ_DATE: &str = "%Y%m%dT%H%M%SZ";
 
-pub(crate) fn router(shared: St) -> Router {
-    let store = Router::new()
-        .route("/results/{batch}/{item}", get(get_object))
-        .route("/loop/{batch}/{item}", get(redirect_back))
-        .route(
-            "/uploads/{file_id}",
-            put(super::uploads::put_object).layer(DefaultBodyLimit::disable()),
-        )
-        .fallback(|| async {
-            s3_error(
-                StatusCode::NOT_FOUND,
-                "NoSuchKey",
-                "The specified key does not exist.",
-            )
-        })
-        .with_state(shared.clone());
-    Router::new()
-        .fallback_service(store)
-        .layer(middleware::from_fn_with_state(shared, gate))
+/// The store's 404 for anything that is not one of its routes.
+pub(super) fn no_such_key() -> Response {
+    s3_error(
+        StatusCode::NOT_FOUND,
+        "NoSuchKey",
+        "The specified key does not exist.",
+    )
 }
 
 /// `/results/{batch}/{item}` with both ids percent-encoded.
@@ -74,7 +60,7 @@ pub(crate) fn loop_path(batch: &str, item: &str) -> String {
 }
 
 /// Redirects back to the API's result URL, which redirected here: a loop between two URLs.
-async fn redirect_back(
+pub(super) async fn redirect_back(
     State(sh): State<St>,
     Path((batch, item)): Path<(String, String)>,
 ) -> Response {
@@ -120,7 +106,7 @@ pub(crate) fn presign_url(sh: &Shared, method: &str, path: &str) -> String {
 }
 
 /// Logs and counts every store request, and answers an injected store fault instead.
-async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let index = sh.lock().log.begin(req.method().as_str(), req.uri().path());
     let h = req.headers();
     let with_credentials = ["x-api-key", "authorization", "cookie", "referer"]
@@ -162,7 +148,7 @@ async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     resp
 }
 
-async fn get_object(
+pub(super) async fn get_object(
     State(sh): State<St>,
     Path((batch, item)): Path<(String, String)>,
     RawQuery(query): RawQuery,

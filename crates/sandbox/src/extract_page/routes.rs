@@ -2,82 +2,37 @@
 //! `GET /v1/batches`, `GET /v1/batches/{batch_id}` (with the item change feed) and
 //! `GET /v1/batches/{batch_id}/items/{item_id}/result`, with `X-API-KEY` auth, FastAPI-shaped
 //! 422s, opaque base64 cursors, injected faults, the rate limit's 429 with `Retry-After` and the
-//! request log. The write routes (`POST /v1/files`, `GET /v1/files/{id}`, `POST /v1/batches`) are
-//! routed and gated here but handled in [`super::uploads`] and [`super::batches`].
+//! request log. The gate and the key check here front every route, the write routes
+//! (`POST /v1/files`, `GET /v1/files/{id}`, `POST /v1/batches`, cancel) too, which are handled
+//! in [`super::uploads`] and [`super::batches`]; the router that wires them is the parent's.
 //!
-//! It owns the wire shapes and the cursor formats; the timeline comes from [`super::data`] and the
-//! bodies from [`super::body`].
+//! It owns the wire shapes and the cursor formats; the timeline comes from [`super::world`] and
+//! the bodies from [`crate::body`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::data::{Batch, Item, ItemStatus};
-use super::fastapi::{
-    detail, int_param, parse_query, query_value_error, status_detail, validation_error,
-};
-use super::{Delivery, Fault, Mark, Shared, object_store};
+use super::faults::fault_response;
+use super::world::{Batch, Item, ItemStatus};
+use super::{Delivery, Fault, Shared, object_store};
+use crate::Mark;
+use crate::fastapi::{detail, int_param, parse_query, query_value_error, validation_error};
 
 type St = Arc<Shared>;
 
-pub(crate) fn router(shared: St) -> Router {
-    let api = Router::new()
-        .route(
-            "/v1/batches",
-            get(list_batches)
-                .post(super::batches::create_batch)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/files",
-            post(super::uploads::create_file).fallback(method_not_allowed),
-        )
-        .route("/v1/files/{file_id}", api_get(super::uploads::get_file))
-        .route("/v1/batches/{batch_id}", api_get(get_batch))
-        .route(
-            "/v1/batches/{batch_id}/cancel",
-            post(super::batches::cancel_batch).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/batches/{batch_id}/items/{item_id}/result",
-            api_get(get_result),
-        )
-        // Like a FastAPI security dependency: only matched routes ask for the key.
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_key))
-        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
-        .with_state(shared.clone());
-    // The gate wraps the whole router, so it sees every request before routing.
-    Router::new()
-        .fallback_service(api)
-        .layer(middleware::from_fn_with_state(shared, gate))
-}
-
-fn api_get<H, T>(handler: H) -> MethodRouter<St>
-where
-    H: axum::handler::Handler<T, St>,
-    T: 'static,
-{
-    get(handler).fallback(method_not_allowed)
-}
-
-async fn method_not_allowed() -> Response {
-    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-}
-
 /// Logs the request, counts it per route, and answers an injected fault, an outage or the rate
 /// limit instead when one applies.
-async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(sh): State<St>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let index = sh.lock().log.begin(req.method().as_str(), &path);
     count_route(&sh, req.method().as_str(), &path);
@@ -149,11 +104,7 @@ fn count_route(sh: &Shared, method: &str, path: &str) {
     }
 }
 
-pub(super) fn fault_response(status: u16, retry_after: Option<String>) -> Response {
-    status_detail(status, retry_after, "Rate limit exceeded")
-}
-
-async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
+pub(super) async fn require_key(State(sh): State<St>, req: Request, next: Next) -> Response {
     let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
     // Other methods fall through to the 405, which FastAPI answers before any dependency.
     let gated = match req.method().as_str() {
@@ -324,7 +275,7 @@ fn item_resource<'a>(sh: &Shared, b: &'a Batch, it: &'a Item, now: i64) -> ItemR
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
-async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
+pub(super) async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Response {
     let q = parse_query(query.as_deref());
     let page = list_page(&sh, &q);
     let cursor = q.get("cursor").filter(|c| !c.is_empty());
@@ -332,7 +283,7 @@ async fn list_batches(State(sh): State<St>, RawQuery(query): RawQuery) -> Respon
         return page;
     };
     let reject = || invalid_cursor(cursor.map_or("", String::as_str));
-    super::list_faults::answer(&fault, page, |s| fault_response(s, None), reject).await
+    crate::list_faults::answer(&fault, page, |s| fault_response(s, None), reject).await
 }
 
 fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
@@ -379,7 +330,7 @@ fn list_page(sh: &Shared, q: &HashMap<String, String>) -> Response {
     axum::Json(list).into_response()
 }
 
-async fn get_batch(
+pub(super) async fn get_batch(
     State(sh): State<St>,
     Path(batch_id): Path<String>,
     RawQuery(query): RawQuery,
@@ -431,7 +382,7 @@ async fn get_batch(
     axum::Json(body).into_response()
 }
 
-async fn get_result(
+pub(super) async fn get_result(
     State(sh): State<St>,
     Path((batch_id, item_id)): Path<(String, String)>,
 ) -> Response {

@@ -2,11 +2,11 @@
 //! connection dropped mid-body, a body shorter than its `Content-Length`, a stall after the
 //! headers, a 1 byte/s trickle, 5xx and 429 answers, a redirect loop, a gzip bomb, a body over any
 //! sane cap, malformed or truncated JSON), a provider outage, failing list pages, a test clock,
-//! a seeded random mix of faults for `batchmirror sandbox --fault`, and the body cuts
-//! ([`cut`]) the list faults of every sandbox share.
+//! and a seeded random mix of faults for `batchmirror sandbox --fault`. The half-body cuts are
+//! the crate's ([`crate::list_faults`]).
 //!
 //! It owns the faulty responses and the mix; which request consumes a fault is decided by the
-//! listeners ([`super::extract_page`] and [`super::object_store`]).
+//! listeners ([`super::routes`] and [`super::object_store`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,16 +15,21 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 
-use super::data::{Item, SplitMix};
+use super::world::Item;
 use super::{Fault, ListFault, Sandbox, Shared};
+use crate::fastapi::status_detail;
+use crate::list_faults::{Cut, cut};
+use crate::seeded::SplitMix;
+
+/// An injected `status` as FastAPI answers it (`Rate limit exceeded` for a 429), with
+/// `Retry-After` verbatim when given.
+pub(super) fn fault_response(status: u16, retry_after: Option<String>) -> Response {
+    status_detail(status, retry_after, "Rate limit exceeded")
+}
 
 /// How long a stalled body stays silent: longer than any client should wait.
 const STALL: Duration = Duration::from_secs(3600);
-/// How long a body that is cut short waits before the cut: without it the server gives up before
-/// the headers and the first half are even flushed, and the fault is one of the request instead.
-const FLUSH: Duration = Duration::from_millis(200);
 /// Padding frames of the oversize and gzip-bomb bodies.
 const PAD_FRAME: usize = 64 * 1024;
 
@@ -322,72 +327,15 @@ pub(crate) fn respond(sh: &Arc<Shared>, batch: &str, item: &Item, fault: &Result
             status,
             retry_after,
         } => {
-            return super::extract_page::fault_response(
-                *status,
-                retry_after.as_ref().map(RetryAfter::render),
-            );
+            return fault_response(*status, retry_after.as_ref().map(RetryAfter::render));
         }
         ResultFault::RedirectLoop => axum::http::Response::builder()
             .status(StatusCode::FOUND)
-            .header(
-                header::LOCATION,
-                format!(
-                    "{}{}",
-                    sh.store_url,
-                    super::object_store::loop_path(batch, &item.id)
-                ),
-            )
+            .header(header::LOCATION, sh.loop_url(batch, &item.id))
             .header(header::CONTENT_LENGTH, 0)
             .body(Body::empty()),
     };
     built.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// How [`cut`] gives only the first half of a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cut {
-    /// The full `Content-Length`, half the body, then the connection drops.
-    Reset,
-    /// The full `Content-Length`, half the body, then the body ends cleanly.
-    Short,
-    /// `Content-Length` of the half and the half: a complete message of broken JSON.
-    Truncated,
-}
-
-/// 200 `application/json` with the first half of the `len`-byte body `frames`, cut as `how` says.
-pub(crate) fn cut(
-    frames: impl Iterator<Item = Bytes> + Send + 'static,
-    len: u64,
-    how: Cut,
-) -> Response {
-    let half = len / 2;
-    let head = futures_util::stream::iter(prefix(frames, half).map(Ok::<_, std::io::Error>));
-    let (announced, body) = match how {
-        Cut::Truncated => (half, Body::from_stream(head)),
-        Cut::Reset => (
-            len,
-            Body::from_stream(head.chain(futures_util::stream::once(async {
-                tokio::time::sleep(FLUSH).await;
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "sandbox: connection reset mid-body",
-                ))
-            }))),
-        ),
-        Cut::Short => (
-            len,
-            Body::from_stream(head.chain(futures_util::stream::once(async {
-                tokio::time::sleep(FLUSH).await;
-                Ok(Bytes::new())
-            }))),
-        ),
-    };
-    axum::http::Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, announced)
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// The item's real body, frame by frame, and its length.
@@ -404,19 +352,6 @@ fn body_frames(
             (Box::new(layout.frames()), len)
         }
     }
-}
-
-/// The first `n` bytes of `frames`.
-fn prefix(frames: impl Iterator<Item = Bytes>, n: u64) -> impl Iterator<Item = Bytes> {
-    let mut left = n as usize;
-    frames.map_while(move |f| {
-        if left == 0 {
-            return None;
-        }
-        let take = f.len().min(left);
-        left -= take;
-        Some(f.slice(..take))
-    })
 }
 
 /// `frames`, one byte a second.

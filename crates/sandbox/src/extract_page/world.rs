@@ -1,6 +1,6 @@
-//! The sandbox's world: the batch and item timeline on the simulated clock (what status an item
-//! has at a given instant and when it last changed), the deterministic generated mix of
-//! [`SandboxSpec::generated`], and the small seeded random generator both use.
+//! extract.page's world: the batch and item timeline on the simulated clock (what status an item
+//! has at a given instant and when it last changed) and the deterministic generated mix of
+//! [`SandboxSpec::generated`], drawn with the crate's seeded kit (`crate::seeded`).
 //!
 //! Nothing here does I/O; the routes read it through [`World`].
 
@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use super::clock::{Phase, Span};
+use crate::clock::{Phase, Span};
+use crate::seeded::{DAY, Role, SplitMix, batch_role, hash_ids};
+
 use super::{BatchSpec, Clock, DEFAULT_API_KEY, Delivery, ItemSpec, Outcome, SandboxSpec};
 
 /// Simulated seconds an item spends `running` before it finishes.
 const RUN_SECS: f64 = 2.0;
-const DAY: u64 = 24 * 3600;
 
 impl SandboxSpec {
     /// `batches` batches of `items_per_batch` items with ~`result_bytes`-byte results, deterministic
@@ -33,31 +33,17 @@ impl SandboxSpec {
     ) -> Self {
         let retention = Duration::from_secs(3 * DAY);
         let mut rng = SplitMix::new(seed ^ 0x5eed_ba7c_0000_0001);
-        let has_running = batches >= 2;
-        let has_expired = batches >= 3;
-        let regular = batches - usize::from(has_running) - usize::from(has_expired);
 
         // Batch numbers grow with creation time: batch_000001 is the oldest.
         let mut out = Vec::with_capacity(batches);
         for k in 0..batches {
             let number = k + 1;
-            let (created_ago, kind) = if has_expired && k == 0 {
-                (retention.as_secs_f64() + 2.0 * 3600.0, Kind::Expired)
-            } else if has_running && k == batches - 1 {
-                (30.0, Kind::Running)
-            } else {
-                // Spread the completed batches over the last day, oldest first, never in the future.
-                let slot = k - usize::from(has_expired);
-                let span = (DAY - 3600) as f64;
-                let step = span / regular.max(1) as f64;
-                let ago = (DAY as f64 - 600.0) - step * slot as f64 - rng.unit() * step * 0.5;
-                (ago.max(3600.0), Kind::Completed)
-            };
+            let (created_ago, kind) = batch_role(&mut rng, k, batches, retention, 30.0);
             let items = (0..items_per_batch)
                 .map(|j| {
                     let mut item =
                         generated_item(&mut rng, number, j, items_per_batch, created_ago, kind);
-                    item.result_bytes = jitter(&mut rng, result_bytes);
+                    item.result_bytes = rng.jitter(result_bytes);
                     item
                 })
                 .collect();
@@ -79,24 +65,17 @@ impl SandboxSpec {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Completed,
-    Expired,
-    Running,
-}
-
 fn generated_item(
     rng: &mut SplitMix,
     batch: usize,
     j: usize,
     n: usize,
     created_ago: f64,
-    kind: Kind,
+    kind: Role,
 ) -> ItemSpec {
     let (finishes_at, outcome) = match kind {
         // Finished between 1 and 30 minutes after creation.
-        Kind::Completed => {
+        Role::Completed => {
             let after = 60.0 + rng.unit() * 1740.0;
             let outcome = if rng.below(100) < 3 {
                 Outcome::Failed
@@ -105,12 +84,12 @@ fn generated_item(
             };
             (-(created_ago - after), outcome)
         }
-        Kind::Expired => (
+        Role::Expired => (
             -(created_ago - 60.0 - rng.unit() * 600.0),
             Outcome::Succeeded,
         ),
         // One after another over the next ~5 simulated seconds.
-        Kind::Running => (1.0 + 4.0 * j as f64 / n.max(1) as f64, Outcome::Succeeded),
+        Role::Running => (1.0 + 4.0 * j as f64 / n.max(1) as f64, Outcome::Succeeded),
     };
     let delivery = if rng.below(2) == 0 {
         Delivery::Inline
@@ -124,15 +103,6 @@ fn generated_item(
         result_bytes: 0,
         delivery,
     }
-}
-
-/// ±5 %, so clients cannot assume every result has the same size.
-fn jitter(rng: &mut SplitMix, bytes: usize) -> usize {
-    let spread = (bytes / 20) as u64;
-    if spread == 0 {
-        return bytes;
-    }
-    (bytes as u64 - spread + rng.below(2 * spread + 1)) as usize
 }
 
 /// An item's status at some instant.
@@ -399,46 +369,6 @@ impl Item {
             ItemStatus::Cancelled => u32::from(self.started(now_us)),
             ItemStatus::Succeeded | ItemStatus::Failed => self.final_attempts,
         }
-    }
-}
-
-/// A stable 64-bit digest of `(tag, batch id, item id)`; lengths are included so that
-/// ("ab", "c") and ("a", "bc") differ.
-pub(crate) fn hash_ids(tag: u64, batch: &str, item: &str) -> u64 {
-    let mut h = Sha256::new();
-    h.update(tag.to_le_bytes());
-    h.update((batch.len() as u64).to_le_bytes());
-    h.update(batch.as_bytes());
-    h.update(item.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
-}
-
-/// SplitMix64: tiny, fast and, unlike library generators, guaranteed never to change between
-/// versions, so a seed keeps meaning the same data.
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    pub(crate) fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -17,9 +17,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Shared;
-use super::extract_page::ts;
-use super::fastapi::{body_object, detail, field_error, opt_string};
 use super::object_store::{presign_url, s3_error, upload_path, verify};
+use super::routes::ts;
+use crate::fastapi::{body_object, detail, field_error, opt_string};
 
 type St = Arc<Shared>;
 

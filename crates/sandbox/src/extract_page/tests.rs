@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-pub(super) const KEY: &str = "test-key";
+pub(crate) const KEY: &str = "test-key";
 
-pub(super) fn item(id: &str, finishes_at: f64, outcome: Outcome, delivery: Delivery) -> ItemSpec {
+pub(crate) fn item(id: &str, finishes_at: f64, outcome: Outcome, delivery: Delivery) -> ItemSpec {
     ItemSpec {
         id: id.to_owned(),
         finishes_at,
@@ -23,11 +23,11 @@ pub(super) fn item(id: &str, finishes_at: f64, outcome: Outcome, delivery: Deliv
     }
 }
 
-pub(super) fn done(id: &str, delivery: Delivery) -> ItemSpec {
+pub(crate) fn done(id: &str, delivery: Delivery) -> ItemSpec {
     item(id, -60.0, Outcome::Succeeded, delivery)
 }
 
-pub(super) fn batch(id: &str, created_ago: u64, items: Vec<ItemSpec>) -> BatchSpec {
+pub(crate) fn batch(id: &str, created_ago: u64, items: Vec<ItemSpec>) -> BatchSpec {
     BatchSpec {
         id: id.to_owned(),
         created_ago: Duration::from_secs(created_ago),
@@ -35,7 +35,7 @@ pub(super) fn batch(id: &str, created_ago: u64, items: Vec<ItemSpec>) -> BatchSp
     }
 }
 
-pub(super) fn spec(batches: Vec<BatchSpec>) -> SandboxSpec {
+pub(crate) fn spec(batches: Vec<BatchSpec>) -> SandboxSpec {
     SandboxSpec {
         api_key: KEY.to_owned(),
         seed: 42,
@@ -47,22 +47,22 @@ pub(super) fn spec(batches: Vec<BatchSpec>) -> SandboxSpec {
     }
 }
 
-pub(super) async fn start(spec: SandboxSpec) -> Sandbox {
+pub(crate) async fn start(spec: SandboxSpec) -> Sandbox {
     Sandbox::start(spec, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
 }
 
 /// Never follows redirects and sends no credentials unless asked.
-pub(super) fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder().redirect(Policy::none()).build().unwrap()
 }
 
-pub(super) fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
-pub(super) fn result_url(sb: &Sandbox, b: &str, i: &str) -> String {
+pub(crate) fn result_url(sb: &Sandbox, b: &str, i: &str) -> String {
     format!(
         "{}/v1/batches/{}/items/{}/result",
         sb.base_url(),
@@ -71,7 +71,7 @@ pub(super) fn result_url(sb: &Sandbox, b: &str, i: &str) -> String {
     )
 }
 
-pub(super) async fn get(url: &str) -> reqwest::Response {
+pub(crate) async fn get(url: &str) -> reqwest::Response {
     client()
         .get(url)
         .header("X-API-KEY", KEY)
@@ -80,18 +80,18 @@ pub(super) async fn get(url: &str) -> reqwest::Response {
         .unwrap()
 }
 
-pub(super) async fn get_json(url: &str) -> (StatusCode, Value) {
+pub(crate) async fn get_json(url: &str) -> (StatusCode, Value) {
     let resp = get(url).await;
     let status = resp.status();
     (status, json(resp).await)
 }
 
-pub(super) async fn json(resp: reqwest::Response) -> Value {
+pub(crate) async fn json(resp: reqwest::Response) -> Value {
     serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
 }
 
 /// Fetches a result, following a 302 without credentials; returns (sha256 hex, length).
-pub(super) async fn fetch_result(sb: &Sandbox, b: &str, i: &str) -> (String, u64) {
+pub(crate) async fn fetch_result(sb: &Sandbox, b: &str, i: &str) -> (String, u64) {
     let mut resp = get(&result_url(sb, b, i)).await;
     if resp.status() == StatusCode::FOUND {
         let location = resp.headers()[LOCATION].to_str().unwrap().to_owned();

@@ -2,7 +2,7 @@
 //! `Idempotency-Key` (the same key within 24 h returns the same batch), the documented 404/409
 //! bodies, a 402 once the quota set by `Sandbox::set_quota` is used up, and FastAPI 422s.
 //!
-//! The new batch joins [`super::data::World`] like a spec batch: one item per file, `pending`,
+//! The new batch joins [`super::world::World`] like a spec batch: one item per file, `pending`,
 //! then `running`, then `succeeded` a second or two (simulated) later, with an inline result
 //! made from the uploaded bytes by [`super::uploads::result_body`].
 //!
@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::Shared;
-use super::data::{Batch, Item};
-use super::extract_page::batch_resource;
-use super::fastapi::{body_errors, body_object, detail, field_error, opt_string, string_list};
+use super::routes::batch_resource;
 use super::uploads::result_body;
+use super::world::{Batch, Item};
+use crate::fastapi::{body_errors, body_object, detail, field_error, opt_string, string_list};
 
 type St = Arc<Shared>;
 
