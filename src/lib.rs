@@ -5,7 +5,8 @@
 //!
 //! - [`model`]: ids, states and records shared by every layer; no I/O.
 //! - [`error`]: the error enum of each seam and the one "retryable?" rule.
-//! - [`config`]: TOML + `BATCHMIRROR__` environment into validated [`config::Settings`].
+//! - [`config`]: TOML + `BATCHMIRROR__` environment into validated [`config::Settings`]; one
+//!   file per section (raw struct, validation, display), shared field parsers in `config/fields`.
 //! - [`ledger`]: sole owner of the SQLite ledger (schema, queries, lock, start-up checks).
 //! - [`provider`]: the [`provider::Provider`] trait, one adapter per API, retry and rate limiting.
 //! - [`storage`]: the mirror layout on disk and atomic, durable publishing.
@@ -16,13 +17,17 @@
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
 //! - [`dropfolder`]: the watched inbox whose files become jobs, and the outbox of their results.
 //! - [`scheduler`]: cron ticks that request passes.
-//! - [`daemon`]: wires everything: `run`, `sync_once`, `status`.
+//! - [`daemon`]: wires everything: `run` (its tasks in one tracker, one stop deadline),
+//!   `sync_once`, `status`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
 //! - `lab` (feature `sandbox`): the harnesses above the daemon: `demo`, `bench`, the crash loop,
 //!   reached from [`cli`] through one flattened `LabCommand`.
 //!
 //! The workspace beside this crate: `crates/sandbox` (`batchmirror-sandbox`, not published), a
-//! local server of the four provider APIs built from their contracts. It imports nothing from
+//! local server of the four provider APIs built from their contracts: one folder per provider
+//! (`extract_page/`, `llamacloud/`, `perfectparser/`, `talonic/`, each mod = face + router,
+//! routes, world), the shared kit (clock, bodies, faults, seeded ids, the `Running` trait) at its
+//! root. It imports nothing from
 //! here; this crate uses it only in `lab` (feature `sandbox`, on by default) and in the tests, so
 //! `cargo check --no-default-features` builds a daemon without any sandbox code.
 
