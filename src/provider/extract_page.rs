@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::http::{self, Clients};
-use super::wire::{self, entries, timestamp};
+use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -190,14 +190,8 @@ impl Provider for ExtractPage {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
-        let (raw, mut rejected) = entries::<WireBatch>(wire.data, "id");
-        let mut batches = Vec::with_capacity(raw.len());
-        for w in raw {
-            match self.batch(w) {
-                Ok(b) => batches.push(b),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (batches, rejected) =
+            convert_entries::<WireBatch, _>(wire.data, "id", |w| self.batch(w));
         Ok(BatchPage {
             batches,
             rejected,
@@ -232,14 +226,8 @@ impl Provider for ExtractPage {
             });
         }
         let page_len = wire.items.len();
-        let (raw, mut rejected) = entries::<WireItem>(wire.items, "id");
-        let mut items = Vec::with_capacity(raw.len());
-        for w in raw {
-            match self.item(w, info.expires_at) {
-                Ok(i) => items.push(i),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (items, rejected) =
+            convert_entries::<WireItem, _>(wire.items, "id", |w| self.item(w, info.expires_at));
         let next_cursor = wire.next_cursor.filter(|c| !c.is_empty());
         Ok(ItemPage {
             batch: Some(info),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{self, Clients};
-use super::wire::{self, entries, timestamp};
+use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -273,14 +273,8 @@ impl Provider for LlamaCloud {
         let (url, offset) = self.paged(&["beta", "batch-processing"], cursor)?;
         let wire: WirePage = http::read_json(self.get(&url).await?, &url).await?;
         let page_len = wire.items.len();
-        let (raw, mut rejected) = entries::<WireJob>(wire.items, "id");
-        let mut batches = Vec::with_capacity(raw.len());
-        for w in raw {
-            match self.batch(w) {
-                Ok(b) => batches.push(b),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (batches, rejected) =
+            convert_entries::<WireJob, _>(wire.items, "id", |w| self.batch(w));
         Ok(BatchPage {
             batches,
             rejected,
@@ -323,15 +317,8 @@ impl Provider for LlamaCloud {
         )?;
         let wire: WirePage = http::read_json(self.get(&url).await?, &url).await?;
         let page_len = wire.items.len();
-        let (raw, bad) = entries::<WireItem>(wire.items, "item_id");
+        let (items, bad) = convert_entries::<WireItem, _>(wire.items, "item_id", |w| self.item(w));
         rejected.extend(bad);
-        let mut items = Vec::with_capacity(raw.len());
-        for w in raw {
-            match self.item(w) {
-                Ok(i) => items.push(i),
-                Err(e) => rejected.push(e),
-            }
-        }
         let next_cursor = next_offset(offset, page_len, wire.total_size);
         Ok(ItemPage {
             batch: info,

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
-use super::wire::{self, entries, timestamp};
+use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -286,14 +286,10 @@ impl Provider for PerfectParser {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
-        let (raw, mut rejected) = entries::<WireExtraction>(wire.extractions, "extraction_id");
-        let mut batches = Vec::with_capacity(raw.len());
-        for w in &raw {
-            match self.batch(w) {
-                Ok(b) => batches.push(b),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (batches, rejected) =
+            convert_entries::<WireExtraction, _>(wire.extractions, "extraction_id", |w| {
+                self.batch(&w)
+            });
         let next_cursor = wire.pagination.and_then(|p| {
             let more = p.has_next_page.unwrap_or(true);
             p.next_cursor.filter(|c| more && !c.is_empty())
@@ -336,14 +332,9 @@ impl Provider for PerfectParser {
                 info.id
             )));
         }
-        let (raw, mut rejected) = entries::<WireDocument>(documents, "document_id");
-        let mut items = Vec::with_capacity(raw.len());
-        for w in raw {
-            match self.item(w, &info, &head.status) {
-                Ok(i) => items.push(i),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (items, rejected) = convert_entries::<WireDocument, _>(documents, "document_id", |w| {
+            self.item(w, &info, &head.status)
+        });
         Ok(ItemPage {
             batch: Some(info),
             items,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::http::{self, Clients};
 use super::retry::Limiter;
-use super::wire::{self, entries, timestamp};
+use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
@@ -324,14 +324,8 @@ impl Provider for Talonic {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let wire: WireList = http::read_json(self.get(&url).await?, &url).await?;
-        let (raw, mut rejected) = entries::<WireBatch>(wire.data, "id");
-        let mut batches = Vec::with_capacity(raw.len());
-        for w in raw {
-            match Self::batch(w) {
-                Ok((b, _)) => batches.push(b),
-                Err(e) => rejected.push(e),
-            }
-        }
+        let (batches, rejected) =
+            convert_entries::<WireBatch, _>(wire.data, "id", |w| Self::batch(w).map(|(b, _)| b));
         // Go on while the server says there is more and names where; a missing `has_more` with a
         // cursor is taken as "more".
         let next_cursor = wire
@@ -371,15 +365,10 @@ impl Provider for Talonic {
                 message: format!("asked for batch {batch}, got {}", info.id),
             });
         }
-        let (raw, bad) = entries::<WireItem>(wire.items, "id");
+        let (items, bad) = convert_entries::<WireItem, _>(wire.items, "id", |w| {
+            Self::item(w, completed, self.retention)
+        });
         rejected.extend(bad);
-        let mut items = Vec::with_capacity(raw.len());
-        for w in raw {
-            match Self::item(w, completed, self.retention) {
-                Ok(i) => items.push(i),
-                Err(e) => rejected.push(e),
-            }
-        }
         Ok(ItemPage {
             batch: info,
             items,

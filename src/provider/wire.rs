@@ -67,6 +67,24 @@ pub fn entries<T: for<'de> Deserialize<'de>>(
     (ok, bad)
 }
 
+/// [`entries`], then `convert` on each parsed entry: what converts is kept, what does not joins
+/// the rejected with its reason, so one hostile entry never costs the page.
+pub fn convert_entries<T: for<'de> Deserialize<'de>, U>(
+    values: Vec<serde_json::Value>,
+    id_key: &str,
+    mut convert: impl FnMut(T) -> Result<U, String>,
+) -> (Vec<U>, Vec<String>) {
+    let (raw, mut rejected) = entries::<T>(values, id_key);
+    let mut kept = Vec::with_capacity(raw.len());
+    for w in raw {
+        match convert(w) {
+            Ok(u) => kept.push(u),
+            Err(e) => rejected.push(e),
+        }
+    }
+    (kept, rejected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
