@@ -3,6 +3,9 @@
 
 mod common;
 
+// The house rules: layers, no import circles, file lengths, a sandbox free of the daemon.
+mod layout;
+
 // Full mirror, no re-download, pagination, status.
 mod mirror;
 // Resumable listing walks: a failing list page is reached by the next pass, per provider.

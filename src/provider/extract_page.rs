@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::http::{self, Clients};
+use super::http::{self, Clients, KeyStyle};
 use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
@@ -24,6 +24,8 @@ mod submit;
 
 /// The documented maximum page size of the batch detail's item feed.
 const MAX_ITEMS_PAGE: u32 = 500;
+/// extract.page takes its key in a header of its own.
+const KEY: KeyStyle = KeyStyle::Header("X-API-KEY");
 
 pub struct ExtractPage {
     name: ProviderName,
@@ -59,15 +61,8 @@ impl ExtractPage {
     }
 
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
-        let resp = self
-            .clients
-            .api
-            .get(url.clone())
-            .header("X-API-KEY", self.key.expose())
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| http::transport(url, e))?;
+        let req = self.clients.api.get(url.clone());
+        let resp = http::send_keyed(req, url, &self.key, KEY).await?;
         http::check_status(resp, url).await
     }
 

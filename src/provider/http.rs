@@ -14,7 +14,7 @@ use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::{BodyStream, ResultBody};
-use crate::config::DownloadSettings;
+use crate::config::{DownloadSettings, Secret};
 use crate::error::{ProviderError, redact_url};
 
 /// Largest listing page we read into memory. Results are streamed and capped elsewhere.
@@ -52,6 +52,34 @@ impl Clients {
             presigned: build(builder())?,
         })
     }
+}
+
+/// How a provider wants its key presented.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyStyle {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// A header of its own, such as `X-API-KEY`.
+    Header(&'static str),
+}
+
+/// Sends `req` (built on the API client, for `url`) with the key and `Accept: application/json`.
+/// The key is added here, per request, so no other request can carry it; the answer's status is
+/// left to the adapter, which knows its provider's error forms.
+pub async fn send_keyed(
+    req: reqwest::RequestBuilder,
+    url: &url::Url,
+    key: &Secret,
+    style: KeyStyle,
+) -> Result<Response, ProviderError> {
+    let req = match style {
+        KeyStyle::Bearer => req.bearer_auth(key.expose()),
+        KeyStyle::Header(name) => req.header(name, key.expose()),
+    };
+    req.header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| transport(url, e))
 }
 
 /// Maps a transport error without letting reqwest print the URL (it would include the query).

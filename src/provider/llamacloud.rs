@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::http::{self, Clients};
+use super::http::{self, Clients, KeyStyle};
 use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
 use crate::config::Secret;
@@ -97,15 +97,8 @@ impl LlamaCloud {
     }
 
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
-        let resp = self
-            .clients
-            .api
-            .get(url.clone())
-            .bearer_auth(self.key.expose())
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| http::transport(url, e))?;
+        let req = self.clients.api.get(url.clone());
+        let resp = http::send_keyed(req, url, &self.key, KeyStyle::Bearer).await?;
         // The SDK honours `retry-after-ms` before `retry-after`; `check_status` knows only the latter.
         let wait_ms = resp
             .headers()

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::http::{self, Clients};
+use super::http::{self, Clients, KeyStyle};
 use super::retry::Limiter;
 use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
@@ -84,12 +84,7 @@ impl PerfectParser {
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ProviderError> {
         let ticket = self.budget.acquire().await;
-        let sent = req
-            .header("X-API-Key", self.key.expose())
-            .header("Accept", "application/json")
-            .send()
-            .await;
-        let resp = sent.map_err(|e| http::transport(url, e))?;
+        let resp = http::send_keyed(req, url, &self.key, KeyStyle::Header("X-API-Key")).await?;
         let now = SystemTime::now();
         http::observe_rate_headers(&self.limiter, resp.headers(), now);
         self.budget

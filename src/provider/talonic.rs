@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::{self, Clients};
+use super::http::{self, Clients, KeyStyle};
 use super::retry::Limiter;
 use super::wire::{self, convert_entries, timestamp};
 use super::{AdapterContext, Provider, ResultBody};
@@ -59,15 +59,8 @@ impl Talonic {
 
     /// Sends an authenticated GET; every answer's rate headers reach the limiter first.
     async fn get(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
-        let resp = self
-            .clients
-            .api
-            .get(url.clone())
-            .bearer_auth(self.key.expose())
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| http::transport(url, e))?;
+        let req = self.clients.api.get(url.clone());
+        let resp = http::send_keyed(req, url, &self.key, KeyStyle::Bearer).await?;
         let now = SystemTime::now();
         http::observe_rate_headers(&self.limiter, resp.headers(), now);
         if resp.status().is_success() {

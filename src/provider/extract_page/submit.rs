@@ -106,14 +106,12 @@ async fn post_json(
         .clients
         .api
         .post(url.clone())
-        .header("X-API-KEY", ep.key.expose())
-        .header("Accept", "application/json")
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body.to_string());
     if let Some(k) = idempotency_key {
         req = req.header("Idempotency-Key", k);
     }
-    let resp = req.send().await.map_err(|e| http::transport(url, e))?;
+    let resp = http::send_keyed(req, url, &ep.key, super::KEY).await?;
     http::check_status(resp, url).await.map_err(http::as_status)
 }
 
