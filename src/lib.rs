@@ -27,9 +27,13 @@
 //! local server of the four provider APIs built from their contracts: one folder per provider
 //! (`extract_page/`, `llamacloud/`, `perfectparser/`, `talonic/`, each mod = face + router,
 //! routes, world), the shared kit (clock, bodies, faults, seeded ids, the `Running` trait) at its
-//! root. It imports nothing from
-//! here; this crate uses it only in `lab` (feature `sandbox`, on by default) and in the tests, so
-//! `cargo check --no-default-features` builds a daemon without any sandbox code.
+//! root. It imports nothing from here; this crate uses it only in `lab` (feature `sandbox`, on by
+//! default) and in the tests, so `cargo check --no-default-features` builds a daemon without any
+//! sandbox code.
+//!
+//! Imports point down the list above, in the layers `tests/layout.rs` names (`model`, `error`
+//! and `config` at the bottom; `daemon`, `lab`, `cli` at the top); that test fails on an import
+//! running up, on a circle of imports among a folder's files, and on a file of 500 lines.
 
 pub mod alerts;
 pub mod cli;
