@@ -4,8 +4,8 @@
 //! They depend on the daemon and never the reverse: nothing outside this module names it except
 //! the one [`LabCommand`] seam that `cli.rs` flattens into the command line.
 //!
-//! - [`demo`]: every sandbox started on loopback and mirrored into `./demo-mirror`.
-//! - [`bench`]: the performance figures of the targets, against curl.
+//! - [`demo`](mod@demo): every sandbox started on loopback and mirrored into `./demo-mirror`.
+//! - [`bench`](mod@bench): the performance figures of the targets, against curl.
 //! - [`crashloop`]: SIGKILL-and-restart checks of the ledger invariants.
 
 pub mod bench;

@@ -37,6 +37,9 @@
 //! - `route_check` (tests only): holds each router to its route table in
 //!   `shared/providers.md`; `rate_tests`: the rate limit of every sandbox over HTTP.
 
+// Module docs link their private parts for maintainers (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod body;
 mod clock;
 pub mod extract_page;

@@ -4,7 +4,7 @@
 //! This file owns the public surface (spec, faults, stats, request log, start and stop), the
 //! router and the state the handlers share. The timeline, its indexes and the generated mix live
 //! in [`world`], the gate, read routes and wire shapes in [`routes`], the parse-job routes in
-//! [`parsing`], job creation and cancellation in [`write`], query parameters and offset pages in
+//! [`parsing`], job creation and cancellation in [`write`](mod@write), query parameters and offset pages in
 //! [`query`], the streamed result bodies in [`body`].
 //! Nothing from the client side of the crate is used here.
 
@@ -188,7 +188,7 @@ impl LlamaSandbox {
     }
 }
 
-/// The router: the batch-processing routes of [`routes`] and [`write`] and the parse-job routes
+/// The router: the batch-processing routes of [`routes`] and [`write`](mod@write) and the parse-job routes
 /// of [`parsing`], behind the Bearer check (matched routes only) and the gate, which sees every
 /// request before routing.
 fn router(shared: St) -> Router {

@@ -3,7 +3,7 @@
 //!
 //! This file owns the public surface (spec, faults, stats, request log, start and stop), the
 //! router and the shared state. The gate and read routes live in [`routes`], the error envelope,
-//! quota and rate-limit headers in [`errors`], the batch actions (sync, cancel) in [`write`], the
+//! quota and rate-limit headers in [`errors`], the batch actions (sync, cancel) in [`write`](mod@write), the
 //! timeline, generated mix, ids and extraction bodies in [`world`]. Where the docs conflict the
 //! sandbox serves what the docs allow and makes the rest configurable: `X-RateLimit-Reset` is
 //! ISO-8601 on every response, and a 429 carries `Retry-After` only when asked. It uses nothing
@@ -222,7 +222,7 @@ impl TalonicSandbox {
     }
 }
 
-/// The router: the read routes of [`routes`] and the writes of [`write`], all behind the gate
+/// The router: the read routes of [`routes`] and the writes of [`write`](mod@write), all behind the gate
 /// (faults, key, quota, rate-limit headers).
 fn router(shared: St) -> Router {
     Router::new()
@@ -282,7 +282,7 @@ pub(crate) struct Mutable {
     pub(crate) request_seq: u64,
     /// What answers list pages past the first ([`TalonicSandbox::set_list_fault`]).
     pub(crate) list_fault: Option<ListFault>,
-    /// `Idempotency-Key` → the answer it got, for the batch actions of [`write`].
+    /// `Idempotency-Key` → the answer it got, for the batch actions of [`write`](mod@write).
     pub(crate) idempotency: HashMap<String, write::Answered>,
 }
 
