@@ -6,6 +6,7 @@
 //! published. It is the one place that turns server-supplied ids into paths, and every path it
 //! builds is checked to stay under the root.
 
+mod group;
 mod layout;
 mod publish;
 
@@ -19,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::StorageError;
 use crate::model::Published;
-use publish::SmallError;
+use group::{Committer, Durability};
+use publish::Publishing;
 
 /// Suffix of files being written; never the suffix of a published file.
 pub const PART_SUFFIX: &str = ".part";
@@ -78,11 +80,16 @@ impl Staged {
     pub fn published(&self) -> &Published {
         &self.published
     }
+
+    /// Renamed onto its final name: nothing is left to remove when it is dropped.
+    fn is_published(&self) -> bool {
+        self.part.as_os_str().is_empty()
+    }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if !self.part.as_os_str().is_empty() {
+        if !self.is_published() {
             let _ = std::fs::remove_file(&self.part);
         }
     }
@@ -109,6 +116,8 @@ pub struct Storage {
     /// The blocking steps that may publish: they run to the end even when their caller is
     /// aborted, so [`Storage::quiesce`] can wait for them.
     publishing: tokio_util::task::TaskTracker,
+    /// The one writer of small results, which makes them durable in groups.
+    committer: Committer,
 }
 
 impl Storage {
@@ -118,11 +127,14 @@ impl Storage {
         let root = root
             .canonicalize()
             .map_err(|e| StorageError::io(root, "resolve", e))?;
+        let (sync_file, sync_dir) = (std::fs::File::sync_all, std::fs::File::sync_all);
+        let committer = Committer::start(root.clone(), Durability::new(sync_file, sync_dir))?;
         Ok(Self {
             root,
-            sync_file: std::fs::File::sync_all,
-            sync_dir: std::fs::File::sync_all,
+            sync_file,
+            sync_dir,
             publishing: tokio_util::task::TaskTracker::new(),
+            committer,
         })
     }
 
@@ -134,12 +146,19 @@ impl Storage {
         self.publishing.reopen();
     }
 
-    /// The same storage with fsync of files and of directories replaced (fault injection).
+    /// The same storage with fsync of files and of directories replaced (fault injection); its
+    /// groups fsync each file, through `sync_file`, instead of one `syncfs`.
     #[cfg(test)]
     pub(crate) fn with_sync(self, sync_file: SyncFn, sync_dir: SyncFn) -> Self {
+        let durability = Durability {
+            syncfs: false,
+            ..Durability::new(sync_file, sync_dir)
+        };
+        let committer = Committer::start(self.root.clone(), durability).unwrap();
         Self {
             sync_file,
             sync_dir,
+            committer,
             ..self
         }
     }
@@ -267,22 +286,20 @@ impl Storage {
         };
         let root = self.root.clone();
         if small {
-            // The directory is made here too: one thread hand-off per small result, not two.
-            let done = self
-                .publishing
-                .spawn_blocking(move || {
-                    publish::ensure_dir(&root, &dir, sync_dir).map_err(SmallError::Storage)?;
-                    let written = publish::write_small(&part, &head, validate_json, sync_file)?;
-                    let mut s = Staged::new(part, final_path, rel_path, written);
-                    finish(&mut s, &dir, then, sync_dir).map_err(SmallError::Storage)?;
-                    Ok(s)
-                })
-                .await
-                .map_err(|e| StorageError::io(rel, "write", std::io::Error::other(e)))?;
-            return done.map_err(|e| match e {
-                SmallError::Storage(e) => WriteError::Storage(e),
-                SmallError::InvalidJson(m) => WriteError::InvalidJson(m),
-            });
+            // The CPU half (JSON check, digest) runs on the blocking pool; the disk half goes to
+            // the one committer, which makes this result durable with its group.
+            let checked = tokio::task::spawn_blocking(move || {
+                publish::check_small(&head, validate_json).map(|digest| (head, digest))
+            })
+            .await
+            .map_err(|e| StorageError::io(rel, "validate", std::io::Error::other(e)))?;
+            let (head, digest) = checked.map_err(WriteError::InvalidJson)?;
+            let staged = Staged::new(part, final_path, rel_path, digest);
+            let token = self.publishing.token();
+            return Ok(self
+                .committer
+                .commit(dir, head, staged, then, token)
+                .await?);
         }
         let at = dir.clone();
         tokio::task::spawn_blocking(move || publish::ensure_dir(&root, &at, sync_dir))
@@ -292,7 +309,7 @@ impl Storage {
         let written = publish::write_part(&part, rest, cap, validate_json, sync_file).await?;
         let mut s = Staged::new(part, final_path, rel_path, written);
         self.publishing
-            .spawn_blocking(move || finish(&mut s, &dir, then, sync_dir).map(|()| s))
+            .spawn_blocking(move || finish(&mut s, then, sync_dir).map(|()| s))
             .await
             .map_err(|e| StorageError::io(rel, "rename into", std::io::Error::other(e)))?
             .map_err(WriteError::Storage)
@@ -328,13 +345,17 @@ impl Storage {
 }
 
 /// Publishes a durable `.part` if asked to (disarming it), or leaves it staged.
-fn finish(s: &mut Staged, dir: &Path, then: Then, sync_dir: SyncFn) -> Result<(), StorageError> {
+fn finish(s: &mut Staged, then: Then, sync_dir: SyncFn) -> Result<(), StorageError> {
     let Then::Publish(mut sidecars) = then else {
         return Ok(());
     };
-    publish::publish(&mut sidecars, &s.part, &s.final_path, dir, sync_dir)?;
-    s.part = PathBuf::new();
-    Ok(())
+    let mut item = [Publishing {
+        sidecars: &mut sidecars,
+        result: s,
+    }];
+    let [outcome] = <[_; 1]>::try_from(publish::publish_group(&mut item, sync_dir))
+        .unwrap_or_else(|_| unreachable!("one outcome per item"));
+    outcome
 }
 
 #[cfg(test)]

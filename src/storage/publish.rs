@@ -45,20 +45,10 @@ fn sync_dir_at(dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(dir, "fsync directory", e))
 }
 
-/// Why a small, in-memory result was not written.
-pub(super) enum SmallError {
-    Storage(StorageError),
-    InvalidJson(String),
-}
-
-/// Writes a body held in memory to `part` and fsyncs it: JSON check first (nothing is written for
-/// a bad body). The `.part` is removed on any failure.
-pub(super) fn write_small(
-    part: &Path,
-    chunks: &[Bytes],
-    validate_json: bool,
-    sync_file: SyncFn,
-) -> Result<(u64, String), SmallError> {
+/// Checks a body held in memory as JSON (when asked; `Err` says why it is not) and returns its
+/// size and sha256: the CPU half of a small write, done before anything touches the disk (nothing
+/// is written for a bad body).
+pub(super) fn check_small(chunks: &[Bytes], validate_json: bool) -> Result<(u64, String), String> {
     if validate_json {
         let joined;
         let whole: &[u8] = match chunks {
@@ -68,89 +58,145 @@ pub(super) fn write_small(
                 &joined
             }
         };
-        serde_json::from_slice::<serde::de::IgnoredAny>(whole)
-            .map_err(|e| SmallError::InvalidJson(e.to_string()))?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(whole).map_err(|e| e.to_string())?;
     }
-    let write = || -> Result<(u64, String), StorageError> {
+    let mut hash = Sha256::new();
+    let mut n = 0u64;
+    for chunk in chunks {
+        hash.update(chunk);
+        n += chunk.len() as u64;
+    }
+    Ok((n, hex::encode(hash.finalize())))
+}
+
+/// Creates `part` and writes a body held in memory to it, not yet durable: the caller makes a
+/// whole group durable at once. The `.part` is removed on failure.
+pub(super) fn create_part(part: &Path, chunks: &[Bytes]) -> Result<std::fs::File, StorageError> {
+    let write = || -> Result<std::fs::File, StorageError> {
         let mut file =
             std::fs::File::create(part).map_err(|e| StorageError::io(part, "create", e))?;
-        let mut hash = Sha256::new();
-        let mut n = 0u64;
         for chunk in chunks {
-            hash.update(chunk);
-            n += chunk.len() as u64;
             file.write_all(chunk)
                 .map_err(|e| StorageError::io(part, "write", e))?;
         }
-        sync_file(&file).map_err(|e| StorageError::io(part, "fsync", e))?;
-        Ok((n, hex::encode(hash.finalize())))
+        Ok(file)
     };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(part);
-        })
-        .map_err(SmallError::Storage)
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(part);
+    })
 }
 
-/// Publishes a complete, fsynced result `part` at `final_path` together with its staged sidecars.
+/// One item to publish: its staged sidecars, then its durable result.
+pub(super) struct Publishing<'a> {
+    pub sidecars: &'a mut [Staged],
+    pub result: &'a mut Staged,
+}
+
+impl Publishing<'_> {
+    fn files(&self) -> impl Iterator<Item = &Staged> {
+        self.sidecars.iter().chain(std::iter::once(&*self.result))
+    }
+
+    /// Removes whatever of the item was published; its `.part` files go when they are dropped.
+    fn take_back(&self) {
+        for s in self.files().filter(|s| s.is_published()) {
+            let _ = std::fs::remove_file(&s.final_path);
+        }
+    }
+}
+
+/// Publishes every item of a group whose files are already durable under their `.part` names.
 ///
-/// The sidecars are renamed first and their directory synced, then the result: the result's name
-/// appearing is what says the item is whole (start-up recovery adopts a result it finds), so it
-/// must never be durable before its sidecars are. On any failure nothing of the item is left
-/// published, and no `.part` stays behind.
-pub(super) fn publish(
-    sidecars: &mut [Staged],
-    part: &Path,
-    final_path: &Path,
-    dir: &Path,
+/// All sidecars are renamed and their directories synced first, then all results and theirs,
+/// each directory once: the result's name appearing is what says the item is whole (start-up
+/// recovery adopts a result it finds), so it must never be durable before its sidecars are.
+/// Until its directory is synced a new name may not survive a power cut, so a failure there
+/// fails the item. An item that fails has nothing of it left published; the others go on.
+pub(super) fn publish_group(
+    items: &mut [Publishing<'_>],
     sync_dir: SyncFn,
-) -> Result<(), StorageError> {
-    let mut renamed: Vec<PathBuf> = Vec::with_capacity(sidecars.len());
-    let undo = |renamed: &[PathBuf]| {
-        for p in renamed {
-            let _ = std::fs::remove_file(p);
-        }
-        let _ = std::fs::remove_file(part);
-    };
-    for s in sidecars.iter_mut() {
-        if let Err(e) = std::fs::rename(&s.part, &s.final_path) {
-            undo(&renamed);
-            return Err(StorageError::io(&s.final_path, "rename into", e));
-        }
-        // Published: its `.part` name is gone, so dropping it must not remove anything.
-        s.part = PathBuf::new();
-        renamed.push(s.final_path.clone());
-    }
-    let mut dirs: Vec<&Path> = renamed.iter().filter_map(|p| p.parent()).collect();
-    dirs.dedup();
-    for d in dirs {
-        if let Err(e) = sync_dir_at(d, sync_dir) {
-            undo(&renamed);
-            return Err(e);
+) -> Vec<Result<(), StorageError>> {
+    let mut outcome: Vec<Result<(), StorageError>> = items.iter().map(|_| Ok(())).collect();
+    for (item, out) in items.iter_mut().zip(outcome.iter_mut()) {
+        if let Some(e) = item.sidecars.iter_mut().find_map(|s| rename_in(s).err()) {
+            *out = Err(e);
         }
     }
-    rename_durably(part, final_path, dir, sync_dir).inspect_err(|_| undo(&renamed))
+    sync_dirs(
+        items,
+        &mut outcome,
+        |it| it.sidecars.iter().collect(),
+        sync_dir,
+    );
+    for (item, out) in items.iter_mut().zip(outcome.iter_mut()) {
+        if out.is_ok() {
+            *out = rename_in(item.result);
+        }
+    }
+    sync_dirs(items, &mut outcome, |it| vec![&*it.result], sync_dir);
+    for (item, out) in items.iter().zip(&outcome) {
+        if out.is_err() {
+            item.take_back();
+        }
+    }
+    outcome
 }
 
-/// Renames a complete, fsynced `.part` onto its final name and fsyncs the directory. Until the
-/// directory is synced the new name may not survive a power cut: a failure there is a failed
-/// write, so the file is taken back rather than left published but unrecorded. On any failure
-/// neither name is left behind.
-fn rename_durably(
-    part: &Path,
-    final_path: &Path,
-    dir: &Path,
-    sync_dir: SyncFn,
-) -> Result<(), StorageError> {
-    if let Err(e) = std::fs::rename(part, final_path) {
-        let _ = std::fs::remove_file(part);
-        return Err(StorageError::io(final_path, "rename into", e));
-    }
-    if let Err(e) = sync_dir_at(dir, sync_dir) {
-        let _ = std::fs::remove_file(final_path);
-        return Err(e);
-    }
+/// Renames a durable `.part` onto its final name; once renamed it is published (disarmed).
+fn rename_in(s: &mut Staged) -> Result<(), StorageError> {
+    std::fs::rename(&s.part, &s.final_path)
+        .map_err(|e| StorageError::io(&s.final_path, "rename into", e))?;
+    s.part = PathBuf::new();
     Ok(())
+}
+
+/// Syncs each directory holding a just-published file of a still-whole item, once; an item with
+/// a file in a directory that failed fails.
+fn sync_dirs<'s>(
+    items: &'s [Publishing<'_>],
+    outcome: &mut [Result<(), StorageError>],
+    files: impl Fn(&'s Publishing<'_>) -> Vec<&'s Staged>,
+    sync_dir: SyncFn,
+) {
+    let dirs_of = |i: usize| -> Vec<&'s Path> {
+        files(&items[i])
+            .into_iter()
+            .filter(|s| s.is_published())
+            .filter_map(|s| s.final_path.parent())
+            .collect()
+    };
+    let mut dirs: Vec<&Path> = (0..items.len())
+        .filter(|&i| outcome[i].is_ok())
+        .flat_map(dirs_of)
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let Err(e) = sync_dir_at(dir, sync_dir) else {
+            continue;
+        };
+        for (i, out) in outcome.iter_mut().enumerate() {
+            if out.is_ok() && dirs_of(i).contains(&dir) {
+                *out = Err(copy_io(&e));
+            }
+        }
+    }
+}
+
+/// A second report of the same failure, for another item of the group.
+pub(super) fn copy_io(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Io {
+            path,
+            action,
+            source,
+        } => StorageError::io(
+            path,
+            action,
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        StorageError::OutsideRoot { path } => StorageError::OutsideRoot { path: path.clone() },
+    }
 }
 
 /// What the streaming writer is sent. Only `End` makes it keep the file: a sender that goes away

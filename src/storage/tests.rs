@@ -373,3 +373,157 @@ async fn a_streamed_write_abandoned_half_way_leaves_no_part() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A body of its own for result `i`: distinct bytes, so a mix-up between results shows.
+fn numbered(i: usize) -> Vec<u8> {
+    format!("{{\"result\":{i},\"pad\":\"{}\"}}", "x".repeat(i * 7)).into_bytes()
+}
+
+/// Writes result `i` of `dir` through the shared storage, as a download task does.
+fn spawn_numbered(
+    s: &Storage,
+    dir: &'static str,
+    i: usize,
+) -> tokio::task::JoinHandle<Result<Published, WriteError<std::io::Error>>> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let body = futures_util::stream::iter(vec![Ok(Bytes::from(numbered(i)))]);
+        let rel = format!("p/{dir}/{i}.json");
+        s.write_atomic(Path::new(&rel), body, 1 << 20, true, Vec::new())
+            .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_writes_are_each_published_whole_with_their_own_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path()).unwrap();
+    let tasks: Vec<_> = (0..64).map(|i| spawn_numbered(&s, "b", i)).collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let published = t.await.unwrap().unwrap();
+        let on_disk = std::fs::read(dir.path().join(&published.rel_path)).unwrap();
+        assert_eq!(on_disk, numbered(i), "result {i}");
+        assert_eq!(published.bytes, on_disk.len() as u64);
+        assert_eq!(published.sha256, hex::encode(Sha256::digest(&on_disk)));
+    }
+    let names = names_in(&dir.path().join("p/b"));
+    assert_eq!(names.len(), 64, "{names:?}");
+    assert!(names.iter().all(|n| !n.ends_with(PART_SUFFIX)), "{names:?}");
+}
+
+/// Fails the fsync of result 3's file (recognised by its size) and of no other.
+fn eio_for_result_3(f: &std::fs::File) -> std::io::Result<()> {
+    if f.metadata()?.len() == numbered(3).len() as u64 {
+        return Err(std::io::Error::from_raw_os_error(5));
+    }
+    Ok(())
+}
+
+/// Fails the fsync of the directory named `bad`, found through the descriptor's path.
+fn eio_for_dir_bad(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    if path.ends_with("bad") {
+        return Err(std::io::Error::from_raw_os_error(5));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_data_may_not_be_durable_fails_alone_in_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::new(dir.path())
+        .unwrap()
+        .with_sync(eio_for_result_3, ok);
+    let tasks: Vec<_> = (0..16).map(|i| spawn_numbered(&s, "b", i)).collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        if i == 3 {
+            assert!(
+                matches!(
+                    &r,
+                    Err(WriteError::Storage(StorageError::Io {
+                        action: "fsync",
+                        ..
+                    }))
+                ),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r.unwrap().bytes, numbered(i).len() as u64, "result {i}");
+        }
+    }
+    let names = names_in(&dir.path().join("p/b"));
+    assert_eq!(
+        names.len(),
+        15,
+        "result 3 left nothing, not even its .part: {names:?}"
+    );
+    assert!(!names.contains(&"3.json".to_string()));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_cannot_be_made_durable_fails_only_the_results_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["p/good", "p/bad"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let s = Storage::new(dir.path())
+        .unwrap()
+        .with_sync(ok, eio_for_dir_bad);
+    let tasks: Vec<_> = (0..24)
+        .map(|i| spawn_numbered(&s, if i % 3 == 0 { "bad" } else { "good" }, i))
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        if i % 3 == 0 {
+            assert!(
+                matches!(
+                    &r,
+                    Err(WriteError::Storage(StorageError::Io {
+                        action: "fsync directory",
+                        ..
+                    }))
+                ),
+                "result {i}: {r:?}"
+            );
+        } else {
+            r.unwrap();
+        }
+    }
+    assert_eq!(names_in(&dir.path().join("p/bad")), Vec::<String>::new());
+    assert_eq!(names_in(&dir.path().join("p/good")).len(), 16);
+}
+
+/// A fsync slow enough that a test sees the group's `.part` files on disk while it runs.
+fn slow_ok(_: &std::fs::File) -> std::io::Result<()> {
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiesce_waits_for_a_group_whose_callers_were_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("p/b");
+    std::fs::create_dir_all(&b).unwrap();
+    let s = Storage::new(dir.path()).unwrap().with_sync(slow_ok, ok);
+    let tasks: Vec<_> = (0..8).map(|i| spawn_numbered(&s, "b", i)).collect();
+    let started = std::time::Instant::now();
+    while !names_in(&b).iter().any(|n| n.ends_with(PART_SUFFIX)) {
+        assert!(started.elapsed().as_secs() < 10, "no group ever started");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    s.quiesce().await;
+    let names = names_in(&b);
+    assert!(!names.is_empty());
+    // Every result of the group was carried through: published whole, no .part left behind.
+    for name in names {
+        assert!(!name.ends_with(PART_SUFFIX), "{name}");
+        let i: usize = name.trim_end_matches(".json").parse().unwrap();
+        assert_eq!(std::fs::read(b.join(&name)).unwrap(), numbered(i));
+    }
+}
