@@ -39,6 +39,26 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
     };
     assert!(row("40 x 3.0 kB, conc 4", "batchmirror"), "{stdout}");
     assert!(row("1 x 1.5 MB", "batchmirror"), "{stdout}");
+    // Requests are counted at the sandbox: every one of the 40 results needs at least one.
+    let api: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.split(" API requests (")
+                .next()
+                .filter(|_| l.contains(" API requests ("))
+        })
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        api.len(),
+        2 + 1,
+        "two small rounds and the large run: {stdout}"
+    );
+    assert!(api[0] >= 40 && api[0] < 80, "{stdout}");
+    assert!(
+        row("", "curl+sync -f") || !stdout.contains("curl"),
+        "{stdout}"
+    );
     // 1,200 mirrored items in 200-batch listing pages: the idle pass stops after the first page.
     assert!(
         stdout.contains("pass 3: 1 list + 0 batch request(s)"),

@@ -184,7 +184,9 @@ impl Downloader {
                 .map_err(|e| ItemError::Disk(e.to_string()))?;
             let validate = self.settings.validate_json && suffix.ends_with("json");
             let one = async {
-                let (stream, url) = self.guarded(provider.fetch_sidecar(item, &suffix).await)?;
+                let slot = self.transfer_slot().await;
+                let body = provider.fetch_sidecar(item, &suffix).await;
+                let (stream, url) = self.guarded(body, slot)?;
                 let staged = self.storage.stage(&rel, stream, cap, validate).await;
                 staged.map_err(|e| self.write_error(url, e))
             };
@@ -200,7 +202,8 @@ impl Downloader {
             }
         }
         let rel = Storage::item_path(&item.provider, &item.batch, &item.item);
-        let (stream, url) = self.guarded(provider.fetch_result(item).await)?;
+        let slot = self.transfer_slot().await;
+        let (stream, url) = self.guarded(provider.fetch_result(item).await, slot)?;
         let validate = self.settings.validate_json;
         let published = self
             .storage
@@ -210,11 +213,22 @@ impl Downloader {
         Ok(Landed { published, notes })
     }
 
+    /// Waits for a transfer slot (see `Downloader::transfers`).
+    async fn transfer_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.transfers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the transfer semaphore is never closed")
+    }
+
     /// The body as a stream held to the cap it announced and to the low-speed guard, with the
-    /// (redacted) URL it comes from.
+    /// (redacted) URL it comes from. The transfer `slot` is given back when the body ends (or
+    /// is dropped), before storage makes it durable.
     fn guarded(
         &self,
         body: Result<ResultBody, ProviderError>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<
         (
             impl futures_util::Stream<Item = Result<bytes::Bytes, ProviderError>> + Unpin + use<>,
@@ -239,7 +253,12 @@ impl Downloader {
             s.low_speed_time,
         )
         .inspect(move |_| observer.progress());
-        Ok((stream, body.url))
+        let mut slot = Some(slot);
+        let release = futures_util::stream::poll_fn(move |_| {
+            slot.take();
+            std::task::Poll::Ready(None)
+        });
+        Ok((stream.chain(release), body.url))
     }
 
     fn write_error(&self, url: String, e: WriteError<ProviderError>) -> ItemError {

@@ -77,6 +77,20 @@ pub struct Downloader {
     providers: Arc<HashMap<ProviderName, Arc<dyn Provider>>>,
     settings: DownloadSettings,
     observer: Arc<dyn Observer>,
+    /// One permit per transfer: `download.concurrency` requests and bodies at once. An item
+    /// whose body is in gives its permit back while storage makes it durable, so the next
+    /// transfer starts instead of waiting for the disk, and commits gather into groups.
+    transfers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Items claimed at once per transfer slot: the ones beyond the transfers are results being made
+/// durable (or waiting for a slot), so a transfer slot never waits for the disk.
+const CLAIMED_PER_TRANSFER: usize = 4;
+
+/// The most rows a daemon with `concurrency` transfers holds claimed (`downloading`) at once:
+/// what a crash can leave to release and fetch again.
+pub fn claimed_at_most(concurrency: usize) -> usize {
+    concurrency.max(1) * CLAIMED_PER_TRANSFER
 }
 
 impl Downloader {
@@ -91,12 +105,14 @@ impl Downloader {
             .iter()
             .map(|p| (p.name().clone(), p.clone()))
             .collect();
+        let transfers = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
         Self {
             ledger,
             storage,
             providers: Arc::new(providers),
             settings,
             observer,
+            transfers,
         }
     }
 
@@ -112,7 +128,7 @@ impl Downloader {
         let mut report = DownloadReport::default();
         let mut tasks = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, DueItem> = HashMap::new();
-        let limit = self.settings.concurrency.max(1);
+        let limit = claimed_at_most(self.settings.concurrency);
         let mut exhausted = false;
         // Claimed but not started yet. A claim takes every free slot at once: slots freed while
         // the previous claim was committing are claimed together, so commits stay fewer than

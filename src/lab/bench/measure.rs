@@ -28,6 +28,20 @@ pub struct Measured {
     pub status: ExitStatus,
 }
 
+impl Measured {
+    /// This run followed by `next`, as one: times and CPU add up, the peak is the higher one,
+    /// the status is the later one's.
+    pub fn then(self, next: &Measured) -> Measured {
+        Measured {
+            wall: self.wall + next.wall,
+            peak_rss: self.peak_rss.max(next.peak_rss),
+            cpu: self.cpu + next.cpu,
+            host_cpu: self.host_cpu + next.host_cpu,
+            status: next.status,
+        }
+    }
+}
+
 /// Runs `cmd` to completion, sampling it.
 pub async fn run_child(mut cmd: tokio::process::Command) -> std::io::Result<Measured> {
     let host_before = process_cpu("self").unwrap_or_default();

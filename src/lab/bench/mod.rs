@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Skip the large-result run.
     #[arg(long)]
     pub skip_large: bool,
+    /// Rounds of the many-small run, batchmirror and curl taking turns; each tool's best round
+    /// counts. File creation speed depends on the filesystem's recent history (ext4 skips inodes
+    /// freed in the last minutes), so one round can be one tool's bad luck.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
     /// Skip curl, even when it is installed.
     #[arg(long)]
     pub skip_curl: bool,
@@ -109,20 +114,25 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 args.size as f64 / 1e3,
                 args.concurrency
             );
-            let c = compare(
-                &exe,
-                curl.as_deref(),
-                &dir.join("small"),
-                args,
-                args.items,
-                args.size,
-                &label,
-            )
-            .await?;
-            if let Some(ratio) = c.wall_ratio() {
+            let mut rounds = Vec::new();
+            for round in 0..args.rounds.max(1) {
+                let at = dir.join(format!("small-{round}"));
+                let c = compare(
+                    &exe,
+                    curl.as_deref(),
+                    &at,
+                    args,
+                    args.items,
+                    args.size,
+                    &label,
+                );
+                rounds.push(c.await?);
+            }
+            if let Some(ratio) = Comparison::best_ratio(&rounds) {
                 println!(
-                    "  batchmirror/curl wall time x{ratio:.2} (target <= 1.25): {}",
-                    verdict(ratio <= 1.25)
+                    "  batchmirror/(curl + sync -f) wall time, best of each x{ratio:.2} \
+                     (target <= 1.00): {}",
+                    verdict(ratio <= 1.0)
                 );
             }
         }
@@ -140,9 +150,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             .await?;
             if let Some(ratio) = c.wall_ratio() {
                 println!(
-                    "  batchmirror/curl throughput x{:.2} (target >= 0.70): {}",
+                    "  batchmirror/(curl + sync -f) throughput x{:.2} (target >= 0.90): {}",
                     1.0 / ratio,
-                    verdict(1.0 / ratio >= 0.7)
+                    verdict(1.0 / ratio >= 0.9)
                 );
             }
             let rss = c.mirror.peak_rss as f64 / 1e6;
@@ -186,9 +196,30 @@ struct Comparison {
 
 impl Comparison {
     fn wall_ratio(&self) -> Option<f64> {
-        let curl = self.curl.as_ref()?;
-        Some(self.mirror.wall.as_secs_f64() / curl.wall.as_secs_f64().max(1e-9))
+        Self::best_ratio(std::slice::from_ref(self))
     }
+
+    /// batchmirror's best wall time over curl's best, across rounds.
+    fn best_ratio(rounds: &[Comparison]) -> Option<f64> {
+        let best = |walls: Vec<Duration>| walls.into_iter().min();
+        let mirror = best(rounds.iter().map(|c| c.mirror.wall).collect())?;
+        let curl = best(
+            rounds
+                .iter()
+                .filter_map(|c| Some(c.curl.as_ref()?.wall))
+                .collect(),
+        )?;
+        Some(mirror.as_secs_f64() / curl.as_secs_f64().max(1e-9))
+    }
+}
+
+/// API requests and object-store GETs the sandbox has answered so far.
+fn requests(stats: &batchmirror_sandbox::Stats) -> (u64, u64) {
+    let results: u64 = stats.result_requests.values().sum();
+    (
+        stats.list_requests + stats.detail_requests + results,
+        stats.store_requests,
+    )
 }
 
 async fn compare(
@@ -214,11 +245,20 @@ async fn compare(
         .arg("--once")
         .arg("--config")
         .arg(&inst.config);
+    let before = sandbox.stats();
     let mirror = measured("batchmirror sync --once", cmd, &inst.dir).await?;
     let (got, files) =
         measure::tree_size(&inst.mirror).map_err(|e| BenchError::io("read", &inst.mirror, e))?;
     check("batchmirror sync --once", got, files, bytes, items)?;
     row(label, "batchmirror", &mirror, items, bytes);
+    let (api, store) = requests(&sandbox.stats());
+    let (api, store) = (api - requests(&before).0, store - requests(&before).1);
+    println!(
+        "{:<30}{:<13}{api} API requests ({:.2} per item), {store} object-store GETs",
+        "",
+        "",
+        api as f64 / items as f64
+    );
 
     let curl_run = match curl {
         None => None,
@@ -241,11 +281,17 @@ async fn compare(
                     .arg(args.concurrency.to_string());
                 cmd.arg("--config").arg(&cfg);
             }
-            let m = measured("curl", cmd, &cdir).await?;
+            let fetched = measured("curl", cmd, &cdir).await?;
+            // curl leaves its files in the page cache; `sync -f` makes the same bytes durable,
+            // which batchmirror does before it reports a result mirrored.
+            let mut sync = tokio::process::Command::new("sync");
+            sync.arg("-f").arg(&out);
+            let synced = measured("sync -f", sync, &cdir).await?;
+            let m = fetched.then(&synced);
             let (got, files) =
                 measure::tree_size(&out).map_err(|e| BenchError::io("read", &out, e))?;
             check("curl", got, files, bytes, items)?;
-            row("", "curl", &m, items, bytes);
+            row("", "curl+sync -f", &m, items, bytes);
             Some(m)
         }
     };

@@ -193,7 +193,8 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
     let log = dir.join("daemon.log");
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let mut tracker = Tracker::new(&world, opts.concurrency);
+    let claimed = crate::download::claimed_at_most(opts.concurrency);
+    let mut tracker = Tracker::new(&world, claimed);
     for at in 0..opts.loops {
         // Mostly the long-running daemon; every few loops a `sync --once`, whose own end (exit
         // code included) is part of the contract too.
@@ -238,7 +239,7 @@ pub async fn crashloop(opts: CrashloopOptions) -> Result<CrashloopVerdict, Crash
     let mut verdict = verdict::judge(verdict::Outcome {
         seed: opts.seed,
         loops: opts.loops,
-        concurrency: opts.concurrency,
+        claimed,
         world: &world,
         tracker,
         last: &snap,

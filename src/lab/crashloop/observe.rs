@@ -212,7 +212,8 @@ pub struct KillStats {
 /// publish.
 #[derive(Debug)]
 pub(super) struct Tracker {
-    concurrency: usize,
+    /// The most rows the daemon may hold claimed ([`crate::download::claimed_at_most`]).
+    claimed: usize,
     seen_file: HashMap<usize, (FileId, u32)>,
     seen_record: HashMap<usize, (Record, u32)>,
     /// Items whose published file vanished (reported once).
@@ -228,9 +229,9 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    pub(super) fn new(world: &World, concurrency: usize) -> Tracker {
+    pub(super) fn new(world: &World, claimed: usize) -> Tracker {
         Tracker {
-            concurrency,
+            claimed,
             seen_file: HashMap::new(),
             seen_record: HashMap::new(),
             gone: BTreeSet::new(),
@@ -348,11 +349,11 @@ impl Tracker {
                 view.quick_check.join("; ")
             ));
         }
-        if view.downloading.len() > self.concurrency {
+        if view.downloading.len() > self.claimed {
             self.problem(format!(
-                "{} rows downloading after loop {at}, more than the concurrency {}",
+                "{} rows downloading after loop {at}, more than the {} a daemon claims at once",
                 view.downloading.len(),
-                self.concurrency
+                self.claimed
             ));
         }
         for (&k, record) in &view.mirrored {

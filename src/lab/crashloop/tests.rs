@@ -133,7 +133,7 @@ fn a_mirrored_row_without_its_file_or_taken_back_is_reported() {
     assert!(
         t.problems
             .iter()
-            .any(|p| p.contains("more than the concurrency 1")),
+            .any(|p| p.contains("more than the 1 a daemon claims at once")),
         "{:?}",
         t.problems
     );
@@ -162,7 +162,7 @@ fn judged(served_x: u64, kills_in_flight_x: bool) -> super::CrashloopVerdict {
     super::verdict::judge(super::verdict::Outcome {
         seed: 1,
         loops: 1,
-        concurrency: 4,
+        claimed: 4,
         world: &w,
         tracker: t,
         last: &last,

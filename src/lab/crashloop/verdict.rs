@@ -25,12 +25,13 @@ pub struct CrashloopVerdict {
     pub refetched_bytes: u64,
     /// Σ over kills of the lengths of the items the ledger had in flight at the kill.
     pub in_flight_bytes: u64,
-    /// kills × concurrency × the largest result: the bound the config alone allows.
+    /// kills × rows claimed at most × the largest result: the bound the config alone allows.
     pub in_flight_cap_bytes: u64,
     /// `PRAGMA quick_check` after the final pass (`["ok"]` when sound).
     pub quick_check: Vec<String>,
     pub kills: KillStats,
-    pub concurrency: usize,
+    /// Rows the daemon may hold claimed at once ([`crate::download::claimed_at_most`]).
+    pub claimed: usize,
     /// Exit code of the final `sync --once` (None: killed by a signal or timed out).
     pub final_exit: Option<i32>,
     /// Every broken invariant, one line each.
@@ -95,12 +96,12 @@ impl CrashloopVerdict {
                 k.exited_early
             ),
             format!(
-                "  bytes: refetched {} {} in flight at the kills {} {} kills × concurrency {} × largest result = {}; most rows in flight at one kill: {}",
+                "  bytes: refetched {} {} in flight at the kills {} {} kills × {} rows claimed × largest result = {}; most rows in flight at one kill: {}",
                 self.refetched_bytes,
                 cmp(self.refetched_bytes, self.in_flight_bytes),
                 self.in_flight_bytes,
                 cmp(self.in_flight_bytes, self.in_flight_cap_bytes),
-                self.concurrency,
+                self.claimed,
                 self.in_flight_cap_bytes,
                 k.max_in_flight
             ),
@@ -137,7 +138,7 @@ fn cmp(value: u64, bound: u64) -> &'static str {
 pub(super) struct Outcome<'a> {
     pub seed: u64,
     pub loops: u32,
-    pub concurrency: usize,
+    pub claimed: usize,
     pub world: &'a World,
     pub tracker: Tracker,
     /// The look after the final pass, with every file hashed.
@@ -248,8 +249,7 @@ pub(super) fn judge(o: Outcome<'_>) -> CrashloopVerdict {
         }
         refetched_bytes += times.saturating_sub(1) * len;
     }
-    let in_flight_cap_bytes =
-        u64::from(tracker.stats.kills) * o.concurrency as u64 * world.max_len();
+    let in_flight_cap_bytes = u64::from(tracker.stats.kills) * o.claimed as u64 * world.max_len();
     let duplicate = tracker.republished.union(&over_served).count();
     CrashloopVerdict {
         seed: o.seed,
@@ -263,7 +263,7 @@ pub(super) fn judge(o: Outcome<'_>) -> CrashloopVerdict {
         in_flight_cap_bytes,
         quick_check: view.quick_check.clone(),
         kills: tracker.stats.clone(),
-        concurrency: o.concurrency,
+        claimed: o.claimed,
         final_exit: o.final_exit,
         problems: tracker.problems,
         result_delay: o.result_delay,
