@@ -1,6 +1,7 @@
 //! The PerfectParser adapter against its sandbox: full mirror with exports, no second download,
 //! pagination, `partial` and still-processing extractions, the per-key quota never exceeded, gone
-//! documents, unknown statuses and undocumented error shapes.
+//! documents, unknown statuses and undocumented error shapes. The bulk `/results` path and its
+//! per-document fallback are in `provider_perfectparser_bulk`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{KEY, config_text, files_under, sha256_file};
 
-fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
+pub(crate) fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
     DocumentSpec {
         id: id.to_owned(),
         filename: format!("{id}.pdf"),
@@ -28,7 +29,7 @@ fn doc(id: &str, finishes_at: f64, outcome: DocOutcome) -> DocumentSpec {
     }
 }
 
-fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSpec {
+pub(crate) fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSpec {
     ExtractionSpec {
         id: id.to_owned(),
         parser_id: "prs_invoices".to_owned(),
@@ -39,7 +40,7 @@ fn ext(id: &str, created_ago: u64, documents: Vec<DocumentSpec>) -> ExtractionSp
 }
 
 /// `n` completed extractions `ext_00k` of `docs` documents `doc_00k_j`, older as k grows.
-fn completed(n: usize, docs: usize) -> Vec<ExtractionSpec> {
+pub(crate) fn completed(n: usize, docs: usize) -> Vec<ExtractionSpec> {
     (0..n)
         .map(|k| {
             let documents = (0..docs)
@@ -50,7 +51,7 @@ fn completed(n: usize, docs: usize) -> Vec<ExtractionSpec> {
         .collect()
 }
 
-async fn start(spec: PerfectSpec) -> PerfectSandbox {
+pub(crate) async fn start(spec: PerfectSpec) -> PerfectSandbox {
     PerfectSandbox::start(spec, ([127, 0, 0, 1], 0).into())
         .await
         .expect("sandbox starts")
@@ -58,7 +59,13 @@ async fn start(spec: PerfectSpec) -> PerfectSandbox {
 
 /// Settings for provider "ep" of kind perfectparser (loaded as extract_page while validation
 /// still gates the kind, then switched).
-fn settings(dir: &Path, base_url: &str, rpm: u32, page_size: u32, exports: &[&str]) -> Settings {
+pub(crate) fn settings(
+    dir: &Path,
+    base_url: &str,
+    rpm: u32,
+    page_size: u32,
+    exports: &[&str],
+) -> Settings {
     let text = config_text(dir, base_url, "");
     let mut s = config::load_str(&text, "test", &HashMap::new()).expect("valid test config");
     let p = &mut s.providers[0];
@@ -69,11 +76,11 @@ fn settings(dir: &Path, base_url: &str, rpm: u32, page_size: u32, exports: &[&st
     s
 }
 
-fn ep() -> ProviderName {
+pub(crate) fn ep() -> ProviderName {
     ProviderName::parse("ep").unwrap()
 }
 
-async fn row(ledger: &Ledger, ext: &str, doc: &str) -> batchmirror::ledger::ItemRow {
+pub(crate) async fn row(ledger: &Ledger, ext: &str, doc: &str) -> batchmirror::ledger::ItemRow {
     ledger
         .item(
             &ep(),
@@ -85,7 +92,7 @@ async fn row(ledger: &Ledger, ext: &str, doc: &str) -> batchmirror::ledger::Item
         .unwrap_or_else(|| panic!("{ext}/{doc} not in the ledger"))
 }
 
-fn sum<K>(m: &HashMap<K, u64>) -> u64 {
+pub(crate) fn sum<K>(m: &HashMap<K, u64>) -> u64 {
     m.values().sum()
 }
 
@@ -115,7 +122,7 @@ async fn full_mirror_with_exports_across_pages_then_nothing_again() {
         for j in 0..3 {
             let (e, d) = (format!("ext_{k:03}"), format!("doc_{k:03}_{j}"));
             let r = row(&ledger, &e, &d).await;
-            let (sha, len) = sandbox.expected(&e, &d).unwrap();
+            let (sha, len) = sandbox.expected_data(&e, &d).unwrap();
             assert_eq!(r.state, ItemState::Mirrored, "{e}/{d}");
             assert_eq!(r.sha256.as_deref(), Some(sha.as_str()));
             assert_eq!(r.bytes, Some(len));
@@ -129,7 +136,12 @@ async fn full_mirror_with_exports_across_pages_then_nothing_again() {
     }
     assert_eq!(files_under(&root).len(), 15 * 4, "no stray files");
     let (docs, exported) = (sum(&stats.document_requests), sum(&stats.export_requests));
-    assert_eq!((docs, exported), (15, 45));
+    assert_eq!(
+        (docs, exported),
+        (0, 45),
+        "results in bulk, exports one by one"
+    );
+    assert_eq!(stats.results_requests, 5, "one /results per extraction");
 
     let second = daemon::sync_once(settings, CancellationToken::new())
         .await
@@ -143,6 +155,7 @@ async fn full_mirror_with_exports_across_pages_then_nothing_again() {
         "nothing downloaded again"
     );
     assert_eq!(sum(&after.export_requests), exported);
+    assert_eq!(after.results_requests, 5);
     assert_eq!(after.rate_limited, 0);
 }
 
@@ -217,20 +230,30 @@ async fn partial_and_processing_extractions() {
     assert_eq!(r.state, ItemState::Mirrored);
     assert_eq!(
         r.sha256,
-        sandbox.expected("ext_running", "doc_soon").map(|e| e.0)
+        sandbox
+            .expected_data("ext_running", "doc_soon")
+            .map(|e| e.0)
     );
 }
 
 #[tokio::test]
 async fn the_quota_is_never_exceeded_when_the_client_is_allowed_more() {
-    // 2 extractions x 8 documents + listing + 2 status reads = 19 requests at 8 per 2-second
-    // window: the client (allowed 6000/min, 4 downloads at once) must wait for resets.
+    // 2 extractions x (8 documents + /results) + listing + 2 status reads = 21 requests at 8 per
+    // 2-second window: the client (allowed 6000/min, 4 downloads at once) must wait for resets.
     let mut spec = PerfectSpec::new(KEY, completed(2, 8));
     spec.requests_per_minute = 8;
     spec.window = Duration::from_secs(2);
     // Slow bodies keep several downloads in flight when the quota runs out.
     spec.result_delay = Duration::from_millis(100);
     let sandbox = start(spec).await;
+    // Unusable bulk answers: the documents are fetched one by one, as this test needs.
+    for e in ["ext_000", "ext_001"] {
+        sandbox.push_fault(PerfectFault::Raw {
+            path_prefix: format!("/v1/extractions/{e}/results"),
+            status: 200,
+            body: "{}".into(),
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(dir.path(), &sandbox.base_url(), 6000, 50, &[]);
     settings.download.concurrency = 8;
@@ -318,6 +341,12 @@ async fn undocumented_error_shapes_are_kept_and_classified_by_status() {
         .documents
         .push(doc("..", -600.0, DocOutcome::Completed));
     let sandbox = start(PerfectSpec::new(KEY, world)).await;
+    // The per-document route is what this test is about: the bulk answer is made unusable.
+    sandbox.push_fault(PerfectFault::Raw {
+        path_prefix: "/v1/extractions/ext_000/results".into(),
+        status: 200,
+        body: "not json".into(),
+    });
     // A plain-text 503 is transient: retried, then mirrored.
     sandbox.push_fault(PerfectFault::Raw {
         path_prefix: "/v1/extractions/ext_000/documents/doc_000_0".into(),

@@ -42,6 +42,8 @@ mod provider_llamacloud;
 mod provider_talonic;
 // The PerfectParser adapter against its sandbox.
 mod provider_perfectparser;
+// Issue 15: PerfectParser results in bulk, one request per extraction, and their fallback.
+mod provider_perfectparser_bulk;
 // The drop folder: inbox → job → outbox, exactly once.
 mod dropfolder;
 mod dropfolder_perfectparser;

@@ -87,6 +87,16 @@ pub trait Provider: Send + Sync {
     /// `item` is the ledger's claimed row: ids plus the adapter's own locator.
     async fn fetch_result(&self, item: &DueItem) -> Result<ResultBody, ProviderError>;
 
+    /// The item's result taken from one answer for its whole batch, which the adapter reads once
+    /// for all the batch's items and paces itself through the provider's limiter (one request,
+    /// however many items it serves; a wrapper cannot know which calls need one). None: ask with
+    /// [`Provider::fetch_result`]. Never an error: a failed batch-wide answer only means asking
+    /// item by item.
+    async fn fetch_from_batch(&self, item: &DueItem) -> Option<ResultBody> {
+        let _ = item;
+        None
+    }
+
     /// Suffixes of further files kept beside each item's `<item>.json` as `<item>.<suffix>`
     /// (a metadata record, other formats, exports). `[a-z0-9._-]+`, fixed per provider.
     fn sidecars(&self) -> Vec<String> {

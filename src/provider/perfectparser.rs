@@ -1,14 +1,16 @@
 //! The PerfectParser adapter (`providers.md` §4): extraction listing, extraction status with its
-//! `documents[]`, per-document results (`{document:{…, extracted_data}}`, streamed as the item's
-//! JSON) and per-document exports as sidecars.
+//! `documents[]`, results and per-document exports as sidecars. A document's result is its
+//! `extracted_data` ([`bulk`] says why), read for the whole extraction from one
+//! `GET /v1/extractions/:id/results` where it can be, and from
+//! `GET /v1/extractions/:id/documents/:document_id` for what that answer leaves out: the quota
+//! of 150 requests a minute is spent per extraction, not per document.
 //!
-//! It also owns the client side of the documented per-key quota: every response's
-//! `X-RateLimit-Remaining`/`X-RateLimit-Reset` feed both the shared limiter (via
+//! Every response's `X-RateLimit-Remaining`/`X-RateLimit-Reset` feed both the shared limiter (via
 //! [`http::observe_rate_headers`]) and a local [`Budget`] that counts requests still in flight, so
 //! concurrent downloads stop *before* the server would refuse one. Wire types are private and
 //! parsed entry by entry: one malformed entry is rejected with a reason, the rest goes on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -17,20 +19,22 @@ use serde::Deserialize;
 use super::http::{self, Clients, KeyStyle};
 use super::retry::Limiter;
 use super::wire::{self, convert_entries, timestamp};
-use super::{AdapterContext, Provider, ResultBody};
+use super::{AdapterContext, Provider, ResultBody, retry};
 use crate::config::Secret;
 use crate::error::{ProviderError, redact_url};
 use crate::model::{
-    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, ProviderName,
-    RemoteBatch, RemoteItem, RemoteStatus, Submission, Submitted,
+    BatchId, BatchPage, BatchStatus, DueItem, ItemId, ItemPage, ListRequest, Observer,
+    ProviderName, RemoteBatch, RemoteItem, RemoteStatus, Submission, Submitted,
 };
 
+mod budget;
+mod bulk;
 mod submit;
+
+use budget::Budget;
 
 /// The documented maximum of `limit` on `GET /v1/extractions`.
 const MAX_PAGE: u32 = 100;
-/// Longest the local budget holds requests for one window (a later reset is capped to it).
-const MAX_BUDGET_WAIT: Duration = Duration::from_secs(15 * 60);
 
 pub struct PerfectParser {
     name: ProviderName,
@@ -41,7 +45,9 @@ pub struct PerfectParser {
     retention: Duration,
     exports: Vec<String>,
     limiter: Arc<Limiter>,
+    observer: Arc<dyn Observer>,
     budget: Budget,
+    bulk: bulk::BulkCache,
 }
 
 impl PerfectParser {
@@ -61,7 +67,9 @@ impl PerfectParser {
             retention: settings.retention,
             exports: settings.options.export_formats.clone(),
             limiter: ctx.limiter.clone(),
+            observer: ctx.observer.clone(),
             budget: Budget::default(),
+            bulk: bulk::BulkCache::default(),
         }
     }
 
@@ -111,9 +119,9 @@ impl PerfectParser {
     }
 
     /// A result or export GET: a 404 `RESOURCE_NOT_FOUND` for a listed document means it is gone.
-    async fn get_document(&self, url: &url::Url) -> Result<ResultBody, ProviderError> {
+    async fn get_document(&self, url: &url::Url) -> Result<reqwest::Response, ProviderError> {
         match self.get(url).await {
-            Ok(resp) => Ok(http::body_of(resp, url)),
+            Ok(resp) => Ok(resp),
             Err(ProviderError::Status {
                 status: 404,
                 body,
@@ -129,6 +137,32 @@ impl PerfectParser {
                 })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// One `/results` request. It is made outside the retry wrapper (which cannot tell which
+    /// documents will come from memory), so it passes the limiter here; a failure only means
+    /// asking document by document, so it is logged, not returned.
+    async fn read_results(&self, url: &url::Url, ext: &BatchId) -> Vec<(ItemId, bytes::Bytes)> {
+        self.limiter.acquire().await;
+        let answer = match self.get(url).await {
+            Ok(resp) => http::read_limited(resp, url, http::MAX_LISTING_BYTES).await,
+            Err(e) => Err(e),
+        };
+        self.limiter.settle(answer.as_ref().err());
+        let outcome = retry::outcome(answer.as_ref().err());
+        self.observer.request(&self.name, &outcome);
+        match answer.map_err(|e| e.to_string()) {
+            Ok(body) => bulk::parse_results(&body, ext).unwrap_or_else(|e| {
+                tracing::warn!(provider = %self.name, extraction = %ext,
+                    "results of the extraction unusable, fetching its documents one by one: {e}");
+                Vec::new()
+            }),
+            Err(e) => {
+                tracing::warn!(provider = %self.name, extraction = %ext,
+                    "results of the extraction failed, fetching its documents one by one: {e}");
+                Vec::new()
+            }
         }
     }
 
@@ -340,10 +374,24 @@ impl Provider for PerfectParser {
         })
     }
 
+    async fn fetch_from_batch(&self, due: &DueItem) -> Option<ResultBody> {
+        let (ext, doc) = (due.batch.as_str(), due.item.as_str());
+        // A document its own route cannot address fails there, whatever `/results` holds.
+        self.url(&["extractions", ext, "documents", doc]).ok()?;
+        let url = self.url(&["extractions", ext, "results"]).ok()?;
+        let fill = || self.read_results(&url, &due.batch);
+        let data = self.bulk.take(&due.batch, &due.item, fill).await?;
+        Some(bulk::body(&url, data))
+    }
+
+    /// The fallback for what `/results` left out: the document's own answer, cut to its data.
     async fn fetch_result(&self, due: &DueItem) -> Result<ResultBody, ProviderError> {
         let (ext, doc) = (due.batch.as_str(), due.item.as_str());
         let url = self.url(&["extractions", ext, "documents", doc])?;
-        self.get_document(&url).await
+        let resp = self.get_document(&url).await?;
+        let body = http::read_limited(resp, &url, bulk::MAX_DOCUMENT_BYTES).await?;
+        let data = bulk::document_data(&body, &due.batch, &due.item, &url)?;
+        Ok(bulk::body(&url, data))
     }
 
     fn sidecars(&self) -> Vec<String> {
@@ -365,115 +413,10 @@ impl Provider for PerfectParser {
         let (ext, doc) = (due.batch.as_str(), due.item.as_str());
         let mut url = self.url(&["extractions", ext, "documents", doc, "export"])?;
         url.query_pairs_mut().append_pair("format", format);
-        self.get_document(&url).await
+        Ok(http::body_of(self.get_document(&url).await?, &url))
     }
 
     async fn submit(&self, file: &Submission) -> Result<Submitted, ProviderError> {
         submit::submit(self, file).await
-    }
-}
-
-/// The client's picture of the server's per-key window: what is left of it, when it resets, and
-/// how many requests are out. A response's `Remaining` does not count requests sent after it was
-/// served, so those still in flight are subtracted: the budget reaches 0 before the server does.
-#[derive(Default)]
-struct Budget {
-    state: Mutex<BudgetState>,
-}
-
-#[derive(Default)]
-struct BudgetState {
-    remaining: Option<u64>,
-    reset: Option<SystemTime>,
-    in_flight: u64,
-}
-
-/// One request counted as in flight until observed or dropped (a transport error, a cancel).
-struct Ticket<'a> {
-    budget: &'a Budget,
-    open: bool,
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            let mut s = self.budget.lock();
-            s.in_flight = s.in_flight.saturating_sub(1);
-        }
-    }
-}
-
-impl Budget {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits while the window is known to be spent, then takes one request from it.
-    async fn acquire(&self) -> Ticket<'_> {
-        loop {
-            let wait = {
-                let mut s = self.lock();
-                let now = SystemTime::now();
-                if s.reset.is_none_or(|r| now >= r) {
-                    s.remaining = None;
-                    s.reset = None;
-                }
-                match (s.remaining, s.reset) {
-                    (Some(0), Some(reset)) => reset.duration_since(now).unwrap_or_default(),
-                    (left, _) => {
-                        s.remaining = left.map(|n| n.saturating_sub(1));
-                        s.in_flight += 1;
-                        break;
-                    }
-                }
-            };
-            tracing::debug!(
-                ?wait,
-                "PerfectParser quota spent: waiting for the window to reset"
-            );
-            tokio::time::sleep(wait.min(MAX_BUDGET_WAIT)).await;
-        }
-        Ticket {
-            budget: self,
-            open: true,
-        }
-    }
-
-    fn observe(
-        &self,
-        mut ticket: Ticket<'_>,
-        status: u16,
-        headers: &reqwest::header::HeaderMap,
-        now: SystemTime,
-    ) {
-        ticket.open = false;
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let mut s = self.lock();
-        s.in_flight = s.in_flight.saturating_sub(1);
-        // A hostile or absurd reset is capped, never trusted to overflow or stall for hours.
-        let reset = header("x-ratelimit-reset")
-            .and_then(|t| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(t)))
-            .map(|t| t.min(now + MAX_BUDGET_WAIT));
-        let remaining = match header("x-ratelimit-remaining") {
-            _ if status == 429 => Some(0),
-            r => r,
-        };
-        let (Some(reset), Some(remaining)) = (reset, remaining) else {
-            return;
-        };
-        if reset <= now || s.reset.is_some_and(|cur| reset < cur) {
-            return; // a late answer from a window already over
-        }
-        let estimate = remaining.saturating_sub(s.in_flight);
-        s.remaining = match s.remaining {
-            Some(cur) if s.reset == Some(reset) => Some(cur.min(estimate)),
-            _ => Some(estimate),
-        };
-        s.reset = Some(reset);
     }
 }

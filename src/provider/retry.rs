@@ -151,6 +151,22 @@ impl Limiter {
         self.pace.restore(per_minute);
     }
 
+    /// The pacing side of one answer (`None` = a success): the cap grows back on success and
+    /// shrinks on 429/503, and a wait the server named holds every request, even when the caller
+    /// gives up.
+    pub fn settle(&self, err: Option<&ProviderError>) {
+        let Some(err) = err else {
+            self.succeeded();
+            return;
+        };
+        if matches!(err.status(), Some(429 | 503)) {
+            self.throttled();
+        }
+        if let Some(wait) = err.retry_after() {
+            self.pause_for(wait.min(MAX_SERVER_WAIT));
+        }
+    }
+
     /// Holds every request to this provider until `wait` from now (the longest pause wins).
     pub fn pause_for(&self, wait: Duration) {
         let at = Instant::now() + wait;
@@ -158,6 +174,15 @@ impl Limiter {
         if guard.is_none_or(|cur| cur < at) {
             *guard = Some(at);
         }
+    }
+}
+
+/// How [`Observer::request`] names an answer: `ok`, the refusal's status, or `transport`.
+pub fn outcome(err: Option<&ProviderError>) -> String {
+    match err.map(ProviderError::status) {
+        None => "ok".to_owned(),
+        Some(Some(s)) => s.to_string(),
+        Some(None) => "transport".to_owned(),
     }
 }
 
@@ -199,25 +224,13 @@ impl Retrying {
         loop {
             self.limiter.acquire().await;
             let name = self.inner.name();
-            let err = match op().await {
-                Ok(v) => {
-                    self.observer.request(name, "ok");
-                    self.limiter.succeeded();
-                    return Ok(v);
-                }
+            let result = op().await;
+            self.limiter.settle(result.as_ref().err());
+            self.observer.request(name, &outcome(result.as_ref().err()));
+            let err = match result {
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if matches!(err.status(), Some(429 | 503)) {
-                self.limiter.throttled();
-            }
-            match err.status() {
-                Some(s) => self.observer.request(name, &s.to_string()),
-                None => self.observer.request(name, "transport"),
-            }
-            if let Some(wait) = err.retry_after() {
-                // Honoured even when we give up: the next caller must not hit the server early.
-                self.limiter.pause_for(wait.min(MAX_SERVER_WAIT));
-            }
             if !err.is_retryable() {
                 return Err(err);
             }
@@ -272,7 +285,12 @@ impl Provider for Retrying {
             .await
     }
 
+    /// From the batch's shared answer when the adapter has one (its own request already paced),
+    /// else one paced, retried request for the item.
     async fn fetch_result(&self, item: &DueItem) -> Result<ResultBody, ProviderError> {
+        if let Some(body) = self.inner.fetch_from_batch(item).await {
+            return Ok(body);
+        }
         self.call("fetching a result", || self.inner.fetch_result(item))
             .await
     }

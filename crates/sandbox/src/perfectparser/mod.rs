@@ -242,6 +242,22 @@ impl PerfectSandbox {
         Some(world::DocumentBody::new(self.shared.seed, e, d, d.done_us).digest())
     }
 
+    /// sha256 and length of a completed document's `extracted_data` value, the bytes both
+    /// `GET …/documents/:document_id` and each entry of `GET …/results` carry for it; None as
+    /// for [`PerfectSandbox::expected`].
+    pub fn expected_data(&self, extraction: &str, document: &str) -> Option<(String, u64)> {
+        let world = self.shared.world();
+        let (e, d) = world.document(extraction, document)?;
+        if d.outcome != DocOutcome::Completed {
+            return None;
+        }
+        let data = world::DocumentBody::new(self.shared.seed, e, d, d.done_us).data_bytes();
+        Some((
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data)),
+            data.len() as u64,
+        ))
+    }
+
     /// sha256 and length of a completed document's export in `format` (json, csv, xlsx).
     pub fn expected_export(
         &self,

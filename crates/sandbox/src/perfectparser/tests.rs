@@ -216,6 +216,36 @@ async fn documents_and_exports_serve_what_expected_says() {
     sb.stop().await;
 }
 
+/// Where `body` carries `extracted_data` of `len` bytes hashing to `sha`.
+fn carries_data(body: &[u8], sha: &str, len: u64) -> bool {
+    let marker = b"\"extracted_data\":";
+    let len = usize::try_from(len).unwrap();
+    (0..body.len().saturating_sub(marker.len()))
+        .filter(|&i| body[i..].starts_with(marker))
+        .map(|i| i + marker.len())
+        .filter_map(|at| body.get(at..at + len))
+        .any(|data| hex::encode(Sha256::digest(data)) == sha)
+}
+
+#[tokio::test]
+async fn expected_data_is_what_the_document_and_the_results_routes_both_carry() {
+    let sb = start(small_world()).await;
+    let base = format!("{}/v1/extractions", sb.base_url());
+    let (sha, len) = sb.expected_data("ext_b", "doc_2").unwrap();
+    let one = get(&format!("{base}/ext_b/documents/doc_2")).await;
+    let all = get(&format!("{base}/ext_b/results")).await;
+    for body in [one.bytes().await.unwrap(), all.bytes().await.unwrap()] {
+        assert!(
+            carries_data(&body, &sha, len),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert!(!carries_data(b"{\"extracted_data\":{}}", &sha, len));
+    assert_eq!(sb.expected_data("ext_b", "doc_3"), None);
+    sb.stop().await;
+}
+
 #[tokio::test]
 async fn the_quota_refuses_with_429_until_the_window_resets() {
     let mut spec = small_world();
