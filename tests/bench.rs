@@ -17,6 +17,8 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
             "1500000",
             "--concurrency",
             "4",
+            "--first-items",
+            "400",
             "--idle-items",
             "1200",
             "--status-items",
@@ -65,6 +67,7 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
         "{stdout}"
     );
     assert!(row("status, 3000 items", "status"), "{stdout}");
+    assert!(row("first pass, 400 items", "2 batches"), "{stdout}");
     // The working directory goes unless --keep.
     assert!(!dir.path().join("work").exists());
 }

@@ -27,6 +27,9 @@ use publish::Publishing;
 pub const PART_SUFFIX: &str = ".part";
 /// Results up to this size are held in memory and published in one blocking step.
 const SMALL_BODY: u64 = 1024 * 1024;
+/// Results up to this size are checked and digested on the calling task: tens of microseconds,
+/// less than the hand-off to a blocking thread costs.
+const INLINE_CHECK: u64 = 64 * 1024;
 
 /// Why a result could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -286,14 +289,20 @@ impl Storage {
         };
         let root = self.root.clone();
         if small {
-            // The CPU half (JSON check, digest) runs on the blocking pool; the disk half goes to
-            // the one committer, which makes this result durable with its group.
-            let checked = tokio::task::spawn_blocking(move || {
-                publish::check_small(&head, validate_json).map(|digest| (head, digest))
-            })
-            .await
-            .map_err(|e| StorageError::io(rel, "validate", std::io::Error::other(e)))?;
-            let (head, digest) = checked.map_err(WriteError::InvalidJson)?;
+            // The CPU half (JSON check, digest) runs here when it is a few microseconds, else on
+            // the blocking pool; the disk half goes to the one committer, which makes this
+            // result durable with its group.
+            let (head, digest) = if held <= INLINE_CHECK {
+                let digest = publish::check_small(&head, validate_json);
+                (head, digest.map_err(WriteError::InvalidJson)?)
+            } else {
+                let checked = tokio::task::spawn_blocking(move || {
+                    publish::check_small(&head, validate_json).map(|digest| (head, digest))
+                })
+                .await
+                .map_err(|e| StorageError::io(rel, "validate", std::io::Error::other(e)))?;
+                checked.map_err(WriteError::InvalidJson)?
+            };
             let staged = Staged::new(part, final_path, rel_path, digest);
             let token = self.publishing.token();
             return Ok(self

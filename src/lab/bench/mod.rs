@@ -7,6 +7,7 @@
 //! their accounts and configs, [`idle`] holds the two ledger-size runs.
 
 mod fill;
+mod first;
 mod idle;
 pub mod measure;
 mod setup;
@@ -44,6 +45,9 @@ pub struct BenchArgs {
     /// Skip curl, even when it is installed.
     #[arg(long)]
     pub skip_curl: bool,
+    /// Fresh small results in the first-pass run, at the shipped defaults (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub first_items: usize,
     /// Mirrored items in the ledger of the idle-pass run (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     pub idle_items: u64,
@@ -161,6 +165,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
                 verdict(rss < 64.0)
             );
         }
+        if args.first_items > 0 {
+            first::first_pass(&exe, &dir.join("first"), args.first_items).await?;
+        }
         if args.idle_items > 0 {
             idle::idle_pass(&exe, &dir.join("idle"), args.idle_items).await?;
         }
@@ -239,7 +246,7 @@ async fn compare(
     let base = sandbox.base_url();
     let bytes = setup::expected_bytes(&sandbox, &ids);
 
-    let inst = setup::instance(&dir.join("batchmirror"), &base, args.concurrency)?;
+    let inst = setup::instance(&dir.join("batchmirror"), &base, Some(args.concurrency))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("sync")
         .arg("--once")

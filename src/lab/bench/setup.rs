@@ -20,10 +20,16 @@ pub const PROVIDER: &str = "bench";
 /// An account of `items` finished results of about `bytes` each, served inline (one GET each, as
 /// curl fetches them), in batches of [`PER_BATCH`].
 pub fn account(items: usize, bytes: usize) -> SandboxSpec {
-    let batches = items.div_ceil(PER_BATCH);
+    account_in(items, bytes, PER_BATCH)
+}
+
+/// [`account`] in batches of `per_batch`.
+pub fn account_in(items: usize, bytes: usize, per_batch: usize) -> SandboxSpec {
+    let per_batch = per_batch.max(1);
+    let batches = items.div_ceil(per_batch);
     let batches = (0..batches)
         .map(|b| {
-            let n = PER_BATCH.min(items - b * PER_BATCH);
+            let n = per_batch.min(items - b * per_batch);
             BatchSpec {
                 id: format!("batch_{b:06}"),
                 created_ago: Duration::from_secs(7200 + b as u64),
@@ -75,9 +81,14 @@ pub struct Instance {
 }
 
 /// Writes a config for a fresh ledger and mirror under `dir`, mirroring `base_url` with
-/// `concurrency` downloads. The rate limit is lifted (the sandbox has none) and logs keep to
-/// warnings; everything else is the shipped default, JSON validation included.
-pub fn instance(dir: &Path, base_url: &str, concurrency: usize) -> Result<Instance, BenchError> {
+/// `concurrency` downloads (`None`: the shipped default). There is no rate key (pacing is the
+/// shipped adaptive one) and logs keep to warnings; everything else is the shipped default,
+/// JSON validation included.
+pub fn instance(
+    dir: &Path,
+    base_url: &str,
+    concurrency: Option<usize>,
+) -> Result<Instance, BenchError> {
     std::fs::create_dir_all(dir).map_err(|e| BenchError::io("create", dir, e))?;
     let inst = Instance {
         dir: dir.to_owned(),
@@ -92,9 +103,12 @@ pub fn instance(dir: &Path, base_url: &str, concurrency: usize) -> Result<Instan
         toml_str(&inst.ledger.to_string_lossy()),
         toml_str(&inst.mirror.to_string_lossy())
     );
+    let concurrency = concurrency
+        .map(|n| format!("concurrency = {n}\n"))
+        .unwrap_or_default();
     let _ = writeln!(
         toml,
-        "[download]\nconcurrency = {concurrency}\nmax_body_bytes = \"64GiB\"\n\n[log]\nlevel = \"warn\"\n"
+        "[download]\n{concurrency}max_body_bytes = \"64GiB\"\n\n[log]\nlevel = \"warn\"\n"
     );
     let _ = writeln!(
         toml,
