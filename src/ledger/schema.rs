@@ -17,7 +17,7 @@ use crate::error::LedgerError;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The newest schema version this build understands.
 pub const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -150,6 +150,14 @@ ALTER TABLE batches ADD COLUMN first_walk INTEGER;
 ALTER TABLE provider_state ADD COLUMN pace_per_min REAL;
 ALTER TABLE provider_state ADD COLUMN throttles INTEGER;
 ALTER TABLE provider_state ADD COLUMN waited_ms INTEGER;
+";
+
+/// Version 4: the deferred items (ready, next attempt later) of a provider straight from an
+/// index. `status` counts and lists them; over 1,000,000 items with 20,000 ready, the count
+/// looked up each ready row in the table (54 ms of a 117 ms `status`). Partial, so only ready
+/// rows pay for it.
+const V4: &str = "
+CREATE INDEX items_deferred ON items (provider, next_attempt_at) WHERE state = 'ready';
 ";
 
 /// True when the schema has `table`: `status` reads older ledgers without migrating them.
