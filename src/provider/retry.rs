@@ -25,6 +25,10 @@ use crate::model::{
 /// Longest wait we accept from a server before retrying; longer hints are capped (and the
 /// watchdog, fed by progress, must outlast it: see systemd/batchmirror.service).
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(5 * 60);
+/// How long a throttle that names no wait holds the provider's requests, before jitter (up to
+/// as much again): long enough for a server's window to move, so the retries do not land inside
+/// the window that refused them.
+const UNNAMED_THROTTLE_PAUSE: Duration = Duration::from_secs(2);
 
 /// How a provider's requests are retried and paced.
 #[derive(Debug, Clone)]
@@ -159,11 +163,17 @@ impl Limiter {
             self.succeeded();
             return;
         };
-        if matches!(err.status(), Some(429 | 503)) {
+        let throttle = matches!(err.status(), Some(429 | 503));
+        if throttle {
             self.throttled();
         }
-        if let Some(wait) = err.retry_after() {
-            self.pause_for(wait.min(MAX_SERVER_WAIT));
+        match err.retry_after() {
+            Some(wait) => self.pause_for(wait.min(MAX_SERVER_WAIT)),
+            None if throttle => {
+                let jitter = UNNAMED_THROTTLE_PAUSE.mul_f64(rand::random::<f64>());
+                self.pause_for(UNNAMED_THROTTLE_PAUSE + jitter);
+            }
+            None => {}
         }
     }
 
@@ -382,7 +392,7 @@ mod tests {
         })
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_up_to_the_limit() {
         let inner = flaky(2, || ProviderError::Status {
             url: "u".into(),
@@ -431,6 +441,67 @@ mod tests {
         );
         assert!(r.list_batches(&ListRequest::default()).await.is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn status(code: u16) -> fn() -> ProviderError {
+        match code {
+            429 => || ProviderError::Status {
+                url: "u".into(),
+                status: 429,
+                body: String::new(),
+                retry_after: None,
+                retryable: None,
+            },
+            _ => || ProviderError::Status {
+                url: "u".into(),
+                status: 500,
+                body: String::new(),
+                retry_after: None,
+                retryable: None,
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_that_names_no_wait_holds_the_provider_a_few_seconds_with_jitter() {
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let r = Retrying::new(
+                flaky(1, status(429)),
+                policy(3),
+                Arc::new(Limiter::adaptive(None, None)),
+                crate::model::no_observer(),
+            );
+            let start = Instant::now();
+            assert!(r.list_batches(&ListRequest::default()).await.is_ok());
+            waits.push(start.elapsed());
+        }
+        let (lo, hi) = (UNNAMED_THROTTLE_PAUSE, UNNAMED_THROTTLE_PAUSE * 2);
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= lo && *w <= hi + Duration::from_millis(50)),
+            "{waits:?}"
+        );
+        waits.sort();
+        assert!(
+            waits[7] - waits[0] > Duration::from_millis(100),
+            "jittered: {waits:?}"
+        );
+        // A failure that is not a throttle keeps the policy's short back-off.
+        let r = Retrying::new(
+            flaky(1, status(500)),
+            policy(3),
+            Arc::new(Limiter::adaptive(None, None)),
+            crate::model::no_observer(),
+        );
+        let start = Instant::now();
+        assert!(r.list_batches(&ListRequest::default()).await.is_ok());
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
