@@ -53,11 +53,15 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::Sync { once: _, config } => {
             let settings = load(&config.config)?;
-            daemon::cancel_on_signals(shutdown.clone())?;
+            let stop = daemon::cancel_on_signals(shutdown.clone())?;
             let report = daemon::sync_once(settings, shutdown).await?;
             println!("{}", report.summary());
             for line in report.unmirrored_lines() {
                 println!("  not mirrored: {line}");
+            }
+            if let Some(code) = stop.exit_code() {
+                println!("interrupted by a signal after draining: exit {code}");
+                return Ok(code);
             }
             Ok(report.exit_code() as u8)
         }

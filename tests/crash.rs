@@ -155,3 +155,57 @@ async fn sigterm_drains_in_flight_downloads_and_exits_zero() {
     );
     assert!(mirrored < 30, "the stop came mid-mirror");
 }
+
+/// `sync --once` stopped by `signal` mid-mirror: the same drain as `run`, then the shell's code
+/// for the signal, never 0 (a timer stopped at shutdown must not record success).
+async fn sync_once_stopped_by(signal: &str, expected: i32) {
+    let sandbox = start(slow_account(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sandbox.base_url(), "");
+    let child = Command::new(BIN)
+        .args(["sync", "--once", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_files(&dir.path().join("mirror"), 4).await;
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(expected), "{stdout}");
+    assert!(stdout.contains("interrupted by a signal"), "{stdout}");
+    let files = files_under(&dir.path().join("mirror"));
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".part")),
+        "drained, nothing half-written"
+    );
+    assert!(files.len() < 30, "the stop came mid-mirror");
+    let settings = settings(dir.path(), &sandbox.base_url());
+    let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let p = ProviderName::parse("ep").unwrap();
+    let downloading = ledger
+        .items_in_state(&p, ItemState::Downloading, 10)
+        .await
+        .unwrap();
+    assert!(downloading.is_empty(), "rows released: {downloading:?}");
+}
+
+#[tokio::test]
+async fn sync_once_stopped_by_sigterm_exits_143_after_draining() {
+    sync_once_stopped_by("TERM", 143).await;
+}
+
+#[tokio::test]
+async fn sync_once_stopped_by_sigint_exits_130_after_draining() {
+    sync_once_stopped_by("INT", 130).await;
+}

@@ -10,7 +10,7 @@ mod status;
 mod systemd;
 
 pub use pass::{PassReport, ProviderPass};
-pub use run::{cancel_on_signals, run};
+pub use run::{StopSignal, cancel_on_signals, run};
 pub use status::{StatusReport, status};
 
 use std::sync::Arc;

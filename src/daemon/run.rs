@@ -128,8 +128,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     result
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-pub fn cancel_on_signals(token: CancellationToken) -> Result<(), Error> {
+/// The stop signal that arrived, if any.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<std::sync::atomic::AtomicI32>);
+
+impl StopSignal {
+    fn record(&self, signo: i32) {
+        self.0.store(signo, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The signal's number, once one arrived.
+    pub fn received(&self) -> Option<i32> {
+        let signo = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        (signo != 0).then_some(signo)
+    }
+
+    /// The exit code of a run a signal cut short, as shells report it (128 + the signal: 143
+    /// for SIGTERM, 130 for SIGINT): a timer stopped at shutdown must not record success.
+    pub fn exit_code(&self) -> Option<u8> {
+        self.received()
+            .and_then(|signo| u8::try_from(128 + signo).ok())
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT, and says which one arrived.
+pub fn cancel_on_signals(token: CancellationToken) -> Result<StopSignal, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let handler = |kind: SignalKind, signal_name: &'static str| {
         signal(kind).map_err(|source| Error::Signal {
@@ -139,12 +162,21 @@ pub fn cancel_on_signals(token: CancellationToken) -> Result<(), Error> {
     };
     let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
     let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
+    let stop = StopSignal::default();
+    let seen = stop.clone();
     tokio::spawn(async move {
+        // The numbers are POSIX's, the same on every Unix: SIGINT 2, SIGTERM 15.
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received: stopping"),
+            _ = term.recv() => {
+                seen.record(15);
+                tracing::info!("SIGTERM received: stopping");
+            }
+            _ = int.recv() => {
+                seen.record(2);
+                tracing::info!("SIGINT received: stopping");
+            }
         }
         token.cancel();
     });
-    Ok(())
+    Ok(stop)
 }
