@@ -209,6 +209,14 @@ pub fn redact_url(url: &url::Url) -> String {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A directory the daemon writes to failed the start-up probe: nothing was downloaded.
+    #[error("{key} ({}) is not writable: {source}; make it writable by the user batchmirror runs as, or set {key} elsewhere", path.display())]
+    Preflight {
+        /// The config key naming the directory.
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: StorageError,
+    },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -278,7 +286,7 @@ impl Error {
     /// Exit code per the command-line contract: 2 for configuration and usage, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Preflight { .. } => 2,
             _ => 1,
         }
     }

@@ -78,6 +78,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::CheckConfig(c) => {
             let settings = load(&c.config)?;
             print!("{settings}");
+            for checked in daemon::preflight(&settings)? {
+                eprintln!("{checked}");
+            }
             eprintln!("config {} is valid", c.config.display());
             Ok(0)
         }

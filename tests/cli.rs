@@ -166,3 +166,81 @@ async fn sync_once_draws_no_progress_bar_when_stderr_is_not_a_terminal() {
         "the summary is still logged: {err}"
     );
 }
+
+/// A directory that exists but takes no file, even for root: /proc/sys/kernel.
+const UNWRITABLE: &str = "/proc/sys/kernel";
+
+#[tokio::test]
+async fn an_unwritable_mirror_root_is_one_message_and_exit_2_before_any_download() {
+    let sandbox = start(spec(finished_batches(2, 5))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = config_text(dir.path(), &sandbox.base_url(), "").replace(
+        &format!("root = \"{}/mirror\"", dir.path().display()),
+        &format!("root = \"{UNWRITABLE}\""),
+    );
+    assert!(text.contains(UNWRITABLE));
+    std::fs::write(&path, text).unwrap();
+    for args in [&["check-config"][..], &["sync", "--once"][..]] {
+        let out = tokio::task::spawn_blocking({
+            let (args, path) = (args.to_vec(), path.clone());
+            move || run(&args, &path)
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("storage.root ({UNWRITABLE}) is not writable")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("not writable").count(), 1, "one message: {err}");
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.list_requests, 0, "nothing listed");
+    assert_eq!(total(&stats.result_requests), 0, "nothing downloaded");
+    assert!(
+        !dir.path().join("ledger.sqlite3").exists(),
+        "no ledger opened"
+    );
+}
+
+#[test]
+fn an_unwritable_ledger_directory_exits_2_naming_ledger_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = config_text(dir.path(), "http://127.0.0.1:9", "").replace(
+        &format!("path = \"{}/ledger.sqlite3\"", dir.path().display()),
+        &format!("path = \"{UNWRITABLE}/ledger.sqlite3\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["sync", "--once"], &path);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("ledger.path ({UNWRITABLE}) is not writable")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_config_reports_each_directory_writable_with_its_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
+    let out = run(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for key in ["ledger.path", "storage.root"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(key) && l.contains("writable") && l.contains("GB free")),
+            "{err}"
+        );
+    }
+    // The probe leaves nothing behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("mirror"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -5,11 +5,13 @@
 
 mod observer;
 mod pass;
+mod preflight;
 mod run;
 mod status;
 mod systemd;
 
 pub use pass::{PassReport, ProviderPass};
+pub use preflight::{Checked, preflight};
 pub use run::{StopSignal, cancel_on_signals, run};
 pub use status::{StatusReport, status};
 
@@ -49,6 +51,10 @@ impl Mirror {
 
     /// [`Mirror::open`], reporting progress and events to `observer`.
     pub async fn open_with(settings: Settings, observer: Arc<dyn Observer>) -> Result<Self, Error> {
+        // The directories first: one that takes no writes stops here, before any download.
+        for checked in preflight(&settings)? {
+            tracing::info!("{checked}");
+        }
         let path = settings.ledger_path.clone();
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await

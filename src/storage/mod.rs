@@ -8,9 +8,11 @@
 
 mod group;
 mod layout;
+mod probe;
 mod publish;
 
 pub use layout::{BATCH_META, SIDECAR_SEP, safe_component};
+pub use probe::{Probed, probe_dir};
 
 use std::path::{Component, Path, PathBuf};
 
