@@ -244,3 +244,33 @@ fn check_config_reports_each_directory_writable_with_its_free_space() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_refused_key_says_so_and_names_where_the_key_came_from() {
+    let sandbox = start(spec(finished_batches(1, 2))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("ep.key");
+    std::fs::write(&key_file, "not-the-key\n").unwrap();
+    let path = dir.path().join("c.toml");
+    let text = config_text(dir.path(), &sandbox.base_url(), "").replace(
+        &format!("api_key = \"{KEY}\""),
+        &format!("api_key_file = \"{}\"", key_file.display()),
+    );
+    assert!(text.contains("api_key_file"));
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::spawn_blocking(move || run(&["sync", "--once"], &path))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the API key was refused (HTTP 401)"), "{err}");
+    assert!(
+        err.contains(&format!("api_key_file {}", key_file.display())),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-key"),
+        "the key itself never appears: {err}"
+    );
+    assert!(sandbox.stats().unauthorized > 0);
+}

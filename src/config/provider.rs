@@ -43,6 +43,9 @@ pub struct ProviderSettings {
     /// Base URL without trailing slash, e.g. `https://api.extract.page`.
     pub base_url: url::Url,
     pub api_key: Secret,
+    /// Where the key came from, for messages when the provider refuses it: `api_key_file
+    /// <path>`, `api_key_env <VAR>` or `api_key (inline in the config file)`. Never the key.
+    pub key_source: String,
     /// The user's cap on requests per minute to this provider, all API calls together (like
     /// rclone's `--tpslimit`); `None` = adaptive pacing alone.
     pub requests_per_minute: Option<u32>,
@@ -152,13 +155,14 @@ fn validate_one(
         )
     })?;
     let base_url = validate_base_url(&key("base_url"), &p.base_url)?;
-    let api_key = resolve_api_key(i, p, env)?;
+    let (api_key, key_source) = resolve_api_key(i, p, env)?;
     let max_page = i64::from(kind.max_page_size());
     Ok(ProviderSettings {
         name,
         kind,
         base_url,
         api_key,
+        key_source,
         requests_per_minute: p
             .requests_per_minute
             .map(|n| int_in_range(&key("requests_per_minute"), n, 1, i64::from(u32::MAX)))
@@ -311,12 +315,13 @@ fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
     Ok(url)
 }
 
-/// Exactly one of api_key_file, api_key_env and api_key; the key itself must not be empty.
+/// Exactly one of api_key_file, api_key_env and api_key; the key itself must not be empty. The
+/// key comes back with where it came from.
 fn resolve_api_key(
     i: usize,
     p: &RawProvider,
     env: &HashMap<String, String>,
-) -> Result<Secret, ConfigError> {
+) -> Result<(Secret, String), ConfigError> {
     let sources: Vec<&str> = [
         ("api_key_file", p.api_key_file.is_some()),
         ("api_key_env", p.api_key_env.is_some()),
@@ -349,7 +354,7 @@ fn resolve_api_key(
             ));
         }
     }
-    let (field, key) = if let Some(file) = &p.api_key_file {
+    let (field, key, source) = if let Some(file) = &p.api_key_file {
         let field = format!("provider[{i}].api_key_file");
         let path = absolute_path(&field, file)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -367,7 +372,8 @@ fn resolve_api_key(
                 format!("{} is empty: put the API key in it", path.display()),
             ));
         }
-        (field, text.trim_end().to_owned())
+        let source = format!("api_key_file {}", path.display());
+        (field, text.trim_end().to_owned(), source)
     } else if let Some(var) = &p.api_key_env {
         let field = format!("provider[{i}].api_key_env");
         let value = env.get(var).ok_or_else(|| {
@@ -379,18 +385,19 @@ fn resolve_api_key(
                 ),
             )
         })?;
-        (field, value.trim().to_owned())
+        (field, value.trim().to_owned(), format!("api_key_env {var}"))
     } else {
         let field = format!("provider[{i}].api_key");
         (
             field,
             p.api_key.clone().unwrap_or_default().trim().to_owned(),
+            "api_key (inline in the config file)".to_owned(),
         )
     };
     if key.is_empty() {
         return Err(ConfigError::invalid(field, "the API key is empty"));
     }
-    Ok(Secret::new(key))
+    Ok((Secret::new(key), source))
 }
 
 impl ProviderSettings {

@@ -148,6 +148,26 @@ impl Mirror {
         Ok(())
     }
 
+    /// What a failed listing says: a refused key (401/403) names the provider's key source, so
+    /// the operator knows which key to fix instead of reading "unreachable".
+    fn listing_error(
+        &self,
+        name: &crate::model::ProviderName,
+        e: &crate::error::ProviderError,
+    ) -> String {
+        let refused = matches!(e.status(), Some(401 | 403));
+        let source = self.settings.providers.iter().find(|p| p.name == *name);
+        match (refused, source) {
+            (true, Some(p)) => format!(
+                "the API key was refused (HTTP {}); it comes from {}: check that it is the \
+                 account's current key ({e})",
+                e.status().unwrap_or_default(),
+                p.key_source
+            ),
+            _ => e.to_string(),
+        }
+    }
+
     /// One pass: list every provider, then download every due item.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, Error> {
         let started = Instant::now();
@@ -164,7 +184,7 @@ impl Mirror {
             let listing = match result {
                 Ok(r) => Ok(r),
                 Err(ListError::Other(e)) => return Err(e),
-                Err(ListError::Provider(e)) => Err(e.to_string()),
+                Err(ListError::Provider(e)) => Err(self.listing_error(&name, &e)),
             };
             let error = listing.as_ref().err().map(String::as_str);
             let since = self.ledger.record_pass(&name, Utc::now(), error).await?;
