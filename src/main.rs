@@ -39,6 +39,9 @@ fn main() -> ExitCode {
 fn load(path: &std::path::Path) -> anyhow::Result<config::Settings> {
     let settings = config::load(path).map_err(Error::from)?;
     telemetry::init(settings.log.format, &settings.log.level);
+    for warning in config::warnings(&settings, path) {
+        tracing::warn!("{warning}");
+    }
     Ok(settings)
 }
 

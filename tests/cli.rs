@@ -274,3 +274,31 @@ async fn a_refused_key_says_so_and_names_where_the_key_came_from() {
     );
     assert!(sandbox.stats().unauthorized > 0);
 }
+
+#[test]
+fn a_key_in_clear_or_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        config_text(dir.path(), "http://mirror.example.com", ""),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the API key travels in clear; use https"),
+        "{err}"
+    );
+    assert!(err.contains("readable by other users (mode 644)"), "{err}");
+    assert!(!err.contains(KEY), "{err}");
+
+    // Loopback http (the sandbox, a local proxy) and a private file: no warning.
+    std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["check-config"], &path);
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+}

@@ -26,6 +26,7 @@ mod metrics;
 mod provider;
 mod schedule;
 mod storage;
+mod warnings;
 
 pub use alerts::AlertSettings;
 pub use download::DownloadSettings;
@@ -35,6 +36,7 @@ pub use kind::ProviderKind;
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
 pub use provider::{ProviderOptions, ProviderSettings};
+pub use warnings::warnings;
 
 use std::collections::HashMap;
 use std::fmt;
