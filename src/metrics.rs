@@ -242,12 +242,13 @@ impl Observer for Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` until `cancel`. `healthy` decides `/healthz`.
+/// Serves `/metrics` and `/healthz` on `listen` until `cancel`. `healthy` decides `/healthz`:
+/// 200, or 503 with its reason.
 pub async fn serve(
     tasks: &tokio_util::task::TaskTracker,
     listen: SocketAddr,
     metrics: Arc<Metrics>,
-    healthy: Arc<dyn Fn() -> bool + Send + Sync>,
+    healthy: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
@@ -273,12 +274,11 @@ pub async fn serve(
         .route(
             "/healthz",
             get(move || {
-                let ok = healthy();
+                let verdict = healthy();
                 async move {
-                    if ok {
-                        (StatusCode::OK, "ok\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "no progress\n")
+                    match verdict {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
                     }
                 }
             }),

@@ -190,3 +190,57 @@ async fn a_full_disk_under_the_ledger_stops_the_pass_alerts_and_loses_nothing() 
         "every item mirrored once there was room"
     );
 }
+
+/// The daemon's `/healthz` while downloads are paused for a full disk: 503 with the reason, not
+/// 200 because the pass loop still ticks.
+#[tokio::test]
+async fn healthz_answers_503_with_the_reason_while_the_disk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = Tmpfs::mount(&dir.path().join("mirror"), "96k") else {
+        return;
+    };
+    let items = (0..10)
+        .map(|i| {
+            let mut it = done_item(&format!("r{i}"), 60.0, Delivery::Inline);
+            it.result_bytes = 20_000;
+            it
+        })
+        .collect();
+    let sandbox = start(spec(vec![batch("big", items)])).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = config_text(dir.path(), &sandbox.base_url(), "");
+    text.push_str(&format!(
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
+    let token = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(settings, token.clone()));
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, body) = loop {
+        if let Ok(resp) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            if status != 200 {
+                break (status, body);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz never left 200 with the disk full"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("disk full"), "{body}");
+    token.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), daemon).await;
+}

@@ -24,6 +24,8 @@ pub struct DaemonObserver {
     alerter: Option<Arc<Alerter>>,
     bar: Option<ProgressBar>,
     bytes: AtomicU64,
+    /// Why downloads are paused for a full disk, until a pass writes again (`/healthz`).
+    disk_full: std::sync::Mutex<Option<String>>,
 }
 
 impl DaemonObserver {
@@ -37,7 +39,23 @@ impl DaemonObserver {
             alerter: settings.alerts.clone().map(|a| Arc::new(Alerter::new(a))),
             bar: None,
             bytes: AtomicU64::new(0),
+            disk_full: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The full-disk error that paused downloads, while they are paused.
+    pub fn disk_full_reason(&self) -> Option<String> {
+        self.disk_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_disk_full(&self, reason: Option<&str>) {
+        *self
+            .disk_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason.map(str::to_owned);
     }
 
     /// Shows items, bytes and ETA on stderr while downloading, when stderr is a terminal (a person
@@ -132,6 +150,7 @@ impl Observer for DaemonObserver {
     }
 
     fn disk_ok(&self) {
+        self.set_disk_full(None);
         if let Some(a) = &self.alerter {
             a.disk_ok();
         }
@@ -150,6 +169,7 @@ impl Observer for DaemonObserver {
     }
 
     fn disk_full(&self, error: &str) {
+        self.set_disk_full(Some(error));
         if let Some(a) = &self.alerter {
             a.disk_full(error);
         }

@@ -37,8 +37,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     observer.attach(&mirror.ledger);
     let tasks = TaskTracker::new();
     if let (Some(listen), Some(m)) = (metrics_listen, &metrics) {
-        let hb = heartbeat.clone();
-        let healthy = Arc::new(move || hb.age() < HEALTHY_WITHIN);
+        let (hb, obs) = (heartbeat.clone(), observer.clone());
+        let healthy = Arc::new(move || match obs.disk_full_reason() {
+            Some(reason) => Err(format!("downloads paused, disk full: {reason}")),
+            None if hb.age() >= HEALTHY_WITHIN => Err("no progress".to_owned()),
+            None => Ok(()),
+        });
         crate::metrics::serve(&tasks, listen, m.clone(), healthy, shutdown.clone())
             .await
             .map_err(|source| Error::Listen {
