@@ -75,13 +75,7 @@ async fn sigkill_mid_mirror_then_restart_loses_nothing_and_refetches_at_most_the
         .unwrap();
     assert_eq!(report.exit_code(), 0, "{report:?}");
 
-    let files = files_under(&dir.path().join("mirror"));
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part")),
-        "stray .part left"
-    );
+    let files = whole_files_under(&dir.path().join("mirror"));
     assert_eq!(files.len(), 40);
     let mirrored = mirrored_rows_match(&settings, &sandbox).await;
     assert_eq!(mirrored.len(), 40, "every item mirrored once in the ledger");
@@ -126,13 +120,7 @@ async fn sigterm_drains_in_flight_downloads_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(exit.code(), Some(0), "clean stop exits 0");
-    let files = files_under(&dir.path().join("mirror"));
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part")),
-        "drained, nothing half-written"
-    );
+    let files = whole_files_under(&dir.path().join("mirror"));
     let settings = settings(dir.path(), &sandbox.base_url());
     let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
     let p = ProviderName::parse("ep").unwrap();
@@ -182,13 +170,7 @@ async fn sync_once_stopped_by(signal: &str, expected: i32) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(expected), "{stdout}");
     assert!(stdout.contains("interrupted by a signal"), "{stdout}");
-    let files = files_under(&dir.path().join("mirror"));
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part")),
-        "drained, nothing half-written"
-    );
+    let files = whole_files_under(&dir.path().join("mirror"));
     assert!(files.len() < 30, "the stop came mid-mirror");
     let settings = settings(dir.path(), &sandbox.base_url());
     let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();

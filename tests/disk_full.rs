@@ -52,6 +52,17 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Ten finished 20 KB results: about three fit the 96 KiB tmpfs.
+fn ten_results_of_20kb() -> Vec<batchmirror_sandbox::ItemSpec> {
+    (0..10)
+        .map(|i| {
+            let mut it = done_item(&format!("r{i}"), 60.0, Delivery::Inline);
+            it.result_bytes = 20_000;
+            it
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_full_disk_pauses_downloads_alerts_once_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,14 +70,7 @@ async fn a_full_disk_pauses_downloads_alerts_once_and_resumes() {
     let Some(disk) = Tmpfs::mount(&dir.path().join("mirror"), "96k") else {
         return;
     };
-    let items = (0..10)
-        .map(|i| {
-            let mut it = done_item(&format!("r{i}"), 60.0, Delivery::Inline);
-            it.result_bytes = 20_000;
-            it
-        })
-        .collect();
-    let sandbox = start(spec(vec![batch("big", items)])).await;
+    let sandbox = start(spec(vec![batch("big", ten_results_of_20kb())])).await;
     let events = dir.path().join("alerts.jsonl");
     let mut text = config_text(dir.path(), &sandbox.base_url(), "");
     text.push_str(&format!(
@@ -85,13 +89,7 @@ async fn a_full_disk_pauses_downloads_alerts_once_and_resumes() {
         "a full disk fails no item: {first:?}"
     );
     assert_eq!(first.exit_code(), 1);
-    let files = files_under(&dir.path().join("mirror"));
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part")),
-        "{files:?}"
-    );
+    whole_files_under(&dir.path().join("mirror"));
     {
         let ledger = Ledger::open_read_only(&settings.ledger_path).unwrap();
         let p = ProviderName::parse("ep").unwrap();
@@ -172,11 +170,7 @@ async fn a_full_disk_under_the_ledger_stops_the_pass_alerts_and_loses_nothing() 
     let alerts = std::fs::read_to_string(&events).unwrap_or_default();
     assert!(alerts.contains("\"disk_full\""), "alerted: {alerts:?}");
     // Nothing half-written is left in the mirror.
-    assert!(
-        files_under(&dir.path().join("mirror"))
-            .iter()
-            .all(|f| !f.to_string_lossy().ends_with(".part"))
-    );
+    whole_files_under(&dir.path().join("mirror"));
 
     disk.grow("16m");
     let report = daemon::sync_once(settings.clone(), CancellationToken::new())
@@ -199,34 +193,12 @@ async fn healthz_answers_503_with_the_reason_while_the_disk_is_full() {
     let Some(_disk) = Tmpfs::mount(&dir.path().join("mirror"), "96k") else {
         return;
     };
-    let items = (0..10)
-        .map(|i| {
-            let mut it = done_item(&format!("r{i}"), 60.0, Delivery::Inline);
-            it.result_bytes = 20_000;
-            it
-        })
-        .collect();
-    let sandbox = start(spec(vec![batch("big", items)])).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut text = config_text(dir.path(), &sandbox.base_url(), "");
-    text.push_str(&format!(
-        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
-    let token = CancellationToken::new();
-    let daemon = tokio::spawn(daemon::run(settings, token.clone()));
+    let sandbox = start(spec(vec![batch("big", ten_results_of_20kb())])).await;
+    let (url, daemon, token) = run_serving_metrics(dir.path(), &sandbox.base_url());
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let (status, body) = loop {
-        if let Ok(resp) = client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-        {
+        if let Ok(resp) = client.get(format!("{url}/healthz")).send().await {
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap();
             if status != 200 {

@@ -4,9 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use batchmirror::{config, daemon};
-use tokio_util::sync::CancellationToken;
-
 use crate::common::*;
 
 /// Checks every line is a comment or `name{labels} value`, and returns the samples.
@@ -50,20 +47,8 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
 async fn metrics_parse_and_move_while_mirroring_and_healthz_answers() {
     let sandbox = start(spec(finished_batches(3, 4))).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut text = config_text(dir.path(), &sandbox.base_url(), "");
-    text.push_str(&format!(
-        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
-    let token = CancellationToken::new();
-    let daemon = tokio::spawn(daemon::run(settings, token.clone()));
+    let (url, daemon, token) = run_serving_metrics(dir.path(), &sandbox.base_url());
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let samples = loop {

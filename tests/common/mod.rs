@@ -127,6 +127,48 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every file under `root`, after asserting none is a `.part` (nothing half-written left).
+pub fn whole_files_under(root: &Path) -> Vec<PathBuf> {
+    let files = files_under(root);
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".part")),
+        "a .part file was left: {files:?}"
+    );
+    files
+}
+
+/// `daemon::run` in-process on the config of `dir` against `base_url`, never ticking on its own
+/// and serving `/metrics` and `/healthz`; returns their base URL, the task and its stop token.
+pub fn run_serving_metrics(
+    dir: &Path,
+    base_url: &str,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<(), batchmirror::error::Error>>,
+    tokio_util::sync::CancellationToken,
+) {
+    let port = free_port();
+    let mut text = config_text(dir, base_url, "");
+    text.push_str(&format!(
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let settings = config::load_str(&text, "test", &HashMap::new()).unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let daemon = tokio::spawn(batchmirror::daemon::run(settings, token.clone()));
+    (format!("http://127.0.0.1:{port}"), daemon, token)
+}
+
+/// A loopback port free a moment ago, for a server the test configures.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn total(map: &HashMap<(String, String), u64>) -> u64 {
     map.values().sum()
 }
