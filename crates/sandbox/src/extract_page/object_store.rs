@@ -285,6 +285,14 @@ mod tests {
         sb.stop().await;
     }
 
+    /// The presigned URL the result route of item `b/r` redirects to.
+    async fn presigned_location(sb: &crate::Sandbox) -> String {
+        get(&result_url(sb, "b", "r")).await.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
     #[tokio::test]
     async fn store_rejects_tampered_or_expired_signatures() {
         let sb = start(spec(vec![batch(
@@ -293,10 +301,7 @@ mod tests {
             vec![done("r", Delivery::Redirect)],
         )]))
         .await;
-        let location = get(&result_url(&sb, "b", "r")).await.headers()[LOCATION]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let location = presigned_location(&sb).await;
         let flipped = if location.ends_with('0') { '1' } else { '0' };
         let tampered = format!("{}{flipped}", &location[..location.len() - 1]);
         let other_item = location.replace("/results/b/r?", "/results/b/x?");
@@ -311,10 +316,7 @@ mod tests {
         let mut s = spec(vec![batch("b", 600, vec![done("r", Delivery::Redirect)])]);
         s.presign_ttl = Duration::ZERO;
         let sb = start(s).await;
-        let location = get(&result_url(&sb, "b", "r")).await.headers()[LOCATION]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let location = presigned_location(&sb).await;
         let resp = client().get(&location).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         let text = resp.text().await.unwrap();
@@ -331,10 +333,7 @@ mod tests {
             vec![done("r", Delivery::Redirect)],
         )]))
         .await;
-        let location = get(&result_url(&sb, "b", "r")).await.headers()[LOCATION]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let location = presigned_location(&sb).await;
         let resp = client()
             .get(&location)
             .header("X-API-KEY", KEY)
