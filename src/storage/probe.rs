@@ -3,9 +3,11 @@
 //! unwritable mirror or ledger directory is one clear error before any download, not one failed
 //! write per item.
 
-use std::io::Write;
 use std::path::Path;
 
+use bytes::Bytes;
+
+use super::publish::{create_part, sync_dir_at};
 use crate::error::StorageError;
 
 /// What a probe found: the directory takes writes; `free_bytes` when the system says.
@@ -22,17 +24,12 @@ pub fn probe_dir(dir: &Path) -> Result<Probed, StorageError> {
     let first = dir.join(format!(".batchmirror-probe-{pid}"));
     let second = dir.join(format!(".batchmirror-probe-{pid}.renamed"));
     let attempt = || -> Result<(), StorageError> {
-        let mut f =
-            std::fs::File::create(&first).map_err(|e| StorageError::io(&first, "create", e))?;
-        f.write_all(b"probe")
-            .map_err(|e| StorageError::io(&first, "write", e))?;
-        f.sync_all()
+        create_part(&first, &[Bytes::from_static(b"probe")])?
+            .sync_all()
             .map_err(|e| StorageError::io(&first, "fsync", e))?;
         std::fs::rename(&first, &second)
             .map_err(|e| StorageError::io(&second, "rename into", e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io(dir, "fsync directory", e))?;
+        sync_dir_at(dir, std::fs::File::sync_all)?;
         std::fs::remove_file(&second).map_err(|e| StorageError::io(&second, "remove", e))
     };
     let result = attempt();

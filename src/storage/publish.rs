@@ -39,7 +39,7 @@ pub(super) fn ensure_dir(root: &Path, dir: &Path, sync_dir: SyncFn) -> Result<()
     Ok(())
 }
 
-fn sync_dir_at(dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
+pub(super) fn sync_dir_at(dir: &Path, sync_dir: SyncFn) -> Result<(), StorageError> {
     std::fs::File::open(dir)
         .and_then(|d| sync_dir(&d))
         .map_err(|e| StorageError::io(dir, "fsync directory", e))
