@@ -200,7 +200,8 @@ fn make_durable(d: Durability, written: Vec<Written>) -> Vec<Written> {
         if let Err(e) = rustix::fs::syncfs(&written[0].file) {
             let e = std::io::Error::from(e);
             for w in written {
-                let err = StorageError::io(&w.job.staged.part, "syncfs", copy(&e));
+                let err =
+                    StorageError::io(&w.job.staged.part, "syncfs", publish::copy_io_error(&e));
                 answer(w.job, Err(err));
             }
             return Vec::new();
@@ -218,11 +219,6 @@ fn make_durable(d: Durability, written: Vec<Written>) -> Vec<Written> {
         }
     }
     durable
-}
-
-#[cfg(target_os = "linux")]
-fn copy(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// Answers a job. A caller that went away (aborted) still had its result published or removed:

@@ -190,13 +190,14 @@ pub(super) fn copy_io(e: &StorageError) -> StorageError {
             path,
             action,
             source,
-        } => StorageError::io(
-            path,
-            action,
-            std::io::Error::new(source.kind(), source.to_string()),
-        ),
+        } => StorageError::io(path, action, copy_io_error(source)),
         StorageError::OutsideRoot { path } => StorageError::OutsideRoot { path: path.clone() },
     }
+}
+
+/// `std::io::Error` is not `Clone`: the same kind and message, for another item's report.
+pub(super) fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// What the streaming writer is sent. Only `End` makes it keep the file: a sender that goes away

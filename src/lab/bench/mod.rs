@@ -258,8 +258,9 @@ async fn compare(
         measure::tree_size(&inst.mirror).map_err(|e| BenchError::io("read", &inst.mirror, e))?;
     check("batchmirror sync --once", got, files, bytes, items)?;
     row(label, "batchmirror", &mirror, items, bytes);
-    let (api, store) = requests(&sandbox.stats());
-    let (api, store) = (api - requests(&before).0, store - requests(&before).1);
+    let ((api, store), (api_before, store_before)) =
+        (requests(&sandbox.stats()), requests(&before));
+    let (api, store) = (api - api_before, store - store_before);
     println!(
         "{:<30}{:<13}{api} API requests ({:.2} per item), {store} object-store GETs",
         "",
