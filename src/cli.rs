@@ -2,14 +2,61 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+use crate::config::LogFormat;
 
 /// Keeps a local mirror of your document-extraction batch results before the provider deletes them.
 #[derive(Debug, Parser)]
 #[command(name = "batchmirror", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Logging flags, taken by every command; each one given wins over `[log]`, its
+/// `BATCHMIRROR__LOG__…` variables and `RUST_LOG`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// More log detail: -v debug, -vv trace.
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Warnings and errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log lines as text or as JSON, one object a line (like log.format).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`'s values, those of `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl LogArgs {
+    /// The filter `-v`/`-q` ask for, if either was given.
+    pub fn level(&self) -> Option<&'static str> {
+        match (self.quiet, self.verbose) {
+            (true, _) => Some("warn"),
+            (false, 0) => None,
+            (false, 1) => Some("debug"),
+            (false, _) => Some("trace"),
+        }
+    }
+
+    /// `--log-format`, else `configured`.
+    pub fn format(&self, configured: LogFormat) -> LogFormat {
+        match self.log_format {
+            Some(LogFormatArg::Text) => LogFormat::Text,
+            Some(LogFormatArg::Json) => LogFormat::Json,
+            None => configured,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

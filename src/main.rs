@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use batchmirror::cli::{Cli, Command};
+use batchmirror::cli::{Cli, Command, LogArgs};
 use batchmirror::config;
 use batchmirror::error::Error;
 #[cfg(feature = "sandbox")]
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, &cli.log)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = err
@@ -36,26 +36,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<config::Settings> {
+fn load(path: &std::path::Path, log: &LogArgs) -> anyhow::Result<config::Settings> {
     let settings = config::load(path).map_err(Error::from)?;
-    telemetry::init(settings.log.format, &settings.log.level);
+    logs(log, settings.log.format, &settings.log.level);
+    tracing::debug!(
+        "config {} loaded: {} provider(s)",
+        path.display(),
+        settings.providers.len()
+    );
     for warning in config::warnings(&settings, path) {
         tracing::warn!("{warning}");
     }
     Ok(settings)
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<u8> {
+/// Starts logging with `-v`/`-q`/`--log-format` over the config's (or the command's) choice.
+fn logs(log: &LogArgs, format: config::LogFormat, level: &str) {
+    let level = match log.level() {
+        Some(l) => telemetry::Level::Cli(l),
+        None => telemetry::Level::Config(level),
+    };
+    telemetry::init(log.format(format), level);
+}
+
+async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
     let shutdown = CancellationToken::new();
     match command {
         Command::Run(c) => {
-            let settings = load(&c.config)?;
+            let settings = load(&c.config, log)?;
             daemon::cancel_on_signals(shutdown.clone())?;
             daemon::run(settings, shutdown).await?;
             Ok(0)
         }
         Command::Sync { once: _, config } => {
-            let settings = load(&config.config)?;
+            let settings = load(&config.config, log)?;
             let stop = daemon::cancel_on_signals(shutdown.clone())?;
             let report = daemon::sync_once(settings, shutdown).await?;
             println!("{}", report.summary());
@@ -69,7 +83,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             Ok(report.exit_code() as u8)
         }
         Command::Status { config, json } => {
-            let settings = load(&config.config)?;
+            let settings = load(&config.config, log)?;
             let report = daemon::status(&settings).await?;
             if json {
                 println!("{}", report.to_json());
@@ -79,7 +93,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::CheckConfig(c) => {
-            let settings = load(&c.config)?;
+            let settings = load(&c.config, log)?;
             print!("{settings}");
             for checked in daemon::preflight(&settings)? {
                 eprintln!("{checked}");
@@ -93,19 +107,23 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         #[cfg(feature = "sandbox")]
-        Command::Lab(c) => lab(c, shutdown).await,
+        Command::Lab(c) => lab(c, log, shutdown).await,
     }
 }
 
 /// The commands of the harnesses, behind the `sandbox` feature.
 #[cfg(feature = "sandbox")]
-async fn lab(command: LabCommand, shutdown: CancellationToken) -> anyhow::Result<u8> {
+async fn lab(
+    command: LabCommand,
+    log: &LogArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u8> {
     use anyhow::Context;
     use batchmirror::config::LogFormat;
 
     match command {
         LabCommand::Demo => {
-            telemetry::init(LogFormat::Text, "error");
+            logs(log, LogFormat::Text, "error");
             daemon::cancel_on_signals(shutdown.clone())?;
             let dir = std::env::current_dir().context("current directory")?;
             let summary = lab::demo(&dir, shutdown).await?;
@@ -116,12 +134,12 @@ async fn lab(command: LabCommand, shutdown: CancellationToken) -> anyhow::Result
             Ok(0)
         }
         LabCommand::Bench(a) => {
-            telemetry::init(LogFormat::Text, "warn");
+            logs(log, LogFormat::Text, "warn");
             lab::bench::run(&a).await?;
             Ok(0)
         }
         LabCommand::Crashloop(a) => {
-            telemetry::init(LogFormat::Text, "warn");
+            logs(log, LogFormat::Text, "warn");
             let daemon = std::env::current_exe().context("the path of this binary")?;
             let opts = a.into_options(daemon);
             eprintln!(
@@ -141,7 +159,7 @@ async fn lab(command: LabCommand, shutdown: CancellationToken) -> anyhow::Result
             Ok(if verdict.passed() { 0 } else { 1 })
         }
         LabCommand::Sandbox(a) => {
-            telemetry::init(LogFormat::Text, "info");
+            logs(log, LogFormat::Text, "info");
             let generated = a.generated();
             daemon::cancel_on_signals(shutdown.clone())?;
             let stop = shutdown.cancelled_owned();

@@ -1,29 +1,56 @@
 //! Logging set-up: tracing to stderr, human text or JSON lines, filtered by `log.level` or
-//! `RUST_LOG`. Under systemd (stderr connected to the journal) lines carry no timestamp of their
-//! own: the journal adds one. Text lines escape every control character in a message or field
-//! value: file names, ids and server messages are untrusted, and a newline or an escape sequence
-//! in one must not forge a log line or recolour a terminal (JSON lines escape them already).
+//! `RUST_LOG`, or by the command line's `-v`/`-q`, which win over both. Under systemd (stderr
+//! connected to the journal) lines carry no timestamp of their own: the journal adds one. Text
+//! lines escape every control character in a message or field value: file names, ids and server
+//! messages are untrusted, and a newline or an escape sequence in one must not forge a log line
+//! or recolour a terminal (JSON lines escape them already).
+//!
+//! Colours only for a person at a terminal who has not set `NO_COLOR` (<https://no-color.org>).
+//! While a progress bar is drawn on stderr ([`print_through`]), each line is printed through it
+//! (bar cleared, line written, bar redrawn), so a log line never shares a line with the bar.
 
-use std::io::IsTerminal;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::sync::RwLock;
 
+use indicatif::ProgressBar;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{FormatFields, Writer};
 
 use crate::config::LogFormat;
 
+/// Which log lines are kept: an `EnvFilter` directive and who chose it.
+#[derive(Debug, Clone, Copy)]
+pub enum Level<'a> {
+    /// `log.level` of the config (or a command's own default); `RUST_LOG` wins over it.
+    Config(&'a str),
+    /// `-v`/`-q` on the command line: wins over `RUST_LOG` and the config.
+    Cli(&'a str),
+}
+
+/// The progress bar log lines are printed through, while one is drawn.
+static BAR: RwLock<Option<ProgressBar>> = RwLock::new(None);
+
 /// Installs the global subscriber once; later calls (tests, `demo`) are no-ops.
-pub fn init(format: LogFormat, level: &str) {
+pub fn init(format: LogFormat, level: Level<'_>) {
     // The scheduler crate narrates its own life cycle at info; only its warnings matter to us.
     let quiet = ",tokio_cron_scheduler=warn";
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level}{quiet}")))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info{quiet}")));
-    // Colours only for a person at a terminal; never in files, pipes or cron mail.
+    let from_env = match level {
+        Level::Config(_) => EnvFilter::try_from_default_env().ok(),
+        Level::Cli(_) => None,
+    };
+    let (Level::Config(directive) | Level::Cli(directive)) = level;
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(format!("{directive}{quiet}")).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("info{quiet}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| ThroughBar)
+        .with_ansi(ansi(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_target(false);
     let _ = match (format, under_journal()) {
         (LogFormat::Json, _) => builder.json().try_init(),
@@ -34,6 +61,46 @@ pub fn init(format: LogFormat, level: &str) {
             .try_init(),
         (LogFormat::Text, false) => builder.fmt_fields(escaped_fields()).try_init(),
     };
+}
+
+/// Colours for a terminal only (never in files, pipes or cron mail), and never when `NO_COLOR`
+/// is set to anything but the empty string (that convention's rule).
+fn ansi(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Log lines go through `bar` from now on (`None`: straight to stderr again). The bar must draw
+/// on stderr, where the lines go.
+pub fn print_through(bar: Option<ProgressBar>) {
+    *BAR.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bar;
+}
+
+/// stderr, or stderr with the bar out of the way while a line is written.
+struct ThroughBar;
+
+impl Write for ThroughBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        write_line(bar.as_ref(), &mut std::io::stderr().lock(), buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// One formatted log line (the subscriber writes each in one `write_all`) into `out`, with
+/// `bar` cleared from the terminal meanwhile.
+fn write_line(bar: Option<&ProgressBar>, out: &mut dyn Write, line: &[u8]) -> std::io::Result<()> {
+    match bar.filter(|b| !b.is_finished()) {
+        Some(b) => b.suspend(|| out.write_all(line)),
+        None => out.write_all(line),
+    }
 }
 
 /// The text format's fields (`message`, then `name=value`, space-separated) with every value
@@ -122,6 +189,100 @@ mod tests {
         assert!(!out.contains('\x1b'), "{out:?}");
         assert!(out.contains("submitted x.pdf\\nERROR"), "{out:?}");
         assert!(out.contains("file=x.pdf\\nERROR"), "{out:?}");
+    }
+
+    #[test]
+    fn colours_only_at_a_terminal_without_no_color() {
+        assert!(ansi(true, None));
+        assert!(
+            ansi(true, Some("".into())),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!ansi(true, Some("1".into())));
+        assert!(!ansi(false, None));
+    }
+
+    /// What the terminal saw, in order: the bar's text, its clearing, and the log line.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn push(&self, what: String) {
+            self.0.lock().unwrap().push(what);
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.push(format!("up {n}"));
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.push(format!("bar {s}"));
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.push(format!("bar {s}"));
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.push("clear".into());
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl std::io::Write for Screen {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.push(format!("log {}", String::from_utf8_lossy(b)));
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A line written while the bar is drawn lands on a cleared line, and the bar comes back
+    /// after it, on a line of its own.
+    #[test]
+    fn a_log_line_never_shares_a_line_with_the_progress_bar() {
+        let screen = Screen::default();
+        let target = indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone()));
+        let bar = ProgressBar::with_draw_target(Some(10), target);
+        bar.set_style(indicatif::ProgressStyle::with_template("{pos}/{len} results").unwrap());
+        bar.set_position(3);
+        bar.tick();
+        write_line(Some(&bar), &mut screen.clone(), b"WARN something\n").unwrap();
+        let seen = screen.0.lock().unwrap().clone();
+        let log = seen.iter().position(|e| e.starts_with("log ")).unwrap();
+        let drawn = seen[..log].iter().rposition(|e| e.contains("3/10 results"));
+        let cleared = seen[..log].iter().rposition(|e| e == "clear");
+        assert!(drawn.is_some(), "the bar was drawn first: {seen:?}");
+        assert!(
+            cleared > drawn,
+            "the bar is cleared before the line: {seen:?}"
+        );
+        assert!(
+            seen[log + 1..].iter().any(|e| e.contains("3/10 results")),
+            "the bar is drawn again after the line: {seen:?}"
+        );
+        let mut plain = Vec::new();
+        write_line(None, &mut plain, b"x\n").unwrap();
+        assert_eq!(plain, b"x\n", "without a bar the line goes straight out");
     }
 
     struct Sink(Arc<Mutex<Vec<u8>>>);

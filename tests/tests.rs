@@ -36,6 +36,8 @@ mod alerts;
 mod disk_full;
 // Exit codes and messages of the command line.
 mod cli;
+// Issue 16's command-line habits: -v/-q, JSON logs, NO_COLOR.
+mod cli_logs;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).
 mod provider_llamacloud;
 // The Talonic adapter against its sandbox.

@@ -68,6 +68,8 @@ impl DaemonObserver {
             ) {
                 bar.set_style(style);
             }
+            // Both draw on stderr: log lines must clear the bar first, not run into it.
+            crate::telemetry::print_through(Some(bar.clone()));
             self.bar = Some(bar);
         }
         self
@@ -88,6 +90,7 @@ impl DaemonObserver {
     pub async fn flush(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            crate::telemetry::print_through(None);
         }
         if let Some(a) = &self.alerter {
             a.flush(ALERT_FLUSH).await;
