@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::config::LogFormat;
+use crate::model::ItemFilter;
 
 /// Keeps a local mirror of your document-extraction batch results before the provider deletes them.
 #[derive(Debug, Parser)]
@@ -21,13 +22,13 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LogArgs {
     /// More log detail: -v debug, -vv trace.
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet", help_heading = "Logging")]
     pub verbose: u8,
     /// Warnings and errors only.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Logging")]
     pub quiet: bool,
     /// Log lines as text or as JSON, one object a line (like log.format).
-    #[arg(long, global = true, value_name = "FORMAT")]
+    #[arg(long, global = true, value_name = "FORMAT", help_heading = "Logging")]
     pub log_format: Option<LogFormatArg>,
 }
 
@@ -79,17 +80,46 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Summarise the ledger: items per provider and state, items at risk, last pass.
+    /// Summarise the ledger: items per provider and state, items at risk, last pass; with
+    /// --items, list the items themselves.
     ///
     /// Safe while the daemon runs (it reads the ledger without locking it).
     ///
-    /// Example: batchmirror status --config /etc/batchmirror/config.toml --json | jq .providers
+    /// The summary's columns count items per ledger state: pending (not finished at the provider
+    /// yet), ready (finished there, waiting for or being downloaded, deferred ones included),
+    /// mirrored (on disk), failed (a permanent error, e.g. 404 or a body over the cap), lost (the
+    /// provider answered 410: gone for good), skipped (the provider failed or cancelled the item,
+    /// so there was never a result to mirror; not an error of ours), at risk (not mirrored, deadline
+    /// within download.alert_margin or past).
+    ///
+    /// --items prints one line per item: provider, batch, item (the ids), state (the ledger state,
+    /// or deferred for a ready item waiting for its next attempt after a failed one), deadline
+    /// (when the provider deletes the result; - if unknown), size (of the mirrored result) and last
+    /// error (the latest failure, if any). Then how many --limit left out.
+    ///
+    /// Examples:
+    ///   batchmirror status --config /etc/batchmirror/config.toml --json | jq .providers
+    ///   batchmirror status --items --state lost --provider acme
+    #[command(verbatim_doc_comment)]
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print one JSON object instead of a table.
+        /// Print JSON instead of a table (with --items: count, limit and the items).
         #[arg(long)]
         json: bool,
+        /// List the items themselves, not only counts.
+        #[arg(long)]
+        items: bool,
+        /// With --items: only items in this state: pending, ready, downloading, mirrored,
+        /// failed, lost, skipped, deferred or at-risk.
+        #[arg(long, requires = "items", value_parser = parse_filter, value_name = "STATE")]
+        state: Option<ItemFilter>,
+        /// With --items: only this provider's items (its configured name).
+        #[arg(long, requires = "items", value_name = "NAME")]
+        provider: Option<String>,
+        /// With --items: at most this many lines; the rest are counted, not listed.
+        #[arg(long, requires = "items", default_value_t = 1000)]
+        limit: usize,
     },
     /// The commands that run against the bundled sandboxes (`demo`, `sandbox`, `bench`).
     #[cfg(feature = "sandbox")]
@@ -120,4 +150,9 @@ pub struct ConfigArg {
         default_value = "/etc/batchmirror/config.toml"
     )]
     pub config: PathBuf,
+}
+
+/// `--state`'s value, one of [`ItemFilter::WORDS`].
+fn parse_filter(s: &str) -> Result<ItemFilter, String> {
+    ItemFilter::parse(s).ok_or_else(|| format!("use one of {}", ItemFilter::WORDS.join(", ")))
 }

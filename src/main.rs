@@ -82,7 +82,26 @@ async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
             }
             Ok(report.exit_code() as u8)
         }
-        Command::Status { config, json } => {
+        Command::Status {
+            config,
+            json,
+            items: true,
+            state,
+            provider,
+            limit,
+        } => {
+            let settings = load(&config.config, log)?;
+            let filter = state.unwrap_or_default();
+            let report =
+                daemon::StatusReport::items(&settings, filter, provider.as_deref(), limit).await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(0)
+        }
+        Command::Status { config, json, .. } => {
             let settings = load(&config.config, log)?;
             let report = daemon::status(&settings).await?;
             if json {

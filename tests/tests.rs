@@ -38,6 +38,8 @@ mod disk_full;
 mod cli;
 // Issue 16's command-line habits: -v/-q, JSON logs, NO_COLOR.
 mod cli_logs;
+// `status --items`: the items themselves, by state and provider.
+mod cli_items;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).
 mod provider_llamacloud;
 // The Talonic adapter against its sandbox.

@@ -1,4 +1,5 @@
-//! `batchmirror status`: the ledger summarised per provider and state, with the items at risk.
+//! `batchmirror status`: the ledger summarised per provider and state, with the items at risk;
+//! `status --items`: the items themselves, filtered ([`StatusReport::items`]).
 //!
 //! Reads the ledger read-only and without the lock, so it works while the daemon runs.
 
@@ -8,9 +9,10 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::error::Error;
-use crate::ledger::{Ledger, UploadState};
-use crate::model::{ItemState, ProviderSummary};
+use crate::error::{ConfigError, Error};
+use crate::ledger::{ItemRow, Ledger, UploadState};
+use crate::model::{ItemFilter, ItemState, ProviderName, ProviderSummary};
+use crate::telemetry::escape_controls;
 
 /// Most at-risk items, and most deferred items, listed by `status`.
 const AT_RISK_SHOWN: usize = 20;
@@ -70,6 +72,38 @@ pub struct StatusReport {
     /// rejected), when `[dropfolder]` is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropfolder: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// One item as `status --items` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedItem {
+    pub provider: String,
+    pub batch: String,
+    pub item: String,
+    /// The ledger state (`ready` for a deferred item: see `next_attempt_at`).
+    pub state: &'static str,
+    pub deadline: Option<chrono::DateTime<Utc>>,
+    /// The result's size once mirrored.
+    pub bytes: Option<u64>,
+    pub attempts: u32,
+    /// Set while the item waits for another attempt after a failed one.
+    pub next_attempt_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// What `status --items` prints: how many items matched, and the first `limit` of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemsReport {
+    pub ledger: String,
+    pub ledger_exists: bool,
+    /// `all`, a ledger state, `deferred` or `at-risk`.
+    pub filter: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Items matching, all of them.
+    pub count: u64,
+    pub limit: usize,
+    pub items: Vec<ListedItem>,
 }
 
 /// Summarises the ledger named by `settings`.
@@ -165,6 +199,93 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
     })
 }
 
+fn listed_item(r: ItemRow) -> ListedItem {
+    ListedItem {
+        provider: r.provider,
+        batch: r.batch,
+        item: r.item,
+        state: r.state.as_str(),
+        deadline: r.deadline,
+        bytes: r.bytes,
+        attempts: r.attempts,
+        next_attempt_at: r.next_attempt_at,
+        last_error: r.last_error,
+    }
+}
+
+impl ItemsReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// One line per item under a header (columns explained in `status --help`), then how many
+    /// were left out by `--limit`. Ids and errors come from providers: control characters are
+    /// escaped so none can forge a line.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        if !self.ledger_exists {
+            let _ = writeln!(out, "no ledger at {} yet: no items", self.ledger);
+            return out;
+        }
+        let now = Utc::now();
+        let time = |t: Option<chrono::DateTime<Utc>>| {
+            t.map_or("-".to_owned(), |t| {
+                t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+            })
+        };
+        let mut rows = vec![
+            [
+                "provider",
+                "batch",
+                "item",
+                "state",
+                "deadline",
+                "size",
+                "last error",
+            ]
+            .map(str::to_owned),
+        ];
+        for i in &self.items {
+            let deferred = i.state == "ready" && i.next_attempt_at.is_some_and(|t| t > now);
+            rows.push([
+                escape_controls(&i.provider).into_owned(),
+                escape_controls(&i.batch).into_owned(),
+                escape_controls(&i.item).into_owned(),
+                if deferred { "deferred" } else { i.state }.to_owned(),
+                time(i.deadline),
+                i.bytes
+                    .map_or("-".to_owned(), |b| indicatif::HumanBytes(b).to_string()),
+                escape_controls(i.last_error.as_deref().unwrap_or("-")).into_owned(),
+            ]);
+        }
+        let mut width = [0usize; 6];
+        for row in &rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in &rows {
+            let mut line = String::new();
+            for (cell, w) in row.iter().zip(width) {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+            let _ = writeln!(out, "{}{}", line, row[6]);
+        }
+        let left_out = self.count.saturating_sub(self.items.len() as u64);
+        if left_out > 0 {
+            let _ = writeln!(
+                out,
+                "… {left_out} more of {} not shown (--limit {}): narrow with --state or \
+                 --provider, or raise --limit",
+                self.count, self.limit
+            );
+        } else {
+            let _ = writeln!(out, "{} item(s)", self.count);
+        }
+        out
+    }
+}
+
 /// Every upload state with its count (0 when absent).
 fn upload_states(counts: &[(String, u64)]) -> std::collections::BTreeMap<String, u64> {
     UploadState::ALL
@@ -180,6 +301,59 @@ fn upload_states(counts: &[(String, u64)]) -> std::collections::BTreeMap<String,
 }
 
 impl StatusReport {
+    /// `status --items`: the items of `provider` (else of every configured provider) matching
+    /// `filter`, counted, and the first `limit`; at risk is `summary`'s (`download.alert_margin`).
+    pub async fn items(
+        settings: &Settings,
+        filter: ItemFilter,
+        provider: Option<&str>,
+        limit: usize,
+    ) -> Result<ItemsReport, Error> {
+        let configured: Vec<ProviderName> =
+            settings.providers.iter().map(|p| p.name.clone()).collect();
+        let providers = match provider {
+            None => configured,
+            Some(p) => match configured.iter().find(|c| c.as_str() == p) {
+                Some(c) => vec![c.clone()],
+                None => {
+                    let names: Vec<_> = configured.iter().map(|c| c.as_str()).collect();
+                    return Err(ConfigError::invalid(
+                        "--provider",
+                        format!(
+                            "no provider {p:?} is configured: use one of {}",
+                            names.join(", ")
+                        ),
+                    )
+                    .into());
+                }
+            },
+        };
+        let mut report = ItemsReport {
+            ledger: settings.ledger_path.display().to_string(),
+            ledger_exists: settings.ledger_path.exists(),
+            filter: match filter {
+                ItemFilter::All => "all".to_owned(),
+                ItemFilter::State(s) => s.as_str().to_owned(),
+                ItemFilter::Deferred => "deferred".to_owned(),
+                ItemFilter::AtRisk => "at-risk".to_owned(),
+            },
+            provider: provider.map(str::to_owned),
+            count: 0,
+            limit,
+            items: vec![],
+        };
+        if report.ledger_exists {
+            let ledger = Ledger::open_read_only(&settings.ledger_path)?;
+            let margin = settings.download.alert_margin;
+            let listed = ledger
+                .list_items(&providers, filter, Utc::now(), margin, limit)
+                .await?;
+            report.count = listed.count;
+            report.items = listed.first.into_iter().map(listed_item).collect();
+        }
+        Ok(report)
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }

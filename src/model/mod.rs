@@ -7,7 +7,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+mod filter;
 mod walk;
+pub use filter::ItemFilter;
 pub use walk::{BatchSeen, Walk, WalkState};
 
 /// What the daemon reports as it works: progress for the watchdog, events for metrics. Every
