@@ -131,6 +131,14 @@ pub enum Command {
     ///
     /// Example: BATCHMIRROR__DOWNLOAD__CONCURRENCY=4 batchmirror check-config --config ./c.toml
     CheckConfig(ConfigArg),
+    /// Print the man page (roff), generated from these definitions; with DIR, write it and one
+    /// page per subcommand (batchmirror-status.1, …) there instead.
+    ///
+    /// Example: batchmirror man /usr/local/share/man/man1
+    Man {
+        /// An existing directory to write batchmirror.1 and batchmirror-<command>.1 into.
+        dir: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     ///
     /// Example: batchmirror completions bash > /etc/bash_completion.d/batchmirror

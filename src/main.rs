@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use batchmirror::cli::{Cli, Command, LogArgs};
 use batchmirror::config;
 use batchmirror::error::Error;
@@ -120,6 +121,20 @@ async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
             eprintln!("config {} is valid", c.config.display());
             Ok(0)
         }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                None => clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .context("writing the man page")?,
+                Some(dir) => {
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+                    println!("man pages written to {}", dir.display());
+                }
+            }
+            Ok(0)
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "batchmirror", &mut std::io::stdout());
@@ -137,7 +152,6 @@ async fn lab(
     log: &LogArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<u8> {
-    use anyhow::Context;
     use batchmirror::config::LogFormat;
 
     match command {

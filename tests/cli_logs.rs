@@ -1,5 +1,6 @@
 //! The logging flags on the real binary: `-q`/`-v` over `RUST_LOG` and the config,
-//! `--log-format json` (every stderr line a JSON object), and `NO_COLOR` at a real terminal.
+//! `--log-format json` (every stderr line a JSON object), `NO_COLOR` at a real terminal; and the
+//! man pages generated from the same definitions.
 
 use std::path::Path;
 use std::process::Output;
@@ -146,4 +147,44 @@ async fn no_color_turns_colours_off_at_a_terminal() {
         empty.contains('\x1b'),
         "an empty NO_COLOR does not count: {empty:?}"
     );
+}
+
+#[test]
+fn the_man_page_is_roff_naming_every_command_and_each_gets_a_page() {
+    let out = std::process::Command::new(BIN).arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    let title = page
+        .lines()
+        .position(|l| l.starts_with(".TH batchmirror 1"));
+    let name = page.lines().position(|l| l == ".SH NAME");
+    assert!(title.is_some() && title < name, "{page}");
+    for command in [
+        "run",
+        "sync",
+        "status",
+        "check\\-config",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            page.contains(&format!("batchmirror\\-{command}(1)")),
+            "{command}: {page}"
+        );
+    }
+    assert!(page.contains("\\-\\-log\\-format"), "{page}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status = std::fs::read_to_string(dir.path().join("batchmirror-status.1")).unwrap();
+    assert!(
+        status.contains("\\-\\-items") && status.contains("skipped"),
+        "{status}"
+    );
+    assert!(dir.path().join("batchmirror.1").exists());
 }
