@@ -40,6 +40,8 @@ mod cli;
 mod cli_logs;
 // `status --items`: the items themselves, by state and provider.
 mod cli_items;
+// check-config's output loads back without its secrets; errors name providers by name.
+mod cli_config;
 // The LlamaCloud adapter against its sandbox (and the official SDK against the sandbox).
 mod provider_llamacloud;
 // The Talonic adapter against its sandbox.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::fields::{Secret, duration, http_url, toml_duration, toml_list, toml_str};
+use super::fields::{Secret, duration, http_url, toml_duration, toml_list};
 use crate::error::ConfigError;
 
 /// Alert targets: a command given the event as JSON on stdin, and/or a webhook given it as a POST.
@@ -76,7 +76,7 @@ pub(super) fn validate(a: &RawAlerts) -> Result<AlertSettings, ConfigError> {
 }
 
 impl AlertSettings {
-    /// The `[alerts]` table of the effective config; the webhook shows redacted.
+    /// The `[alerts]` table of the effective config; the webhook URL only as a comment.
     pub(super) fn write_toml(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "[alerts]")?;
         if !self.command.is_empty() {
@@ -86,8 +86,13 @@ impl AlertSettings {
                 toml_list(self.command.iter().map(String::as_str))
             )?;
         }
-        if let Some(w) = &self.webhook_url {
-            writeln!(f, "webhook_url = {}", toml_str(&w.to_string()))?;
+        // A comment, not a placeholder: "[redacted]" would load back as a (bad) URL.
+        if self.webhook_url.is_some() {
+            writeln!(
+                f,
+                "# webhook_url = <redacted: it may carry a token; set it here or in \
+                 BATCHMIRROR__ALERTS__WEBHOOK_URL>"
+            )?;
         }
         writeln!(
             f,

@@ -35,7 +35,7 @@ pub use fields::{Secret, toml_str};
 pub use kind::ProviderKind;
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
-pub use provider::{ProviderOptions, ProviderSettings};
+pub use provider::{KeyFrom, ProviderOptions, ProviderSettings};
 pub use warnings::warnings;
 
 use std::collections::HashMap;
@@ -130,7 +130,9 @@ impl RawConfig {
     }
 }
 
-/// The effective config as TOML (what `check-config` prints). API keys show as `"[redacted]"`.
+/// The effective config as TOML (what `check-config` prints). Secrets are left out: an API key
+/// shows as the file or variable it came from, or (inline) as a comment, the webhook URL as a
+/// comment; so the output loads back as a config holding no secret.
 /// Each section prints its own table; this fixes their order and the blank line between them.
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -218,8 +220,9 @@ fn load_source(
             message: e.to_string(),
         })?;
     let raw = built
+        .clone()
         .try_deserialize::<RawConfig>()
-        .map_err(deserialize_error);
+        .map_err(|e| name_the_provider(deserialize_error(e), &built));
     raw.and_then(|raw| raw.validate(env))
         .map_err(|e| name_env_source(e, env))
 }
@@ -239,6 +242,30 @@ fn reject_provider_env(env: &HashMap<String, String>) -> Result<(), ConfigError>
             ),
         )),
         None => Ok(()),
+    }
+}
+
+/// `provider[0].parser_idd` as `provider "acme".parser_idd` when that table's name is readable
+/// (serde reports the place in the list; the user looks for the name).
+fn name_the_provider(err: ConfigError, built: &config::Config) -> ConfigError {
+    let ConfigError::Invalid { key, message } = err else {
+        return err;
+    };
+    let place = key
+        .strip_prefix("provider[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, field)| Some((i.parse::<usize>().ok()?, field)))
+        .filter(|(_, field)| *field != ".name");
+    match place {
+        Some((i, field)) => {
+            let name = built.get::<String>(&format!("provider[{i}].name")).ok();
+            let at = provider::provider_key(i, name.as_deref());
+            ConfigError::Invalid {
+                key: format!("{at}{field}"),
+                message,
+            }
+        }
+        None => ConfigError::Invalid { key, message },
     }
 }
 

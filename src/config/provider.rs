@@ -1,6 +1,7 @@
 //! `[[provider]]`: the accounts mirrored, one table each: its kind, base URL, API key source,
 //! pacing and page keys, and the keys only its kind takes. Validated into [`ProviderSettings`];
-//! every error names its key, e.g. `provider[1].page_size`.
+//! every error names its key by the provider's name, e.g. `provider "acme".page_size` (by its
+//! place, `provider[1].name`, only while the name itself is missing, invalid or taken).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,6 +47,8 @@ pub struct ProviderSettings {
     /// Where the key came from, for messages when the provider refuses it: `api_key_file
     /// <path>`, `api_key_env <VAR>` or `api_key (inline in the config file)`. Never the key.
     pub key_source: String,
+    /// The same, as the printed config writes it back.
+    pub key_from: KeyFrom,
     /// The user's cap on requests per minute to this provider, all API calls together (like
     /// rclone's `--tpslimit`); `None` = adaptive pacing alone.
     pub requests_per_minute: Option<u32>,
@@ -59,6 +62,15 @@ pub struct ProviderSettings {
     pub max_retries: u32,
     /// Kind-specific keys.
     pub options: ProviderOptions,
+}
+
+/// Which key gave the API key: the printed config names the file or variable again (neither is a
+/// secret), and an inline key only as a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    File(std::path::PathBuf),
+    Env(String),
+    Inline,
 }
 
 /// One `[[provider]]` table as written. No `Debug`: it may hold an API key.
@@ -118,31 +130,43 @@ pub(super) fn validate(
              one of api_key_file / api_key_env / api_key (see config/example.toml)",
         ));
     }
-    let mut providers: Vec<ProviderSettings> = Vec::with_capacity(raw.len());
+    // Names first: an error key naming a provider by its name must name only one.
     for (i, p) in raw.iter().enumerate() {
-        let settings = validate_one(i, p, env)?;
-        if let Some(j) = providers.iter().position(|o| o.name == settings.name) {
+        if let Some(j) = raw[..i].iter().position(|o| o.name == p.name) {
             return Err(ConfigError::invalid(
                 format!("provider[{i}].name"),
                 format!(
                     "provider name {:?} is already used by provider[{j}]: names must be unique",
-                    settings.name.as_str()
+                    p.name
                 ),
             ));
         }
-        providers.push(settings);
     }
-    Ok(providers)
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| validate_one(i, p, env))
+        .collect()
 }
 
-/// One table; `i` is its place in the list, which error keys name (`provider[i].…`).
+/// How error keys name the provider at place `i` with `name` as written: by its name when that
+/// is a valid one (what the user wrote and looks for), else by its place.
+pub(super) fn provider_key(i: usize, name: Option<&str>) -> String {
+    match name.map(ProviderName::parse) {
+        Some(Ok(n)) => format!("provider {:?}", n.as_str()),
+        _ => format!("provider[{i}]"),
+    }
+}
+
+/// One table; `i` is its place in the list.
 fn validate_one(
     i: usize,
     p: &RawProvider,
     env: &HashMap<String, String>,
 ) -> Result<ProviderSettings, ConfigError> {
-    let key = |field: &str| format!("provider[{i}].{field}");
-    let name = ProviderName::parse(&p.name).map_err(|m| ConfigError::invalid(key("name"), m))?;
+    let name = ProviderName::parse(&p.name)
+        .map_err(|m| ConfigError::invalid(format!("provider[{i}].name"), m))?;
+    let at = provider_key(i, Some(&p.name));
+    let key = |field: &str| format!("{at}.{field}");
     let kind = ProviderKind::parse(&p.kind).ok_or_else(|| {
         let kinds: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
         ConfigError::invalid(
@@ -155,7 +179,7 @@ fn validate_one(
         )
     })?;
     let base_url = validate_base_url(&key("base_url"), &p.base_url)?;
-    let (api_key, key_source) = resolve_api_key(i, p, env)?;
+    let (api_key, key_source, key_from) = resolve_api_key(&at, p, env)?;
     let max_page = i64::from(kind.max_page_size());
     Ok(ProviderSettings {
         name,
@@ -163,6 +187,7 @@ fn validate_one(
         base_url,
         api_key,
         key_source,
+        key_from,
         requests_per_minute: p
             .requests_per_minute
             .map(|n| int_in_range(&key("requests_per_minute"), n, 1, i64::from(u32::MAX)))
@@ -318,10 +343,10 @@ fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
 /// Exactly one of api_key_file, api_key_env and api_key; the key itself must not be empty. The
 /// key comes back with where it came from.
 fn resolve_api_key(
-    i: usize,
+    at: &str,
     p: &RawProvider,
     env: &HashMap<String, String>,
-) -> Result<(Secret, String), ConfigError> {
+) -> Result<(Secret, String, KeyFrom), ConfigError> {
     let sources: Vec<&str> = [
         ("api_key_file", p.api_key_file.is_some()),
         ("api_key_env", p.api_key_env.is_some()),
@@ -335,27 +360,24 @@ fn resolve_api_key(
                   of an environment variable holding it) or api_key (the key itself)";
     match sources.as_slice() {
         [] => {
-            return Err(ConfigError::invalid(
-                format!("provider[{i}]"),
-                format!("no API key: {one_of}"),
-            ));
+            return Err(ConfigError::invalid(at, format!("no API key: {one_of}")));
         }
         [_] => {}
         [a, b] => {
             return Err(ConfigError::invalid(
-                format!("provider[{i}]"),
+                at,
                 format!("{a} and {b} are both set: {one_of}"),
             ));
         }
         _ => {
             return Err(ConfigError::invalid(
-                format!("provider[{i}]"),
+                at,
                 format!("api_key_file, api_key_env and api_key are all set: {one_of}"),
             ));
         }
     }
-    let (field, key, source) = if let Some(file) = &p.api_key_file {
-        let field = format!("provider[{i}].api_key_file");
+    let (field, key, source, from) = if let Some(file) = &p.api_key_file {
+        let field = format!("{at}.api_key_file");
         let path = absolute_path(&field, file)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             ConfigError::invalid(
@@ -373,9 +395,14 @@ fn resolve_api_key(
             ));
         }
         let source = format!("api_key_file {}", path.display());
-        (field, text.trim_end().to_owned(), source)
+        (
+            field,
+            text.trim_end().to_owned(),
+            source,
+            KeyFrom::File(path),
+        )
     } else if let Some(var) = &p.api_key_env {
-        let field = format!("provider[{i}].api_key_env");
+        let field = format!("{at}.api_key_env");
         let value = env.get(var).ok_or_else(|| {
             ConfigError::invalid(
                 &field,
@@ -385,29 +412,47 @@ fn resolve_api_key(
                 ),
             )
         })?;
-        (field, value.trim().to_owned(), format!("api_key_env {var}"))
+        let source = format!("api_key_env {var}");
+        (
+            field,
+            value.trim().to_owned(),
+            source,
+            KeyFrom::Env(var.clone()),
+        )
     } else {
-        let field = format!("provider[{i}].api_key");
+        let field = format!("{at}.api_key");
         (
             field,
             p.api_key.clone().unwrap_or_default().trim().to_owned(),
             "api_key (inline in the config file)".to_owned(),
+            KeyFrom::Inline,
         )
     };
     if key.is_empty() {
         return Err(ConfigError::invalid(field, "the API key is empty"));
     }
-    Ok((Secret::new(key), source))
+    Ok((Secret::new(key), source, from))
 }
 
 impl ProviderSettings {
-    /// This provider's `[[provider]]` table of the effective config; the API key shows redacted.
+    /// This provider's `[[provider]]` table of the effective config. The key is never printed: a
+    /// file or variable is named again, an inline key is a comment (a placeholder value would
+    /// load back as a wrong key).
     pub(super) fn write_toml(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "[[provider]]")?;
         writeln!(f, "name = {}", toml_str(self.name.as_str()))?;
         writeln!(f, "kind = {}", toml_str(self.kind.as_str()))?;
         writeln!(f, "base_url = {}", toml_str(self.base_url.as_str()))?;
-        writeln!(f, "api_key = {}", toml_str(&self.api_key.to_string()))?;
+        match &self.key_from {
+            KeyFrom::File(path) => {
+                writeln!(f, "api_key_file = {}", toml_str(&path.to_string_lossy()))?
+            }
+            KeyFrom::Env(var) => writeln!(f, "api_key_env = {}", toml_str(var))?,
+            KeyFrom::Inline => writeln!(
+                f,
+                "# api_key = <redacted: inline in the config; set api_key_file or api_key_env>"
+            )?,
+        }
         match (
             self.requests_per_minute,
             self.kind.documented_requests_per_minute(),

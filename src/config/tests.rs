@@ -87,7 +87,7 @@ fn the_example_has_one_block_per_kind_with_its_own_keys() {
         1,
     );
     let (key, message) = invalid(load_text(&text, &example_env()).unwrap_err());
-    assert_eq!(key, "provider[0].export_formats");
+    assert_eq!(key, "provider \"acme\".export_formats");
     assert!(message.contains("perfectparser"), "{message}");
 }
 
@@ -106,6 +106,28 @@ fn every_file_in_config_dir_loads() {
         }
     }
     assert!(seen >= 2, "expected example.toml and demo.toml in {dir}");
+}
+
+/// `submits_per_minute` is documented beside `requests_per_minute`, and set where it has a default.
+#[test]
+fn example_documents_submits_per_minute() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains("\n# submits_per_minute = "),
+        "extract_page's, commented"
+    );
+    assert!(
+        text.contains("\nsubmits_per_minute = 20\n"),
+        "perfectparser's default"
+    );
+    let s = load_with_env(path, &example_env()).unwrap();
+    let by_kind = |k| s.providers.iter().find(|p| p.kind == k).unwrap();
+    assert_eq!(
+        by_kind(ProviderKind::PerfectParser).submits_per_minute,
+        Some(20)
+    );
+    assert_eq!(by_kind(ProviderKind::ExtractPage).submits_per_minute, None);
 }
 
 #[test]
@@ -213,7 +235,7 @@ fn unknown_keys_are_rejected_by_name() {
 
     let text = provider_block("api_key = \"k\"\nparser_idd = \"x\"");
     let (key, _) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0].parser_idd");
+    assert_eq!(key, "provider \"acme\".parser_idd");
 
     let typo = env(&[("BATCHMIRROR__DOWNLOAD__CONCURENCY", "3")]);
     let (key, _) = invalid(load_text(&provider_block("api_key = \"k\""), &typo).unwrap_err());
@@ -276,22 +298,25 @@ fn bad_provider_entries_name_their_key() {
         )
     };
     let cases = [
-        (p("page_size = 201"), "provider[0].page_size"),
+        (p("page_size = 201"), "provider \"acme\".page_size"),
         (
             p("requests_per_minute = 0"),
-            "provider[0].requests_per_minute",
+            "provider \"acme\".requests_per_minute",
         ),
-        (p("max_retries = 21"), "provider[0].max_retries"),
-        (p("retention = \"soon\""), "provider[0].retention"),
-        (p("").replace("extract_page", "Talonic"), "provider[0].kind"),
+        (p("max_retries = 21"), "provider \"acme\".max_retries"),
+        (p("retention = \"soon\""), "provider \"acme\".retention"),
+        (
+            p("").replace("extract_page", "Talonic"),
+            "provider \"acme\".kind",
+        ),
         (
             p("").replace("https://x.test", "ftp://x.test"),
-            "provider[0].base_url",
+            "provider \"acme\".base_url",
         ),
         (p("").replace("acme", "ac me"), "provider[0].name"),
         (
             p("").replace("api_key = \"k\"", "api_key = \"  \""),
-            "provider[0].api_key",
+            "provider \"acme\".api_key",
         ),
         (format!("{}{}", p(""), p("")), "provider[1].name"),
         ("[log]\nlevel = \"info\"\n".to_owned(), "provider"),
@@ -303,7 +328,7 @@ fn bad_provider_entries_name_their_key() {
     }
     let text = p("").replace("extract_page", "docsy");
     let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0].kind");
+    assert_eq!(key, "provider \"acme\".kind");
     assert_eq!(
         message,
         "unsupported kind \"docsy\": supported kinds are extract_page, llamacloud, talonic, perfectparser"
@@ -332,7 +357,7 @@ fn api_key_sources() {
         toml_str(&missing.to_string_lossy())
     ));
     let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0].api_key_file");
+    assert_eq!(key, "provider \"acme\".api_key_file");
     assert!(message.contains(&*missing.to_string_lossy()), "{message}");
     assert!(message.contains("os error"), "{message}");
 
@@ -342,22 +367,22 @@ fn api_key_sources() {
         toml_str(&file.to_string_lossy())
     ));
     let (key, _) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0].api_key_file");
+    assert_eq!(key, "provider \"acme\".api_key_file");
 
     let text = provider_block("api_key_env = \"ACME_API_KEY\"");
     let s = load_text(&text, &env(&[("ACME_API_KEY", SECRET)])).unwrap();
     assert_eq!(s.providers[0].api_key.expose(), SECRET);
     let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0].api_key_env");
+    assert_eq!(key, "provider \"acme\".api_key_env");
     assert!(message.contains("ACME_API_KEY"), "{message}");
 
     let text = provider_block("api_key = \"a\"\napi_key_env = \"ACME_API_KEY\"");
     let (key, message) = invalid(load_text(&text, &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0]");
+    assert_eq!(key, "provider \"acme\"");
     assert!(message.contains("api_key_env and api_key"), "{message}");
 
     let (key, message) = invalid(load_text(&provider_block(""), &HashMap::new()).unwrap_err());
-    assert_eq!(key, "provider[0]");
+    assert_eq!(key, "provider \"acme\"");
     assert!(message.contains("api_key_file"), "{message}");
 }
 
@@ -370,26 +395,61 @@ fn the_secret_never_shows() {
     let display = s.to_string();
     assert!(!debug.contains(SECRET), "{debug}");
     assert!(!display.contains(SECRET), "{display}");
-    assert!(display.contains("api_key = \"[redacted]\""), "{display}");
+    // A comment, so that neither a copy nor a reload takes a placeholder for the key.
+    assert!(
+        display.contains("\n# api_key = <redacted: inline in the config;"),
+        "{display}"
+    );
+    assert!(!display.contains("\napi_key"), "{display}");
 }
 
+/// The printed config loads back to the same settings, its secrets supplied as they were: a
+/// key file or variable is named again, a webhook URL comes from the environment.
 #[test]
 fn display_is_toml_that_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.key");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let webhook = "https://hooks.test/x?token=t";
     let text = format!(
         "[download]\nmax_body_bytes = 1000\nalert_margin = \"90m\"\n\
          low_speed_limit = \"16KiB\"\nlow_speed_time = \"45s\"\n\
-         [log]\nlevel = \"info,batchmirror=debug\"\n{}",
-        provider_block("api_key = \"k\"\nretention = \"36h\"")
+         [log]\nlevel = \"info,batchmirror=debug\"\n\
+         [alerts]\nwebhook_url = {}\n{}\
+         [[provider]]\nname = \"two\"\nkind = \"extract_page\"\n\
+         base_url = \"https://b.test\"\napi_key_env = \"TWO_KEY\"\n",
+        toml_str(webhook),
+        provider_block(&format!(
+            "api_key_file = {}\nretention = \"36h\"",
+            toml_str(&file.to_string_lossy())
+        )),
     );
-    let s = load_text(&text, &HashMap::new()).unwrap();
-    let again = load_str(&s.to_string(), "printed", &HashMap::new()).unwrap();
-    assert_eq!(again.to_string(), s.to_string());
+    let keys = env(&[("TWO_KEY", SECRET)]);
+    let s = load_text(&text, &keys).unwrap();
+    let printed = s.to_string();
+    assert!(
+        !printed.contains(SECRET) && !printed.contains("token=t"),
+        "{printed}"
+    );
+    let mut again_env = keys.clone();
+    again_env.insert("BATCHMIRROR__ALERTS__WEBHOOK_URL".into(), webhook.into());
+    let again = load_str(&printed, "printed", &again_env).unwrap();
+    assert_eq!(again.to_string(), printed);
     assert_eq!(again.download.max_body_bytes, 1000);
     assert_eq!(again.download.alert_margin, Duration::from_secs(5400));
     assert_eq!(again.download.low_speed_limit, 16 << 10);
     assert_eq!(again.download.low_speed_time, Duration::from_secs(45));
     assert_eq!(again.providers[0].retention, Duration::from_secs(36 * 3600));
+    assert_eq!(again.providers[0].api_key.expose(), SECRET);
+    assert_eq!(again.providers[1].api_key.expose(), SECRET);
+    assert_eq!(again.alerts.unwrap().webhook_url.unwrap().expose(), webhook);
     assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+
+    // An inline key is left out: the printed config parses, and asks for a key by name.
+    let s = load_text(&provider_block("api_key = \"k\""), &HashMap::new()).unwrap();
+    let (key, message) = invalid(load_str(&s.to_string(), "printed", &HashMap::new()).unwrap_err());
+    assert_eq!(key, "provider \"acme\"");
+    assert!(message.contains("no API key"), "{message}");
 }
 
 #[test]
@@ -498,7 +558,7 @@ level = "info,batchmirror=debug"
 
 [alerts]
 command = ["/bin/page", "-x"]
-webhook_url = "[redacted]"
+# webhook_url = <redacted: it may carry a token; set it here or in BATCHMIRROR__ALERTS__WEBHOOK_URL>
 provider_failing_after = "30m"
 
 [dropfolder]
@@ -523,7 +583,7 @@ allow_remote = false
 name = "acme"
 kind = "extract_page"
 base_url = "https://a.test/v1"
-api_key = "[redacted]"
+# api_key = <redacted: inline in the config; set api_key_file or api_key_env>
 requests_per_minute = 90
 page_size = 200
 retention = "3days"
@@ -533,7 +593,7 @@ max_retries = 5
 name = "llama"
 kind = "llamacloud"
 base_url = "https://b.test/"
-api_key = "[redacted]"
+# api_key = <redacted: inline in the config; set api_key_file or api_key_env>
 # requests_per_minute: adaptive, no cap until the provider throttles
 page_size = 200
 retention = "3days"
@@ -546,7 +606,7 @@ result_formats = ["json", "markdown"]
 name = "pp"
 kind = "perfectparser"
 base_url = "https://c.test/"
-api_key = "[redacted]"
+# api_key = <redacted: inline in the config; set api_key_file or api_key_env>
 # requests_per_minute: adaptive, starting at the documented 150/min
 submits_per_minute = 20
 page_size = 100

@@ -50,8 +50,10 @@ fn defaults_and_sibling_folders() {
 }
 
 fn s_without_dropfolder_secrets(s: &Settings) -> String {
-    s.to_string()
-        .replace("api_key = \"***\"", "api_key = \"k\"")
+    s.to_string().replace(
+        "# api_key = <redacted: inline in the config; set api_key_file or api_key_env>",
+        "api_key = \"k\"",
+    )
 }
 
 #[test]
