@@ -504,7 +504,10 @@ async fn a_255_byte_name_is_paid_for_once_and_delivered_under_a_name_with_its_ha
     assert!(names(&f.inbox).is_empty() && names(&f.failed).is_empty());
     let delivered = uploads(dir.path(), UploadState::Delivered).await;
     assert_eq!(delivered.len(), 1);
-    assert_eq!(delivered[0].name, name, "the ledger keeps the name as dropped");
+    assert_eq!(
+        delivered[0].name, name,
+        "the ledger keeps the name as dropped"
+    );
     assert_eq!(delivered[0].filed_as.as_deref(), Some(done[0].as_str()));
 }
 
@@ -557,7 +560,10 @@ async fn a_250_byte_multibyte_name_dropped_twice_is_cut_on_a_character_boundary_
         assert!(n.contains(&format!("~{hash}")), "{n}");
     }
     assert!(done.iter().all(|n| n.ends_with(".pdf")), "{done:?}");
-    assert!(outbox.iter().all(|n| n.ends_with(".pdf.json")), "{outbox:?}");
+    assert!(
+        outbox.iter().all(|n| n.ends_with(".pdf.json")),
+        "{outbox:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,7 +618,8 @@ async fn an_outbox_that_will_not_take_a_result_is_logged_once_and_retried_less_o
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
-        .env_remove("RUST_LOG")
+        // The drop folder at debug level: the quiet retries are counted too.
+        .env("RUST_LOG", "info,batchmirror::dropfolder=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -631,8 +638,17 @@ async fn an_outbox_that_will_not_take_a_result_is_logged_once_and_retried_less_o
     wait_until("the failed delivery", 30, || log().lines().any(failing)).await;
     // 4 s is 20 result polls of 200 ms: each used to log the same error again.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let errors = log().lines().filter(|l| failing(l)).count();
+    let errors = log()
+        .lines()
+        .filter(|l| failing(l) && l.contains("ERROR"))
+        .count();
     assert_eq!(errors, 1, "logged once:\n{}", log());
+    // Waits of 1, 2, 4 s: at most three quiet retries in those 4 s, not one per poll.
+    let retries = log()
+        .lines()
+        .filter(|l| l.contains("still cannot write to the outbox"))
+        .count();
+    assert!(retries <= 3, "{retries} retries:\n{}", log());
     let still = uploads(dir.path(), UploadState::Accepted).await;
     assert_eq!(still.len(), 1, "still to be delivered");
 
@@ -648,7 +664,8 @@ async fn an_outbox_that_will_not_take_a_result_is_logged_once_and_retried_less_o
         .unwrap();
     child.wait().unwrap();
     let log = log();
-    assert_eq!(log.lines().filter(|l| failing(l)).count(), 1, "{log}");
+    let errors = log.lines().filter(|l| failing(l) && l.contains("ERROR"));
+    assert_eq!(errors.count(), 1, "{log}");
     assert!(
         log.lines().any(|l| l.contains("result delivered")
             && l.contains("second.pdf")
