@@ -454,3 +454,223 @@ async fn files_dropped_while_the_daemon_is_stopped_are_picked_up_at_start() {
     assert_eq!(sandbox.stats().batches_created, 4);
     assert!(names(&f.inbox).is_empty());
 }
+
+/// The first 12 hex digits of the sha256 of a file name: what a shortened name carries.
+fn name_hash(name: &str) -> String {
+    sha(name.as_bytes())[..12].to_owned()
+}
+
+/// The names in `dir`, each checked to be valid UTF-8 and within Linux's 255-byte limit.
+fn utf8_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().expect("a UTF-8 name");
+            assert!(name.len() <= 255, "{name}: {} bytes", name.len());
+            name
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_255_byte_name_is_paid_for_once_and_delivered_under_a_name_with_its_hash() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let name = format!("{}.pdf", "a".repeat(251));
+    assert_eq!(name.len(), 255, "the longest name the inbox takes");
+    let body = "a document with a very long name\n".repeat(20);
+    std::fs::write(f.inbox.join(&name), &body).unwrap();
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "");
+    let (token, daemon) = start_daemon(settings(&text));
+    let hash = name_hash(&name);
+    wait_until("the result under a shortened name", 30, || {
+        names(&f.outbox).iter().any(|n| n.contains(&hash))
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+
+    assert_eq!(sandbox.stats().batches_created, 1, "paid for once");
+    let done = utf8_names(&f.done);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].ends_with(&format!("~{hash}.pdf")), "{done:?}");
+    assert!(name.starts_with(done[0].split('~').next().unwrap()));
+    let outbox = utf8_names(&f.outbox);
+    assert_eq!(outbox, [format!("{}.json", done[0])]);
+    assert_eq!(input_sha(&f.outbox.join(&outbox[0])), sha(body.as_bytes()));
+    assert!(names(&f.inbox).is_empty() && names(&f.failed).is_empty());
+    let delivered = uploads(dir.path(), UploadState::Delivered).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].name, name,
+        "the ledger keeps the name as dropped"
+    );
+    assert_eq!(delivered[0].filed_as.as_deref(), Some(done[0].as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_250_byte_multibyte_name_dropped_twice_is_cut_on_a_character_boundary_and_delivered_twice()
+ {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    // Two- and three-byte characters: a cut by bytes would land inside one.
+    let name = format!("x{}.pdf", "é日".repeat(49));
+    assert_eq!(name.len(), 250);
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "");
+    let (token, daemon) = start_daemon(settings(&text));
+    let hash = name_hash(&name);
+    let mut shas = Vec::new();
+    // The second drop of the name collides in done/ and outbox/: ` (1)` is added to the
+    // shortened name, and that too must fit.
+    for round in 1..=2 {
+        let body = format!("version {round} of the multibyte document\n").repeat(30);
+        std::fs::write(f.inbox.join(&name), &body).unwrap();
+        shas.push(sha(body.as_bytes()));
+        wait_until(&format!("result {round}"), 30, || {
+            names(&f.outbox)
+                .iter()
+                .filter(|n| n.contains(&hash))
+                .count()
+                == round
+        })
+        .await;
+    }
+    token.cancel();
+    daemon.await.unwrap();
+
+    assert_eq!(sandbox.stats().batches_created, 2);
+    let outbox = utf8_names(&f.outbox);
+    assert_eq!(outbox.len(), 2, "{outbox:?}");
+    let mut got: Vec<String> = outbox
+        .iter()
+        .map(|n| input_sha(&f.outbox.join(n)))
+        .collect();
+    got.sort();
+    shas.sort();
+    assert_eq!(got, shas, "each drop's own result");
+    let done = utf8_names(&f.done);
+    assert_eq!(done.len(), 2, "{done:?}");
+    for n in done.iter().chain(&outbox) {
+        let kept = n.split('~').next().unwrap();
+        assert!(name.starts_with(kept) && kept.len() > 150, "{n}");
+        assert!(n.contains(&format!("~{hash}")), "{n}");
+    }
+    assert!(done.iter().all(|n| n.ends_with(".pdf")), "{done:?}");
+    assert!(
+        outbox.iter().all(|n| n.ends_with(".pdf.json")),
+        "{outbox:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_is_refused_with_a_reason_and_no_request() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    std::fs::write(f.inbox.join("empty.pdf"), b"").unwrap();
+    std::fs::write(f.inbox.join("fine.pdf"), "a plain document").unwrap();
+    let text = config_with_drop(dir.path(), &sandbox.base_url(), "");
+    let (token, daemon) = start_daemon(settings(&text));
+    wait_until("the refusal and the plain file's result", 30, || {
+        f.failed.join("empty.pdf.error.txt").exists() && f.outbox.join("fine.pdf.json").exists()
+    })
+    .await;
+    token.cancel();
+    daemon.await.unwrap();
+
+    let stats = sandbox.stats();
+    assert_eq!(
+        (stats.files_created, stats.uploads, stats.batches_created),
+        (1, 1, 1),
+        "only the plain file reached the provider"
+    );
+    let why = std::fs::read_to_string(f.failed.join("empty.pdf.error.txt")).unwrap();
+    assert_eq!(why, "empty file (0 bytes): nothing to extract\n");
+    assert_eq!(names(&f.failed), ["empty.pdf", "empty.pdf.error.txt"]);
+    let rejected = uploads(dir.path(), UploadState::Rejected).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].size, 0);
+    let counts = daemon::status(&settings(&text))
+        .await
+        .unwrap()
+        .dropfolder
+        .unwrap();
+    assert_eq!((counts["rejected"], counts["delivered"]), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_that_will_not_take_a_result_is_logged_once_and_retried_less_often() {
+    let sandbox = start(spec(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = folders(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_with_drop(dir.path(), &sandbox.base_url(), ""),
+    )
+    .unwrap();
+    let log_path = dir.path().join("stderr.log");
+    // The real binary, its log in a file read while it runs.
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        // The drop folder at debug level: the quiet retries are counted too.
+        .env("RUST_LOG", "info,batchmirror::dropfolder=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    std::fs::write(f.inbox.join("first.pdf"), "first").unwrap();
+    wait_until("the first result", 30, || {
+        f.outbox.join("first.pdf.json").exists()
+    })
+    .await;
+    // The outbox becomes a plain file: nothing can be written into it until it is a folder again.
+    std::fs::remove_dir_all(&f.outbox).unwrap();
+    std::fs::write(&f.outbox, "not a folder").unwrap();
+    std::fs::write(f.inbox.join("second.pdf"), "second").unwrap();
+    let failing = |l: &str| l.contains("cannot write to the outbox") && l.contains("second.pdf");
+    wait_until("the failed delivery", 30, || log().lines().any(failing)).await;
+    // 4 s is 20 result polls of 200 ms: each used to log the same error again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let errors = log()
+        .lines()
+        .filter(|l| failing(l) && l.contains("ERROR"))
+        .count();
+    assert_eq!(errors, 1, "logged once:\n{}", log());
+    // Waits of 1, 2, 4 s: at most three quiet retries in those 4 s, not one per poll.
+    let retries = log()
+        .lines()
+        .filter(|l| l.contains("still cannot write to the outbox"))
+        .count();
+    assert!(retries <= 3, "{retries} retries:\n{}", log());
+    let still = uploads(dir.path(), UploadState::Accepted).await;
+    assert_eq!(still.len(), 1, "still to be delivered");
+
+    std::fs::remove_file(&f.outbox).unwrap();
+    std::fs::create_dir(&f.outbox).unwrap();
+    wait_until("the delivery once the outbox is back", 30, || {
+        f.outbox.join("second.pdf.json").exists()
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let log = log();
+    let errors = log.lines().filter(|l| failing(l) && l.contains("ERROR"));
+    assert_eq!(errors.count(), 1, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("result delivered")
+            && l.contains("second.pdf")
+            && !l.contains("failed_attempts=0")),
+        "the late delivery is logged with its failed attempts:\n{log}"
+    );
+    assert_eq!(sandbox.stats().batches_created, 2);
+}

@@ -55,6 +55,9 @@ pub enum Refusal {
     /// Over `max_file_bytes`: a permanent refusal.
     #[error("the file is {size} bytes, over the {cap}-byte limit (dropfolder.max_file_bytes)")]
     TooLarge { size: u64, cap: u64 },
+    /// Settled at 0 bytes: a permanent refusal, made here instead of paying for a provider's 422.
+    #[error("empty file (0 bytes): nothing to extract")]
+    Empty,
     /// Written to since it settled (or while it was read): settle again.
     #[error("the file changed while it was being read")]
     Changed,
@@ -175,6 +178,10 @@ pub fn take(
     if Stamp::of(&before) != expected {
         return Err(Refusal::Changed);
     }
+    // After the stamp check: a file still being written is settled again, not refused.
+    if before.len() == 0 {
+        return Err(Refusal::Empty);
+    }
     let mut buf = Vec::with_capacity(before.len() as usize);
     (&mut file).take(cap + 1).read_to_end(&mut buf)?;
     let after = file.metadata()?;
@@ -207,12 +214,18 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Moves `inbox/name` into `to_dir` under the first free candidate name; returns that name. Both
-/// folders are fsynced so the move survives a crash.
-pub fn file_away(inbox: &Path, name: &str, to_dir: &Path) -> std::io::Result<String> {
+/// Moves `inbox/name` into `to_dir` under the first free candidate of `as_name` (the name's
+/// [`Names::base`](super::names::Names::base)); returns that name. Both folders are fsynced so
+/// the move survives a crash.
+pub fn file_away(
+    inbox: &Path,
+    name: &str,
+    to_dir: &Path,
+    as_name: &str,
+) -> std::io::Result<String> {
     std::fs::create_dir_all(to_dir)?;
     for n in 0..10_000 {
-        let target = candidate(name, n);
+        let target = candidate(as_name, n);
         let dest = to_dir.join(&target);
         if std::fs::symlink_metadata(&dest).is_ok() {
             continue;
@@ -288,7 +301,7 @@ mod tests {
         std::fs::create_dir_all(&inbox).unwrap();
         for (i, body) in ["first", "second", "third"].iter().enumerate() {
             std::fs::write(inbox.join("scan.pdf"), body).unwrap();
-            let filed = file_away(&inbox, "scan.pdf", &done).unwrap();
+            let filed = file_away(&inbox, "scan.pdf", &done, "scan.pdf").unwrap();
             assert_eq!(filed, candidate("scan.pdf", i as u32));
         }
         assert_eq!(candidate("scan.pdf", 2), "scan (2).pdf");
@@ -361,6 +374,14 @@ mod tests {
             take(inbox, "gone.pdf".as_ref(), st, 100),
             Err(Refusal::Vanished)
         ));
+        std::fs::write(inbox.join("empty.pdf"), b"").unwrap();
+        let st = stamp(inbox, "empty.pdf".as_ref()).unwrap().unwrap();
+        let empty = take(inbox, "empty.pdf".as_ref(), st, 100).unwrap_err();
+        assert!(matches!(empty, Refusal::Empty));
+        assert_eq!(
+            empty.to_string(),
+            "empty file (0 bytes): nothing to extract"
+        );
     }
 
     #[test]

@@ -8,19 +8,25 @@
 //!    job (unless `dedupe = false`);
 //! 3. an `uploads` row is committed with the idempotency key *before* the request, so a crash
 //!    anywhere after it is resumed with the same key and never creates a second job;
+//!    An empty file, or one over `max_file_bytes`, is refused for good here, with no request;
+//!    every name derived from the file must fit the file system ([`names`]), shortened with a
+//!    hash of the whole name when it would not, before anything is paid for;
 //! 4. accepted: moved to `done/`; refused for good (400, 413, 415, 422): moved to `failed/` with
 //!    `<name>.error.txt`; refused for now (402, auth, provider down): left in the inbox, retried;
 //! 5. the sync pass tracks the job like any other batch; once its item is mirrored the result is
-//!    copied to `outbox/<name>.json` (or `outbox/<name>.error.txt` says why there is none).
+//!    copied to `outbox/<name>.json` (or `outbox/<name>.error.txt` says why there is none); an
+//!    outbox that does not take it is retried with a growing wait and logged once ([`deliver`]).
 
+mod deliver;
 pub mod files;
+pub mod names;
 mod submit;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -59,6 +65,9 @@ pub struct DropFolder {
     storage_root: PathBuf,
     trigger: Arc<PassTrigger>,
     observer: Arc<dyn Observer>,
+    /// The name limit of `done/`, `failed/` and `outbox/`, read once they exist.
+    name_limit: OnceLock<usize>,
+    retries: deliver::Retries,
 }
 
 impl DropFolder {
@@ -77,7 +86,17 @@ impl DropFolder {
             storage_root,
             trigger,
             observer,
+            name_limit: OnceLock::new(),
+            retries: deliver::Retries::default(),
         }
+    }
+
+    /// The longest name (in bytes) every folder a file is filed or delivered into takes.
+    fn name_limit(&self) -> usize {
+        *self.name_limit.get_or_init(|| {
+            let s = &self.settings;
+            names::limit(&[&s.done, &s.failed, &s.outbox])
+        })
     }
 
     /// Creates the inbox and its sibling folders.
@@ -91,6 +110,10 @@ impl DropFolder {
                 source,
             })?;
         }
+        tracing::debug!(
+            name_limit = self.name_limit(),
+            "drop folder: file name limit"
+        );
         Ok(())
     }
 

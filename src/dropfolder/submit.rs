@@ -1,18 +1,18 @@
-//! One settled file through submission and filing, start-up recovery of uploads a crash cut
-//! short, and delivery of finished jobs to the outbox.
+//! One settled file through submission and filing, and start-up recovery of uploads a crash cut
+//! short. Every name derived from the file is checked ([`Names`]) before anything is submitted.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::time::Instant;
 
 use super::files::{self, Refusal, Stamp, Taken};
+use super::names::{self, Names};
 use super::{DropFolder, Next};
 use crate::error::{Error, ProviderError};
 use crate::ledger::{NewUpload, Upload, UploadState};
-use crate::model::{ItemState, Submission};
+use crate::model::Submission;
 
 /// How a refused submission is treated.
 enum Verdict {
@@ -31,12 +31,12 @@ fn verdict(e: &ProviderError) -> Verdict {
 }
 
 /// One line, for `<name>.error.txt` and logs.
-fn one_line(s: &str) -> String {
+pub(super) fn one_line(s: &str) -> String {
     let line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     line.chars().take(2000).collect()
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(f)
@@ -57,9 +57,14 @@ impl DropFolder {
             })?;
         let (name, taken) = match taken {
             Ok(t) => t,
-            Err(Refusal::TooLarge { size, cap }) => {
+            // Refused for good without asking the provider: recorded, and filed in failed/.
+            Err(refusal @ (Refusal::TooLarge { .. } | Refusal::Empty)) => {
                 let name = name.to_string_lossy().into_owned();
-                let why = Refusal::TooLarge { size, cap }.to_string();
+                let why = refusal.to_string();
+                let size = match refusal {
+                    Refusal::TooLarge { size, .. } => size,
+                    _ => 0,
+                };
                 let file = NewUpload {
                     name: name.clone(),
                     size,
@@ -74,6 +79,15 @@ impl DropFolder {
             }
             Err(r) => return Ok(self.refuse(name, &r)),
         };
+        // Before anything is paid for: every name the file will give rise to must be writable.
+        if let Err(e) = Names::new(&name, self.name_limit()) {
+            tracing::warn!(
+                inbox = %s.inbox.display(),
+                file = %name,
+                "drop folder: refused, left in place: {e}; rename the file shorter"
+            );
+            return Ok(Next::Ignored);
+        }
         let file = NewUpload {
             name: name.clone(),
             size: taken.stamp.size,
@@ -205,17 +219,33 @@ impl DropFolder {
         }
     }
 
+    /// The name `row`'s file is filed under (before a collision suffix), logged when it is not
+    /// the inbox name: filing happens once per upload, so the mapping is logged once.
+    fn base_logged(&self, row: &Upload, folder: &std::path::Path) -> String {
+        let base = names::base(&row.name, self.name_limit());
+        if base != row.name {
+            tracing::info!(
+                file = %row.name,
+                filed_as = %base,
+                folder = %folder.display(),
+                "drop folder: the name is too long for the names derived from it (outbox, \
+                 .error.txt, collision suffixes); shortened, with a hash of the whole name"
+            );
+        }
+        base
+    }
+
     /// Moves an accepted upload's file into `done/` and records the name it got there.
     async fn file_done(&self, row: &Upload) -> Result<(), Error> {
         let s = &self.settings;
+        let base = self.base_logged(row, &s.done);
         let (inbox, done, name) = (s.inbox.clone(), s.done.clone(), row.name.clone());
-        match blocking(move || files::file_away(&inbox, &name, &done)).await {
+        let as_name = base.clone();
+        match blocking(move || files::file_away(&inbox, &name, &done, &as_name)).await {
             Ok(filed) => self.ledger.upload_filed(row.id, &filed, Utc::now()).await?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Gone from the inbox already (moved by the user): the outbox still gets it.
-                self.ledger
-                    .upload_filed(row.id, &row.name, Utc::now())
-                    .await?;
+                self.ledger.upload_filed(row.id, &base, Utc::now()).await?;
             }
             Err(e) => tracing::error!(
                 file = %row.name,
@@ -231,11 +261,14 @@ impl DropFolder {
         let s = &self.settings;
         let why = one_line(why);
         tracing::error!(file = %row.name, "drop folder: the file was refused and moved to {}: {why}", s.failed.display());
+        let base = self.base_logged(row, &s.failed);
         let (inbox, failed, name) = (s.inbox.clone(), s.failed.clone(), row.name.clone());
         let note = format!("{why}\n");
+        let limit = self.name_limit();
         let filed = blocking(move || {
-            let filed = files::file_away(&inbox, &name, &failed)?;
-            files::publish(&failed, &format!("{filed}.error.txt"), note.as_bytes())?;
+            let filed = files::file_away(&inbox, &name, &failed, &base)?;
+            let error_txt = names::derived(&filed, ".error.txt", limit);
+            files::publish(&failed, &error_txt, note.as_bytes())?;
             Ok(filed)
         })
         .await;
@@ -261,98 +294,10 @@ impl DropFolder {
             .await?
         {
             if row.filed_as.is_none() && !s.inbox.join(&row.name).exists() {
-                self.ledger
-                    .upload_filed(row.id, &row.name, Utc::now())
-                    .await?;
+                let base = names::base(&row.name, self.name_limit());
+                self.ledger.upload_filed(row.id, &base, Utc::now()).await?;
             }
         }
         Ok(())
-    }
-
-    /// Copies every finished job's result into the outbox (or writes why there is none).
-    pub async fn deliver(&self) -> Result<usize, Error> {
-        let s = &self.settings;
-        let finished = self.ledger.uploads_finished(&s.provider).await?;
-        let mut delivered = 0;
-        for f in finished {
-            let Some(filed) = f.upload.filed_as.clone() else {
-                continue;
-            };
-            let outbox = s.outbox.clone();
-            let result = match (f.item_state, &f.result_path) {
-                (ItemState::Mirrored, Some(rel)) => {
-                    let src = self.storage_root.join(rel);
-                    let name = format!("{filed}.json");
-                    blocking(move || publish_once(&outbox, &name, &src)).await
-                }
-                (state, _) => {
-                    let why = one_line(&format!(
-                        "no result: the job's item ended {}{}",
-                        state.as_str(),
-                        f.item_error
-                            .as_deref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    ));
-                    tracing::error!(file = %filed, "drop folder: {why}");
-                    let note = format!("{why}\n");
-                    let name = format!("{filed}.error.txt");
-                    blocking(move || files::publish(&outbox, &name, note.as_bytes())).await
-                }
-            };
-            match result {
-                Ok(out) => {
-                    let (state, error) = if f.item_state == ItemState::Mirrored {
-                        (UploadState::Delivered, None)
-                    } else {
-                        (UploadState::Failed, f.item_error.as_deref())
-                    };
-                    self.ledger
-                        .upload_finish(f.upload.id, state, error, Utc::now())
-                        .await?;
-                    tracing::info!(file = %filed, outbox = %out, "drop folder: result delivered");
-                    delivered += 1;
-                }
-                Err(e) => tracing::error!(
-                    file = %filed,
-                    "drop folder: cannot write to the outbox {}: {e}; retried after the next pass",
-                    s.outbox.display()
-                ),
-            }
-        }
-        Ok(delivered)
-    }
-}
-
-/// Publishes `src` as `dir/name`, unless a crash after an earlier publish already left the same
-/// bytes there (then that file is the delivery: nothing is written twice).
-fn publish_once(dir: &Path, name: &str, src: &Path) -> std::io::Result<String> {
-    let existing = dir.join(name);
-    if same_bytes(&existing, src)? {
-        return Ok(name.to_owned());
-    }
-    files::publish(dir, name, std::fs::File::open(src)?)
-}
-
-/// True when both files exist with the same bytes (compared in chunks, not loaded whole).
-fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
-    use std::io::Read;
-    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
-        return Ok(false);
-    };
-    if ma.len() != mb.len() {
-        return Ok(false);
-    }
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        fb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
-        }
     }
 }
