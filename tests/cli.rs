@@ -1,22 +1,11 @@
 //! The command line's exit codes and messages: bad config, unreadable key, unreachable provider,
 //! locked and corrupt ledgers.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
-
-fn run(args: &[&str], config: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -29,7 +18,7 @@ fn bad_config_exits_2_naming_the_key() {
     let text = config_text(dir.path(), "http://127.0.0.1:9", "")
         .replace("concurrency = 4", "concurrency = 0");
     std::fs::write(&path, text).unwrap();
-    let out = run(&["check-config"], &path);
+    let out = run_cli(&["check-config"], &path);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("download.concurrency"),
@@ -38,11 +27,11 @@ fn bad_config_exits_2_naming_the_key() {
     );
 
     std::fs::write(&path, "[download]\nconcurency = 3\n").unwrap();
-    let out = run(&["sync", "--once"], &path);
+    let out = run_cli(&["sync", "--once"], &path);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("concurency"), "{}", stderr(&out));
 
-    let out = run(&["status"], &dir.path().join("missing.toml"));
+    let out = run_cli(&["status"], &dir.path().join("missing.toml"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
 }
@@ -56,7 +45,7 @@ fn unreadable_key_file_exits_2_naming_the_file() {
         "api_key_file = \"/nonexistent/acme.key\"",
     );
     std::fs::write(&path, text).unwrap();
-    let out = run(&["run"], &path);
+    let out = run_cli(&["run"], &path);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("/nonexistent/acme.key"),
@@ -70,7 +59,7 @@ fn check_config_prints_the_config_without_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
-    let out = run(&["check-config"], &path);
+    let out = run_cli(&["check-config"], &path);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(all.contains("extract_page"));
@@ -97,7 +86,7 @@ fn unreachable_provider_exits_1_and_says_which() {
     let path = dir.path().join("c.toml");
     // Port 1 on loopback: connection refused at once.
     std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:1", "")).unwrap();
-    let out = run(&["sync", "--once"], &path);
+    let out = run_cli(&["sync", "--once"], &path);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("ep") && err.contains("127.0.0.1:1"), "{err}");
@@ -110,7 +99,7 @@ fn a_second_instance_and_a_corrupt_ledger_are_refused() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:1", "")).unwrap();
     let held = batchmirror::ledger::Ledger::open(&dir.path().join("ledger.sqlite3")).unwrap();
-    let out = run(&["sync", "--once"], &path);
+    let out = run_cli(&["sync", "--once"], &path);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("another batchmirror"),
@@ -129,7 +118,7 @@ fn a_second_instance_and_a_corrupt_ledger_are_refused() {
     )
     .unwrap();
     let before = std::fs::read(&ledger).unwrap();
-    let out = run(&["sync", "--once"], &path);
+    let out = run_cli(&["sync", "--once"], &path);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
     assert_eq!(
@@ -184,7 +173,7 @@ async fn an_unwritable_mirror_root_is_one_message_and_exit_2_before_any_download
     for args in [&["check-config"][..], &["sync", "--once"][..]] {
         let out = tokio::task::spawn_blocking({
             let (args, path) = (args.to_vec(), path.clone());
-            move || run(&args, &path)
+            move || run_cli(&args, &path)
         })
         .await
         .unwrap();
@@ -214,7 +203,7 @@ fn an_unwritable_ledger_directory_exits_2_naming_ledger_path() {
         &format!("path = \"{UNWRITABLE}/ledger.sqlite3\""),
     );
     std::fs::write(&path, text).unwrap();
-    let out = run(&["sync", "--once"], &path);
+    let out = run_cli(&["sync", "--once"], &path);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("ledger.path ({UNWRITABLE}) is not writable")),
@@ -228,7 +217,7 @@ fn check_config_reports_each_directory_writable_with_its_free_space() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
-    let out = run(&["check-config"], &path);
+    let out = run_cli(&["check-config"], &path);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     for key in ["ledger.path", "storage.root"] {
@@ -258,7 +247,7 @@ async fn a_refused_key_says_so_and_names_where_the_key_came_from() {
     );
     assert!(text.contains("api_key_file"));
     std::fs::write(&path, text).unwrap();
-    let out = tokio::task::spawn_blocking(move || run(&["sync", "--once"], &path))
+    let out = tokio::task::spawn_blocking(move || run_cli(&["sync", "--once"], &path))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -286,7 +275,7 @@ fn a_key_in_clear_or_readable_by_others_is_warned_about() {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = run(&["check-config"], &path);
+    let out = run_cli(&["check-config"], &path);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -299,6 +288,6 @@ fn a_key_in_clear_or_readable_by_others_is_warned_about() {
     // Loopback http (the sandbox, a local proxy) and a private file: no warning.
     std::fs::write(&path, config_text(dir.path(), "http://127.0.0.1:9", "")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = run(&["check-config"], &path);
+    let out = run_cli(&["check-config"], &path);
     assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
 }

@@ -2,7 +2,7 @@
 //! each `--state` filter, `--provider`, `--limit`, `--json`, and the refusals.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use batchmirror::ledger::Ledger;
@@ -13,17 +13,11 @@ use chrono::Utc;
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_batchmirror");
-
 fn status(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("status")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    let all: Vec<&str> = std::iter::once("status")
+        .chain(args.iter().copied())
+        .collect();
+    run_cli(&all, config)
 }
 
 fn stdout(o: &Output) -> String {

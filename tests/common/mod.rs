@@ -205,3 +205,14 @@ pub async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Runs the real binary with `args` then `--config config`, without the caller's `RUST_LOG`.
+pub fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_batchmirror"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
