@@ -136,7 +136,7 @@ pub enum Command {
     ///
     /// Example: batchmirror man /usr/local/share/man/man1
     Man {
-        /// An existing directory to write batchmirror.1 and batchmirror-<command>.1 into.
+        /// An existing directory to write `batchmirror.1` and `batchmirror-<command>.1` into.
         dir: Option<PathBuf>,
     },
     /// Print a shell completion script.
