@@ -65,8 +65,8 @@ async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
     match command {
         Command::Run(c) => {
             let settings = load(&c.config, log)?;
-            daemon::cancel_on_signals(shutdown.clone())?;
-            daemon::run(settings, shutdown).await?;
+            let (_, reload) = daemon::cancel_or_reload_on_signals(shutdown.clone(), &c.config)?;
+            daemon::run_reloading(settings, Some(reload), shutdown).await?;
             Ok(0)
         }
         Command::Sync { once: _, config } => {

@@ -1,5 +1,6 @@
 //! Logging set-up: tracing to stderr, human text or JSON lines, filtered by `log.level` or
-//! `RUST_LOG`, or by the command line's `-v`/`-q`, which win over both. Under systemd (stderr
+//! `RUST_LOG`, or by the command line's `-v`/`-q`, which win over both; a config reload changes
+//! the level ([`set_level`]) only when the config chose it. Under systemd (stderr
 //! connected to the journal) lines carry no timestamp of their own: the journal adds one. Text
 //! lines escape every control character in a message or field value: file names, ids and server
 //! messages are untrusted, and a newline or an escape sequence in one must not forge a log line
@@ -11,12 +12,14 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 use indicatif::ProgressBar;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{FormatFields, Writer};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
 
 use crate::config::LogFormat;
 
@@ -34,33 +37,82 @@ static BAR: RwLock<Option<ProgressBar>> = RwLock::new(None);
 
 /// Installs the global subscriber once; later calls (tests, `demo`) are no-ops.
 pub fn init(format: LogFormat, level: Level<'_>) {
-    // The scheduler crate narrates its own life cycle at info; only its warnings matter to us.
-    let quiet = ",tokio_cron_scheduler=warn";
     let from_env = match level {
         Level::Config(_) => EnvFilter::try_from_default_env().ok(),
         Level::Cli(_) => None,
     };
+    let pinned_by = match level {
+        Level::Cli(_) => Some("-v/-q on the command line"),
+        Level::Config(_) => from_env.as_ref().map(|_| "RUST_LOG"),
+    };
     let (Level::Config(directive) | Level::Cli(directive)) = level;
     let filter = from_env
-        .or_else(|| EnvFilter::try_new(format!("{directive}{quiet}")).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("info{quiet}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .or_else(|| filter_for(directive).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("info{QUIET}")));
+    let (filter, handle) = reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(|| ThroughBar)
         .with_ansi(ansi(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR"),
         ))
         .with_target(false);
-    let _ = match (format, under_journal()) {
-        (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder
-            .fmt_fields(escaped_fields())
-            .without_time()
-            .with_ansi(false)
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match (format, under_journal()) {
+        (LogFormat::Json, _) => registry.with(lines.json()).try_init(),
+        (LogFormat::Text, true) => registry
+            .with(
+                lines
+                    .fmt_fields(escaped_fields())
+                    .without_time()
+                    .with_ansi(false),
+            )
             .try_init(),
-        (LogFormat::Text, false) => builder.fmt_fields(escaped_fields()).try_init(),
+        (LogFormat::Text, false) => registry.with(lines.fmt_fields(escaped_fields())).try_init(),
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(Filter { handle, pinned_by });
+    }
+}
+
+/// The scheduler crate narrates its own life cycle at info; only its warnings matter to us.
+const QUIET: &str = ",tokio_cron_scheduler=warn";
+
+fn filter_for(directive: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!("{directive}{QUIET}")).map_err(|e| e.to_string())
+}
+
+/// The installed filter, for a config reload to change.
+struct Filter {
+    handle: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    /// Who chose the level, when it was not the config: a reload must not override them.
+    pinned_by: Option<&'static str>,
+}
+
+static FILTER: OnceLock<Filter> = OnceLock::new();
+
+/// What [`set_level`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LevelChange {
+    Applied,
+    /// `-v`/`-q` or `RUST_LOG` chose the level, and they win over the config (named here).
+    PinnedBy(&'static str),
+    /// No subscriber of ours is installed (a library user's own, or none).
+    NotOurs,
+}
+
+/// Sets the log filter to `directive` (a validated `log.level`), unless the command line or
+/// `RUST_LOG` chose it.
+pub fn set_level(directive: &str) -> Result<LevelChange, String> {
+    let Some(filter) = FILTER.get() else {
+        return Ok(LevelChange::NotOurs);
+    };
+    if let Some(who) = filter.pinned_by {
+        return Ok(LevelChange::PinnedBy(who));
+    }
+    let fresh = filter_for(directive)?;
+    filter.handle.reload(fresh).map_err(|e| e.to_string())?;
+    Ok(LevelChange::Applied)
 }
 
 /// Colours for a terminal only (never in files, pipes or cron mail), and never when `NO_COLOR`

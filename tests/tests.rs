@@ -28,6 +28,8 @@ mod crash;
 mod crashloop;
 // sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.
 mod systemd;
+// SIGHUP in `run`: the config read again, what is live applied, a bad one refused.
+mod reload;
 // The Prometheus endpoint and /healthz.
 mod metrics;
 // Alerts: once per event, never blocking.

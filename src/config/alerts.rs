@@ -10,7 +10,7 @@ use super::fields::{Secret, duration, http_url, toml_duration, toml_list};
 use crate::error::ConfigError;
 
 /// Alert targets: a command given the event as JSON on stdin, and/or a webhook given it as a POST.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertSettings {
     /// Program and arguments, run without a shell.
     pub command: Vec<String>,

@@ -10,7 +10,7 @@ use super::fields::{RawBytes, duration, int_in_range, parse_bytes, toml_bytes, t
 use crate::error::ConfigError;
 
 /// The validated `[download]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DownloadSettings {
     /// Downloads in flight at once, across providers. 1..=256.
     pub concurrency: usize,

@@ -36,7 +36,7 @@ impl WatchMode {
 }
 
 /// The validated `[dropfolder]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DropFolderSettings {
     /// The inbox, absolute.
     pub inbox: PathBuf,

@@ -15,7 +15,7 @@ pub enum LogFormat {
 }
 
 /// The validated `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. "info" or "batchmirror=debug".

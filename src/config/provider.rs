@@ -37,7 +37,7 @@ pub struct ProviderOptions {
 }
 
 /// One validated `[[provider]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSettings {
     pub name: ProviderName,
     pub kind: ProviderKind,

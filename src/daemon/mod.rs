@@ -6,13 +6,15 @@
 mod observer;
 mod pass;
 mod preflight;
+mod reload;
 mod run;
 mod status;
 mod systemd;
 
 pub use pass::{PassReport, ProviderPass};
 pub use preflight::{Checked, preflight};
-pub use run::{StopSignal, cancel_on_signals, run};
+pub use reload::Reload;
+pub use run::{StopSignal, cancel_on_signals, cancel_or_reload_on_signals, run, run_reloading};
 pub use status::{StatusReport, status};
 
 use std::sync::Arc;

@@ -2,13 +2,17 @@
 //! systemd watchdog, drop folder worker) in one [`TaskTracker`], and stops them all on the one
 //! shutdown token with one deadline.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::observer::DaemonObserver;
+use super::reload::Reload;
 use super::{Mirror, alert_if_disk_full, systemd};
 use crate::config::Settings;
 use crate::error::Error;
@@ -20,6 +24,16 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(15 * 60);
 /// The daemon: a pass at start, then one per cron tick (never overlapping), until `shutdown`.
 /// Under systemd it reports readiness, status and stopping, and feeds the watchdog from progress.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    run_reloading(settings, None, shutdown).await
+}
+
+/// [`run`], reading the config again on each of `reload`'s requests (SIGHUP, from
+/// [`cancel_or_reload_on_signals`]) between passes.
+pub async fn run_reloading(
+    settings: Settings,
+    mut reload: Option<Reload>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let cron = settings.schedule_cron.clone();
     // A pass already drains its downloads within `drain_timeout` of the token; the side tasks
     // get the same budget once the pass loop has ended.
@@ -33,7 +47,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         .iter()
         .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
         .collect();
-    let mirror = Mirror::open_with(settings, observer.clone()).await?;
+    let mut mirror = Mirror::open_with(settings, observer.clone()).await?;
     observer.attach(&mirror.ledger);
     let tasks = TaskTracker::new();
     if let (Some(listen), Some(m)) = (metrics_listen, &metrics) {
@@ -83,12 +97,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 }
             }
             _ = idle.tick() => heartbeat.beat(),
+            () = async { reload.as_mut().expect("guarded").requested().await }, if reload.is_some() => {
+                let fresh = reload.as_ref().and_then(Reload::load);
+                if let Some(cron) = fresh.and_then(|f| mirror.reconfigure(&f)) {
+                    sched = reschedule(sched, &cron, trigger.clone()).await;
+                    systemd::status(&format!("schedule {cron}"));
+                }
+            }
             () = trigger.requested() => {
                 trigger.set_running(true);
                 let pass = mirror.pass(&shutdown).await;
                 trigger.set_running(false);
                 match pass {
                     Ok(report) => {
+                        // A quiet pass (nothing new, nothing wrong) every few minutes is noise.
+                        if report.ok() && report.download.mirrored == 0 {
+                            tracing::debug!("pass finished: {}", report.summary());
+                        } else {
+                            tracing::info!("pass finished: {}", report.summary());
+                        }
                         systemd::status(&report.summary());
                         if let Some(m) = &metrics {
                             let now = chrono::Utc::now();
@@ -132,6 +159,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     result
 }
 
+/// A scheduler on `cron` in place of `old`; `old` itself, still ticking, when the new one will
+/// not start (the config's cron was validated, so this is the scheduler's own failure).
+async fn reschedule(
+    mut old: tokio_cron_scheduler::JobScheduler,
+    cron: &str,
+    trigger: Arc<PassTrigger>,
+) -> tokio_cron_scheduler::JobScheduler {
+    match scheduler::start(cron, trigger).await {
+        Ok(fresh) => {
+            if let Err(e) = old.shutdown().await {
+                tracing::warn!("the previous schedule did not stop cleanly: {e}");
+            }
+            fresh
+        }
+        Err(e) => {
+            tracing::error!("schedule not changed, the previous one still runs: {e}");
+            old
+        }
+    }
+}
+
 /// The stop signal that arrived, if any.
 #[derive(Debug, Clone, Default)]
 pub struct StopSignal(Arc<std::sync::atomic::AtomicI32>);
@@ -155,21 +203,57 @@ impl StopSignal {
     }
 }
 
-/// Cancels `token` on SIGTERM or SIGINT, and says which one arrived.
+/// Cancels `token` on SIGTERM, SIGINT or SIGHUP (a closed terminal: the drain runs as for the
+/// others), and says which one arrived.
 pub fn cancel_on_signals(token: CancellationToken) -> Result<StopSignal, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let handler = |kind: SignalKind, signal_name: &'static str| {
-        signal(kind).map_err(|source| Error::Signal {
-            signal: signal_name,
-            source,
-        })
+    let hangup = signal(SignalKind::hangup(), "SIGHUP")?;
+    watch(token, Hangup::Stops(hangup))
+}
+
+/// [`cancel_on_signals`] for `run`, where SIGHUP asks for the config at `config` to be read
+/// again (systemd's `ExecReload=kill -HUP $MAINPID`) instead of stopping.
+pub fn cancel_or_reload_on_signals(
+    token: CancellationToken,
+    config: &Path,
+) -> Result<(StopSignal, Reload), Error> {
+    let mut hangup = signal(SignalKind::hangup(), "SIGHUP")?;
+    // One pending request is enough: a reload reads the file as it is then.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config (after the running pass)");
+            let _ = tx.try_send(());
+        }
+    });
+    let stop = watch(token, Hangup::Reloads)?;
+    Ok((stop, Reload::new(config, rx)))
+}
+
+/// What SIGHUP does to a command.
+enum Hangup {
+    Stops(Signal),
+    /// Handled elsewhere.
+    Reloads,
+}
+
+fn signal(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+    tokio::signal::unix::signal(kind).map_err(|source| Error::Signal {
+        signal: name,
+        source,
+    })
+}
+
+fn watch(token: CancellationToken, hangup: Hangup) -> Result<StopSignal, Error> {
+    let mut term = signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = match hangup {
+        Hangup::Stops(s) => Some(s),
+        Hangup::Reloads => None,
     };
-    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let stop = StopSignal::default();
     let seen = stop.clone();
     tokio::spawn(async move {
-        // The numbers are POSIX's, the same on every Unix: SIGINT 2, SIGTERM 15.
+        // The numbers are POSIX's, the same on every Unix: SIGHUP 1, SIGINT 2, SIGTERM 15.
         tokio::select! {
             _ = term.recv() => {
                 seen.record(15);
@@ -178,6 +262,10 @@ pub fn cancel_on_signals(token: CancellationToken) -> Result<StopSignal, Error> 
             _ = int.recv() => {
                 seen.record(2);
                 tracing::info!("SIGINT received: stopping");
+            }
+            _ = async { hup.as_mut().expect("guarded").recv().await }, if hup.is_some() => {
+                seen.record(1);
+                tracing::info!("SIGHUP received (hang-up): stopping");
             }
         }
         token.cancel();
