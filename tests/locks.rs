@@ -102,7 +102,11 @@ async fn a_second_mirror_on_the_same_root_is_refused_and_deletes_nothing() {
         part.is_file(),
         "the refused mirror removed the first one's .part"
     );
-    assert_eq!(files_under(&root), [part.clone()], "the lock is not a file");
+    assert_eq!(
+        files_under(&root),
+        std::slice::from_ref(&part),
+        "the lock is not a file"
+    );
 
     // Once the first is gone, the second owns the root and clears what a crash would have left.
     drop(mirror);
