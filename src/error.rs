@@ -31,8 +31,9 @@ impl ConfigError {
 /// A ledger problem: the database, its lock file or its schema.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// `lock` is `<path>.lock`, or `path` itself when the database file's own lock is held.
     #[error(
-        "another batchmirror is using the ledger {path} (lock {lock} is held); stop it first, or point this one at another ledger"
+        "another batchmirror is using the ledger {path} (its lock on {lock} is held, maybe through another name for the same file, such as a hard link); stop that one first, or point this one at another ledger"
     )]
     Locked { path: PathBuf, lock: PathBuf },
     #[error(
@@ -76,6 +77,11 @@ pub enum StorageError {
     },
     #[error("{path} would be outside the storage root")]
     OutsideRoot { path: PathBuf },
+    /// Another process holds the root's lock: its recovery would delete this one's `.part` files.
+    #[error(
+        "the mirror root {root} is in use by another batchmirror (lock {lock} is held); stop that one first, or give each its own storage.root"
+    )]
+    RootLocked { root: PathBuf, lock: PathBuf },
 }
 
 impl StorageError {

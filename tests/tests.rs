@@ -24,6 +24,8 @@ mod in_pass;
 mod sidecars;
 // SIGKILL mid-mirror and SIGTERM drain, on the real binary.
 mod crash;
+// Locks on files, not names: a hard-linked ledger, two daemons on one root, readers unhindered.
+mod locks;
 // The crash-loop harness: repeated SIGKILLs of the real binary, then the ledger invariants.
 mod crashloop;
 // sd_notify: READY, STATUS, STOPPING, and a watchdog fed only by progress.

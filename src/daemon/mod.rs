@@ -1,5 +1,6 @@
-//! Wires the components: opens the ledger (lock, checks, start-up recovery), builds the providers,
-//! and runs passes, once (`sync --once`) or on the cron schedule (`run`) until shutdown.
+//! Wires the components: opens the ledger (locks, checks), locks the mirror root, recovers what a
+//! crash left, builds the providers, and runs passes, once (`sync --once`) or on the cron schedule
+//! (`run`) until shutdown.
 //!
 //! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
 
@@ -35,7 +36,7 @@ use crate::storage::Storage;
 use crate::sync::{self, ListError};
 use observer::DaemonObserver;
 
-/// An opened mirror: ledger locked and recovered, storage ready, providers built.
+/// An opened mirror: ledger and root locked, crash recovered, storage ready, providers built.
 pub struct Mirror {
     settings: Settings,
     ledger: Ledger,
@@ -46,7 +47,8 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Locks and checks the ledger, repairs what a crash left, and builds the providers.
+    /// Locks and checks the ledger, locks the mirror root, repairs what a crash left, and builds
+    /// the providers.
     pub async fn open(settings: Settings) -> Result<Self, Error> {
         Self::open_with(settings, crate::model::no_observer()).await
     }
@@ -61,7 +63,8 @@ impl Mirror {
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await
             .map_err(|e| LedgerError::Task(e.to_string()))??;
-        let storage = Arc::new(Storage::new(&settings.storage_root)?);
+        // Locked before recovery: a daemon with another ledger may be writing `.part` files here.
+        let storage = Arc::new(Storage::new(&settings.storage_root)?.lock_root()?);
         let providers = settings
             .providers
             .iter()
@@ -127,7 +130,7 @@ impl Mirror {
 
     /// Rows a crash left `downloading` are adopted (result published) or released, as after an
     /// abort ([`Downloader::settle_interrupted`]); then stray `.part` files go. Safe because we
-    /// hold the ledger lock.
+    /// hold the ledger's locks and the root's.
     async fn recover(&self) -> Result<(), Error> {
         let in_flight = self.ledger.in_flight().await?;
         let released = self.downloader.settle_interrupted(in_flight).await?;

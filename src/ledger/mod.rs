@@ -1,7 +1,8 @@
 //! The ledger: batchmirror's SQLite record of every batch and item, and the sole owner of its
-//! connection. This file holds the typed async API ([`Ledger`]), opening (lock file, integrity
-//! check, migrations) and [`ItemRow`].
+//! connection. This file holds the typed async API ([`Ledger`]), opening (locks, integrity check,
+//! migrations) and [`ItemRow`].
 //!
+//! - `lock`: the writer's locks, on `<path>.lock` and on the database file itself.
 //! - [`schema`]: pragmas, the integrity check and the `user_version` migrations.
 //! - `queries`: the SQL of each operation that writes (no SQL lives outside `src/ledger/`).
 //! - `reads`: the read-only queries (cursors, summary, at-risk and row listings).
@@ -16,6 +17,7 @@
 
 pub mod schema;
 
+mod lock;
 mod pace;
 mod queries;
 mod reads;
@@ -26,13 +28,13 @@ mod tests;
 mod uploads;
 mod walks;
 
+pub use lock::lock_path;
 pub use report::Listed;
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 /// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
 #[cfg(feature = "sandbox")]
 pub(crate) use {queries::NOT_FINAL, schema::BUSY_TIMEOUT};
 
-use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -72,12 +74,14 @@ pub struct Ledger {
 
 struct Inner {
     path: PathBuf,
-    // Declared before `_lock` so the connection closes before the lock is released.
+    // Declared before `_lock`: the connection closes before the locks' descriptors do, or closing
+    // the database's would drop SQLite's own POSIX locks on it (see `lock`).
     conn: Mutex<Connection>,
     /// Outcomes waiting for the next group commit (see [`Ledger::finish`]).
     finishing: Mutex<Vec<Finishing>>,
-    /// The exclusive lock on `<path>.lock`, held for the ledger's life (`None` when read-only).
-    _lock: Option<File>,
+    /// The exclusive locks on `<path>.lock` and on the database file, held for the ledger's life
+    /// (`None` when read-only).
+    _lock: Option<lock::Held>,
 }
 
 /// One queued outcome and who waits for its commit.
@@ -97,55 +101,21 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// `<ledger path>.lock`.
-pub fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
-}
-
-fn io_error(path: &Path, action: &'static str, source: std::io::Error) -> LedgerError {
-    LedgerError::Io {
-        path: path.to_owned(),
-        action,
-        source,
-    }
-}
+use lock::io_error;
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger for writing: takes `<path>.lock`, checks integrity,
-    /// sets WAL / `synchronous=FULL` / foreign keys and migrates the schema. A file that is not a
-    /// sound database is reported as [`LedgerError::Corrupt`] and left untouched.
+    /// Opens (creating if needed) the ledger for writing: takes `<path>.lock` and a lock on the
+    /// database file itself (so no other name for it, such as a hard link, gets in), checks
+    /// integrity, sets WAL / `synchronous=FULL` / foreign keys and migrates the schema. A file
+    /// that is not a sound database is reported as [`LedgerError::Corrupt`] and left untouched.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| io_error(path, "create the ledger directory", e))?;
         }
-        let lock = lock_path(path);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock)
-            .map_err(|e| io_error(path, "open the lock file", e))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(LedgerError::Locked {
-                    path: path.to_owned(),
-                    lock,
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(path, "lock the lock file", e)),
-        }
-        let exists = path
-            .try_exists()
-            .map_err(|e| io_error(path, "look for the ledger", e))?;
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if !exists {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        }
+        // Creates the database file (empty) if missing, so SQLite never needs to.
+        let held = lock::take(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn =
             Connection::open_with_flags(path, flags).map_err(|e| schema::open_error(path, e))?;
         // Nothing below writes before these checks pass.
@@ -159,7 +129,7 @@ impl Ledger {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
                 finishing: Mutex::default(),
-                _lock: Some(lock_file),
+                _lock: Some(held),
             }),
         })
     }

@@ -1,6 +1,6 @@
 //! The mirror on disk: the layout ([`layout`]), ids made safe as file names, and the atomic,
 //! durable publish (`.part` → fsync → rename → fsync directory), of a result alone or of a result
-//! together with its sidecars.
+//! together with its sidecars; and the root's lock ([`lock`]), so one process writes under a root.
 //!
 //! This module knows nothing of HTTP or SQL: it takes streams of bytes and returns what it
 //! published. It is the one place that turns server-supplied ids into paths, and every path it
@@ -8,13 +8,16 @@
 
 mod group;
 mod layout;
+mod lock;
 mod probe;
 mod publish;
 
 pub use layout::{BATCH_META, SIDECAR_SEP, safe_component};
+pub use lock::ROOT_LOCK;
 pub use probe::{Probed, probe_dir};
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -123,6 +126,8 @@ pub struct Storage {
     publishing: tokio_util::task::TaskTracker,
     /// The one writer of small results, which makes them durable in groups.
     committer: Committer,
+    /// The root's lock once taken ([`Storage::lock_root`]), shared by every clone.
+    _root_lock: Option<Arc<std::fs::File>>,
 }
 
 impl Storage {
@@ -140,7 +145,16 @@ impl Storage {
             sync_dir,
             publishing: tokio_util::task::TaskTracker::new(),
             committer,
+            _root_lock: None,
         })
+    }
+
+    /// The same storage holding `<root>/`[`ROOT_LOCK`] for as long as it or a clone lives: for the
+    /// process that writes under the root, before its recovery removes anything there. Another
+    /// holder is [`StorageError::RootLocked`].
+    pub fn lock_root(self) -> Result<Self, StorageError> {
+        let _root_lock = Some(lock::lock_root(&self.root)?);
+        Ok(Self { _root_lock, ..self })
     }
 
     /// Waits until every publish already started has finished, including those of aborted
@@ -326,7 +340,8 @@ impl Storage {
             .map_err(WriteError::Storage)
     }
 
-    /// Removes `*.part` files left by a crash. Only called while holding the ledger lock.
+    /// Removes `*.part` files left by a crash. Only called while holding the root's lock: another
+    /// process's `.part` files are being written.
     pub fn remove_stray_parts(&self) -> Result<usize, StorageError> {
         let mut removed = 0;
         let mut stack = vec![self.root.clone()];

@@ -192,6 +192,10 @@ pub(super) fn copy_io(e: &StorageError) -> StorageError {
             source,
         } => StorageError::io(path, action, copy_io_error(source)),
         StorageError::OutsideRoot { path } => StorageError::OutsideRoot { path: path.clone() },
+        StorageError::RootLocked { root, lock } => StorageError::RootLocked {
+            root: root.clone(),
+            lock: lock.clone(),
+        },
     }
 }
 

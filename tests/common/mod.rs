@@ -106,10 +106,11 @@ pub fn sha256_file(path: &Path) -> String {
     ))
 }
 
-/// Every file under `root`, recursively.
+/// Every file under `root`, recursively, but the root's own lock file (which is no result).
 pub fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
+    let lock = root.join(batchmirror::storage::ROOT_LOCK);
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
@@ -118,7 +119,7 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p != lock {
                 out.push(p);
             }
         }

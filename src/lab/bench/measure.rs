@@ -119,17 +119,19 @@ pub fn cpu_between(before: &HashMap<String, u64>, after: &HashMap<String, u64>) 
     Duration::from_nanos(ns)
 }
 
-/// Total size of the regular files under `dir`, and how many there are.
+/// Total size of the regular files under `dir`, and how many there are; a batchmirror root's lock
+/// file is not one of them (no result, and the other tools write none).
 pub fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
     let (mut bytes, mut files) = (0, 0);
     let mut stack = vec![dir.to_owned()];
+    let lock = dir.join(crate::storage::ROOT_LOCK);
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
             let ft = entry.file_type()?;
             if ft.is_dir() {
                 stack.push(entry.path());
-            } else if ft.is_file() {
+            } else if ft.is_file() && entry.path() != lock {
                 bytes += entry.metadata()?.len();
                 files += 1;
             }

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::world::{PROVIDER, World};
 use crate::ledger::Ledger;
 use crate::model::{ItemState, ProviderName};
-use crate::storage::PART_SUFFIX;
+use crate::storage::{PART_SUFFIX, ROOT_LOCK};
 
 /// A final file's identity: a new publish (rename of a new `.part`) always changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,8 @@ pub(super) fn scan_mirror(
 ) -> std::io::Result<Snapshot> {
     let mut snap = Snapshot::default();
     let mut stack = vec![root.to_owned()];
+    // The daemon's lock on the root is neither a result nor a stray.
+    let lock = root.join(ROOT_LOCK);
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -96,6 +98,9 @@ pub(super) fn scan_mirror(
             let meta = entry.metadata()?;
             if meta.is_dir() {
                 stack.push(path);
+                continue;
+            }
+            if path == lock {
                 continue;
             }
             if path.to_string_lossy().ends_with(PART_SUFFIX) {
