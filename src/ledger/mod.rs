@@ -21,12 +21,14 @@ mod queries;
 mod reads;
 mod report;
 mod rows;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod uploads;
 mod walks;
 
 pub use report::Listed;
+pub use snapshot::{Plan, snapshot_into};
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 /// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
 #[cfg(feature = "sandbox")]
