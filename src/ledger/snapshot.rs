@@ -2,10 +2,10 @@
 //! a listing may write into, and the plan read back from it ([`Ledger::plan`]): what a pass would
 //! fetch, what it would lose, what is not ready yet.
 //!
-//! The copy is taken through a read-only connection without the ledger lock, so a dry run works
-//! while the daemon holds the real ledger; the real file is only read.
+//! The copy is taken without the ledger lock, so a dry run works while the daemon holds the real
+//! ledger; the real file is only read, and no file appears beside it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
@@ -17,18 +17,69 @@ use super::{Ledger, schema};
 use crate::error::LedgerError;
 use crate::model::ProviderName;
 
-/// Copies the ledger at `src` into a new file `dest` (`VACUUM INTO`: one consistent read, even
-/// while a daemon writes `src`). A missing `src` copies nothing: opening `dest` then starts an
-/// empty ledger, which is what the first pass would start from.
+/// Copies the ledger at `src` into a new file `dest`, one consistent state of it even while a
+/// daemon writes `src`, leaving `src` and the files beside it as they were. A missing `src`
+/// copies nothing: opening `dest` then starts an empty ledger, which is what the first pass
+/// would start from.
 pub fn snapshot_into(src: &Path, dest: &Path) -> Result<(), LedgerError> {
-    let exists = src.try_exists().map_err(|source| LedgerError::Io {
-        path: src.to_owned(),
-        action: "look for the ledger",
+    let io = |path: &Path, action, source| LedgerError::Io {
+        path: path.to_owned(),
+        action,
         source,
-    })?;
-    if !exists {
+    };
+    if !src
+        .try_exists()
+        .map_err(|e| io(src, "look for the ledger", e))?
+    {
         return Ok(());
     }
+    if !copy_if_closed(src, dest)? {
+        vacuum_into(src, dest)?;
+    }
+    // Checked on the copy, so the real file is never opened twice, but named as the real one.
+    let conn = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| schema::open_error(src, e))?;
+    schema::check_not_too_new(schema::user_version(&conn, src)?, src)
+}
+
+/// `<path><suffix>`, a file SQLite keeps beside the database.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Copies the file's bytes when no connection has the ledger open (no `-wal`, no `-journal`
+/// beside it: the file alone is the whole database). A SQLite connection, even a read-only one,
+/// would create `-wal` and `-shm` files that only a writer removes again. False when a
+/// connection is open, or came and went during the copy (the file changed under it).
+fn copy_if_closed(src: &Path, dest: &Path) -> Result<bool, LedgerError> {
+    let io = |path: &Path, action, source| LedgerError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    };
+    let open = || ["-wal", "-journal"].iter().any(|s| beside(src, s).exists());
+    let stamp = || {
+        std::fs::metadata(src)
+            .and_then(|m| Ok((m.len(), m.modified()?)))
+            .map_err(|e| io(src, "read the ledger's metadata", e))
+    };
+    if open() {
+        return Ok(false);
+    }
+    let before = stamp()?;
+    std::fs::copy(src, dest).map_err(|e| io(src, "copy the ledger", e))?;
+    if !open() && stamp()? == before {
+        return Ok(true);
+    }
+    std::fs::remove_file(dest).map_err(|e| io(dest, "remove a torn copy of the ledger", e))?;
+    Ok(false)
+}
+
+/// `VACUUM INTO` through a read-only connection: SQLite's own consistent read, beside a daemon
+/// that has the ledger open (its `-wal` and `-shm` files exist already, and it removes them).
+fn vacuum_into(src: &Path, dest: &Path) -> Result<(), LedgerError> {
     let conn = Connection::open_with_flags(
         src,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -36,8 +87,6 @@ pub fn snapshot_into(src: &Path, dest: &Path) -> Result<(), LedgerError> {
     .map_err(|e| schema::open_error(src, e))?;
     conn.busy_timeout(schema::BUSY_TIMEOUT)
         .map_err(|e| schema::open_error(src, e))?;
-    // Checked here so the refusal names the real ledger, not the copy.
-    schema::check_not_too_new(schema::user_version(&conn, src)?, src)?;
     let dest = dest.to_str().ok_or_else(|| LedgerError::Io {
         path: dest.to_owned(),
         action: "copy the ledger (the copy's path is not UTF-8)",
@@ -224,8 +273,8 @@ mod tests {
         assert_eq!(ledger.plan(&[other], now, 100).await.unwrap(), Plan::default());
     }
 
-    /// The copy holds the rows, and taking it leaves the source's bytes as they were, even while
-    /// a writer holds the source open.
+    /// The copy holds the rows, and taking it leaves the source as it was, whether a writer holds
+    /// it open or not.
     #[tokio::test]
     async fn a_snapshot_copies_the_rows_and_leaves_the_source_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -239,6 +288,13 @@ mod tests {
         let copy = Ledger::open(&dest).unwrap();
         let plan = copy.plan(&[name()], Utc::now(), 10).await.unwrap();
         assert_eq!(plan.fetch.count, 4);
+        // Closed, the ledger is copied without SQLite: no -wal or -shm appears beside it.
+        drop(writer);
+        assert!(!beside(&src, "-wal").exists());
+        let again = dir.path().join("again.db");
+        snapshot_into(&src, &again).unwrap();
+        assert!(!beside(&src, "-wal").exists() && !beside(&src, "-shm").exists());
+        assert_eq!(Ledger::open(&again).unwrap().plan(&[name()], Utc::now(), 10).await.unwrap(), plan);
         snapshot_into(&dir.path().join("missing.db"), &dir.path().join("c2.db")).unwrap();
         assert!(!dir.path().join("c2.db").exists());
     }
