@@ -83,17 +83,28 @@ async fn a_dry_run_on_a_fresh_config_lists_the_ready_items_and_writes_nothing() 
     assert_eq!(stats.store_requests, 0, "no result was downloaded");
     assert!(files_under(&dir.path().join("mirror")).is_empty());
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(after.len(), before.len(), "no ledger (nor lock) was created");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "no ledger (nor lock) was created"
+    );
     assert!(!dir.path().join("ledger.sqlite3").exists());
 
     let (out, text) = dry_run(&config, false);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(text.starts_with("dry run: nothing was fetched or written"), "{text}");
+    assert!(
+        text.starts_with("dry run: nothing was fetched or written"),
+        "{text}"
+    );
     assert!(
         text.contains("would fetch 12 (0.0 MB known), would lose 0, not ready 0, listing errors 0"),
         "{text}"
     );
-    assert_eq!(text.matches(" it-").count(), 12, "one line per item: {text}");
+    assert_eq!(
+        text.matches(" it-").count(),
+        12,
+        "one line per item: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,8 +122,15 @@ async fn after_a_full_sync_a_dry_run_would_fetch_nothing_and_leaves_the_ledger_a
 
     let (out, stdout) = dry_run(&config, false);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(stdout.contains("would fetch 0 (0.0 MB known), would lose 0"), "{stdout}");
-    assert_eq!(ledger_fingerprint(dir.path()), ledger, "the real ledger is unchanged");
+    assert!(
+        stdout.contains("would fetch 0 (0.0 MB known), would lose 0"),
+        "{stdout}"
+    );
+    assert_eq!(
+        ledger_fingerprint(dir.path()),
+        ledger,
+        "the real ledger is unchanged"
+    );
     assert_eq!(files_under(&dir.path().join("mirror")), mirrored);
     assert_eq!(total(&sandbox.stats().result_requests), results);
 }
@@ -137,7 +155,10 @@ async fn an_item_past_its_deadline_would_be_lost_and_exits_1() {
     assert_eq!(ids(&plan, "fetch"), ["z"], "{stdout}");
     let (out, text) = dry_run(&config, false);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(text.contains("would fetch 1 (0.0 MB known), would lose 1"), "{text}");
+    assert!(
+        text.contains("would fetch 1 (0.0 MB known), would lose 1"),
+        "{text}"
+    );
     assert_eq!(total(&sandbox.stats().result_requests), 0);
 }
 

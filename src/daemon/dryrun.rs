@@ -150,10 +150,9 @@ async fn plan(
         let (error, report) = match result {
             Ok(r) => (None, r),
             Err(ListError::Other(e)) => return Err(e),
-            Err(ListError::Provider(e)) => (
-                Some(listing_error(settings, &name, &e)),
-                Default::default(),
-            ),
+            Err(ListError::Provider(e)) => {
+                (Some(listing_error(settings, &name, &e)), Default::default())
+            }
         };
         listings.push(DryListing {
             provider: name.to_string(),
@@ -195,7 +194,11 @@ impl DryRun {
         if self.ledger_exists {
             let _ = writeln!(out, "planned on a copy of the ledger {}", self.ledger);
         } else {
-            let _ = writeln!(out, "no ledger at {} yet: planned from an empty one", self.ledger);
+            let _ = writeln!(
+                out,
+                "no ledger at {} yet: planned from an empty one",
+                self.ledger
+            );
         }
         for l in &self.listings {
             let provider = escape_controls(&l.provider);
@@ -260,4 +263,3 @@ fn section(out: &mut String, title: &str, items: &[ListedItem], count: u64) {
         let _ = writeln!(out, "… and {more} more");
     }
 }
-

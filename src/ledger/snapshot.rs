@@ -182,7 +182,9 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BatchId, BatchStatus, DueItem, ItemId, RemoteBatch, RemoteItem, RemoteStatus};
+    use crate::model::{
+        BatchId, BatchStatus, DueItem, ItemId, RemoteBatch, RemoteItem, RemoteStatus,
+    };
 
     fn name() -> ProviderName {
         ProviderName::parse("ep").unwrap()
@@ -253,12 +255,12 @@ mod tests {
         let now = Utc::now();
         let plan = ledger.plan(&[name()], now, 2).await.unwrap();
         let ids = |l: &Listed| l.first.iter().map(|r| r.item.clone()).collect::<Vec<_>>();
-        assert_eq!((plan.fetch.count, ids(&plan.fetch)), (4, vec!["soon".into(), "mid".into()]));
-        assert_eq!((plan.lose.count, ids(&plan.lose)), (1, vec!["past".into()]));
         assert_eq!(
-            (plan.not_ready, plan.deferred, plan.lost_before),
-            (1, 1, 1)
+            (plan.fetch.count, ids(&plan.fetch)),
+            (4, vec!["soon".into(), "mid".into()])
         );
+        assert_eq!((plan.lose.count, ids(&plan.lose)), (1, vec!["past".into()]));
+        assert_eq!((plan.not_ready, plan.deferred, plan.lost_before), (1, 1, 1));
         let all = ledger.plan(&[name()], now, 100).await.unwrap();
         let claimed: Vec<String> = ledger
             .claim_due(&[name()], now, 100)
@@ -270,7 +272,10 @@ mod tests {
             .collect();
         assert_eq!(ids(&all.fetch), claimed);
         let other = ProviderName::parse("other").unwrap();
-        assert_eq!(ledger.plan(&[other], now, 100).await.unwrap(), Plan::default());
+        assert_eq!(
+            ledger.plan(&[other], now, 100).await.unwrap(),
+            Plan::default()
+        );
     }
 
     /// The copy holds the rows, and taking it leaves the source as it was, whether a writer holds
@@ -294,7 +299,14 @@ mod tests {
         let again = dir.path().join("again.db");
         snapshot_into(&src, &again).unwrap();
         assert!(!beside(&src, "-wal").exists() && !beside(&src, "-shm").exists());
-        assert_eq!(Ledger::open(&again).unwrap().plan(&[name()], Utc::now(), 10).await.unwrap(), plan);
+        assert_eq!(
+            Ledger::open(&again)
+                .unwrap()
+                .plan(&[name()], Utc::now(), 10)
+                .await
+                .unwrap(),
+            plan
+        );
         snapshot_into(&dir.path().join("missing.db"), &dir.path().join("c2.db")).unwrap();
         assert!(!dir.path().join("c2.db").exists());
     }
