@@ -115,7 +115,7 @@ pub struct Plan {
 }
 
 /// Would be fetched: what `claim_due` selects (ready, next attempt due), minus the items whose
-/// deadline has passed (those are [`LOSE`]); rows left `downloading` count too, because start-up
+/// deadline has passed (those are [`lose`]); rows left `downloading` count too, because start-up
 /// recovery releases them to be claimed again (or a running daemon is fetching them now).
 const FETCH: &str = "state IN ('ready', 'downloading')
      AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
