@@ -72,11 +72,24 @@ pub enum Command {
     /// after its in-pass retries, failed, lost, at risk) or a provider unreachable, with the
     /// summary naming the first few and their last errors; 2 bad config.
     ///
+    /// With --dry-run: list every provider and plan the pass, then print what it would fetch and
+    /// what it would lose, without fetching or writing anything (the listing runs against a
+    /// throwaway copy of the ledger; safe while the daemon runs). Exit codes: 0 every listing
+    /// succeeded and nothing would be lost; 1 a listing failed or some item not mirrored is past
+    /// its deadline; 2 bad config.
+    ///
     /// Example (cron): batchmirror sync --once --config /etc/batchmirror/config.toml
+    /// Example (look first): batchmirror sync --once --dry-run --config ./c.toml
     Sync {
         /// Run exactly one pass (the only mode; kept explicit for cron lines).
         #[arg(long)]
         once: bool,
+        /// List and plan only: print what would be fetched (and lost); fetch and write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON (listings, counts and the items).
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -69,9 +69,23 @@ async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
             daemon::run_reloading(settings, Some(reload), shutdown).await?;
             Ok(0)
         }
-        Command::Sync { once: _, config } => {
+        Command::Sync {
+            once: _,
+            dry_run,
+            json,
+            config,
+        } => {
             let settings = load(&config.config, log)?;
             let stop = daemon::cancel_on_signals(shutdown.clone())?;
+            if dry_run {
+                let plan = daemon::dry_run(&settings, &shutdown).await?;
+                if json {
+                    println!("{}", plan.to_json());
+                } else {
+                    print!("{}", plan.render_text());
+                }
+                return Ok(stop.exit_code().unwrap_or(plan.exit_code() as u8));
+            }
             let report = daemon::sync_once(settings, shutdown).await?;
             println!("{}", report.summary());
             for line in report.unmirrored_lines() {

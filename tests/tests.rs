@@ -63,3 +63,5 @@ mod provider_submit;
 mod bench;
 // Adaptive pacing converges on each sandbox's rate limit, obeys its waits, recovers (issue 15).
 mod pacing;
+// `sync --once --dry-run`: lists and plans on a copy of the ledger, fetches and writes nothing.
+mod dryrun;

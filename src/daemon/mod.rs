@@ -4,6 +4,7 @@
 //!
 //! One [`CancellationToken`] reaches every task; only `main` decides when to exit.
 
+mod dryrun;
 mod observer;
 mod pass;
 mod preflight;
@@ -12,6 +13,7 @@ mod run;
 mod status;
 mod systemd;
 
+pub use dryrun::{DryRun, dry_run};
 pub use pass::{PassReport, ProviderPass};
 pub use preflight::{Checked, preflight};
 pub use reload::Reload;
@@ -153,24 +155,13 @@ impl Mirror {
         Ok(())
     }
 
-    /// What a failed listing says: a refused key (401/403) names the provider's key source, so
-    /// the operator knows which key to fix instead of reading "unreachable".
+    /// What a failed listing says ([`pass::listing_error`]).
     fn listing_error(
         &self,
         name: &crate::model::ProviderName,
         e: &crate::error::ProviderError,
     ) -> String {
-        let refused = matches!(e.status(), Some(401 | 403));
-        let source = self.settings.providers.iter().find(|p| p.name == *name);
-        match (refused, source) {
-            (true, Some(p)) => format!(
-                "the API key was refused (HTTP {}); it comes from {}: check that it is the \
-                 account's current key ({e})",
-                e.status().unwrap_or_default(),
-                p.key_source
-            ),
-            _ => e.to_string(),
-        }
+        pass::listing_error(&self.settings, name, e)
     }
 
     /// One pass: list every provider, then download every due item.

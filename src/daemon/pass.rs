@@ -128,6 +128,26 @@ impl PassReport {
     }
 }
 
+/// What a failed listing says: a refused key (401/403) names the provider's key source, so
+/// the operator knows which key to fix instead of reading "unreachable".
+pub(super) fn listing_error(
+    settings: &crate::config::Settings,
+    name: &crate::model::ProviderName,
+    e: &crate::error::ProviderError,
+) -> String {
+    let refused = matches!(e.status(), Some(401 | 403));
+    let source = settings.providers.iter().find(|p| p.name == *name);
+    match (refused, source) {
+        (true, Some(p)) => format!(
+            "the API key was refused (HTTP {}); it comes from {}: check that it is the \
+             account's current key ({e})",
+            e.status().unwrap_or_default(),
+            p.key_source
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// `provider/batch/item: <state and when>: <last error>`.
 fn describe(row: &crate::ledger::ItemRow) -> String {
     let mut s = format!("{}/{}/{}: ", row.provider, row.batch, row.item);

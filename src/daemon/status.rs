@@ -199,7 +199,7 @@ pub async fn status(settings: &Settings) -> Result<StatusReport, Error> {
     })
 }
 
-fn listed_item(r: ItemRow) -> ListedItem {
+pub(super) fn listed_item(r: ItemRow) -> ListedItem {
     ListedItem {
         provider: r.provider,
         batch: r.batch,
@@ -210,6 +210,55 @@ fn listed_item(r: ItemRow) -> ListedItem {
         attempts: r.attempts,
         next_attempt_at: r.next_attempt_at,
         last_error: r.last_error,
+    }
+}
+
+/// `items` as `status --items` shows them: a header, then one line per item, columns aligned. Ids
+/// and errors come from providers: control characters are escaped so none can forge a line.
+pub(super) fn item_table(out: &mut String, items: &[ListedItem]) {
+    let now = Utc::now();
+    let time = |t: Option<chrono::DateTime<Utc>>| {
+        t.map_or("-".to_owned(), |t| {
+            t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+        })
+    };
+    let mut rows = vec![
+        [
+            "provider",
+            "batch",
+            "item",
+            "state",
+            "deadline",
+            "size",
+            "last error",
+        ]
+        .map(str::to_owned),
+    ];
+    for i in items {
+        let deferred = i.state == "ready" && i.next_attempt_at.is_some_and(|t| t > now);
+        rows.push([
+            escape_controls(&i.provider).into_owned(),
+            escape_controls(&i.batch).into_owned(),
+            escape_controls(&i.item).into_owned(),
+            if deferred { "deferred" } else { i.state }.to_owned(),
+            time(i.deadline),
+            i.bytes
+                .map_or("-".to_owned(), |b| indicatif::HumanBytes(b).to_string()),
+            escape_controls(i.last_error.as_deref().unwrap_or("-")).into_owned(),
+        ]);
+    }
+    let mut width = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(width) {
+            let _ = write!(line, "{cell:<w$}  ");
+        }
+        let _ = writeln!(out, "{}{}", line, row[6]);
     }
 }
 
@@ -227,50 +276,7 @@ impl ItemsReport {
             let _ = writeln!(out, "no ledger at {} yet: no items", self.ledger);
             return out;
         }
-        let now = Utc::now();
-        let time = |t: Option<chrono::DateTime<Utc>>| {
-            t.map_or("-".to_owned(), |t| {
-                t.format("%Y-%m-%d %H:%M:%SZ").to_string()
-            })
-        };
-        let mut rows = vec![
-            [
-                "provider",
-                "batch",
-                "item",
-                "state",
-                "deadline",
-                "size",
-                "last error",
-            ]
-            .map(str::to_owned),
-        ];
-        for i in &self.items {
-            let deferred = i.state == "ready" && i.next_attempt_at.is_some_and(|t| t > now);
-            rows.push([
-                escape_controls(&i.provider).into_owned(),
-                escape_controls(&i.batch).into_owned(),
-                escape_controls(&i.item).into_owned(),
-                if deferred { "deferred" } else { i.state }.to_owned(),
-                time(i.deadline),
-                i.bytes
-                    .map_or("-".to_owned(), |b| indicatif::HumanBytes(b).to_string()),
-                escape_controls(i.last_error.as_deref().unwrap_or("-")).into_owned(),
-            ]);
-        }
-        let mut width = [0usize; 6];
-        for row in &rows {
-            for (w, cell) in width.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for row in &rows {
-            let mut line = String::new();
-            for (cell, w) in row.iter().zip(width) {
-                let _ = write!(line, "{cell:<w$}  ");
-            }
-            let _ = writeln!(out, "{}{}", line, row[6]);
-        }
+        item_table(&mut out, &self.items);
         let left_out = self.count.saturating_sub(self.items.len() as u64);
         if left_out > 0 {
             let _ = writeln!(

@@ -23,6 +23,7 @@ mod queries;
 mod reads;
 mod report;
 mod rows;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod uploads;
@@ -30,6 +31,7 @@ mod walks;
 
 pub use lock::lock_path;
 pub use report::Listed;
+pub use snapshot::{Plan, snapshot_into};
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
 /// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
 #[cfg(feature = "sandbox")]

@@ -27,7 +27,7 @@ pub struct Listed {
 
 /// Rows of the named providers matching `filter`, counted, and the first `limit` in `order`.
 /// In `filter`, `?1` is the providers (a JSON array) and `?2`… are `args`.
-fn listed(
+pub(super) fn listed(
     conn: &Connection,
     providers: &[String],
     filter: &str,
