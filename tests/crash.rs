@@ -191,3 +191,10 @@ async fn sync_once_stopped_by_sigterm_exits_143_after_draining() {
 async fn sync_once_stopped_by_sigint_exits_130_after_draining() {
     sync_once_stopped_by("INT", 130).await;
 }
+
+/// A closed terminal: before SIGHUP was handled it killed the process at once, rows left
+/// `downloading`.
+#[tokio::test]
+async fn sync_once_stopped_by_sighup_exits_129_after_draining() {
+    sync_once_stopped_by("HUP", 129).await;
+}
