@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use chrono::Utc;
 use tokio::time::Instant;
 
@@ -77,11 +78,18 @@ impl Retries {
     }
 }
 
-/// The wait after `failures` failures in a row: doubling from [`FIRST_WAIT`], capped.
+/// The wait after `failures` failures in a row: doubling from [`FIRST_WAIT`], capped; backon
+/// times it, as it does every other retry. No jitter: one daemon retrying one file has nobody to
+/// spread out from.
 fn wait_after(failures: u32) -> Duration {
-    FIRST_WAIT
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-        .min(MAX_WAIT)
+    backon::ExponentialBuilder::default()
+        .with_min_delay(FIRST_WAIT)
+        .with_max_delay(MAX_WAIT)
+        .without_max_times()
+        .build()
+        // Past 2^16 s the cap has long been reached; the bound keeps a huge count cheap.
+        .nth(failures.saturating_sub(1).min(16) as usize)
+        .unwrap_or(MAX_WAIT)
 }
 
 /// True when writing the same name again cannot succeed: the file system refuses the name itself.
