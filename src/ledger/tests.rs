@@ -530,3 +530,65 @@ async fn each_alert_is_claimed_once_until_cleared() {
     l.clear_alert("lost:a/b/c").await.unwrap();
     assert!(l.claim_alert("lost:a/b/c", t(2)).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_outcomes_each_commit_once_and_leave_the_connection_at_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_in(dir.path());
+    let items: Vec<_> = (0..200)
+        .map(|n| item(&format!("it-{n}"), RemoteStatus::Succeeded, Some(n)))
+        .collect();
+    seed(&l, &items).await;
+    let claimed = l.claim_due(&[], t(0), 200).await.unwrap();
+    assert_eq!(claimed.len(), 200);
+    // Every caller gets its own answer, whether it led a commit or waited for another's; the
+    // failed and lost ones go through the same queue as the mirrored ones.
+    let tasks: Vec<_> = claimed
+        .into_iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros((n % 7) as u64 * 50)).await;
+                match n % 3 {
+                    0 => {
+                        let published = Published {
+                            rel_path: format!("acme/b1/{}.json", d.item.as_str()),
+                            bytes: n as u64,
+                            sha256: format!("{n:064x}"),
+                        };
+                        l.mark_mirrored(&d, &published, t(1)).await
+                    }
+                    1 => l.mark_failed(&d, "refused").await,
+                    _ => l.mark_lost(&d, "gone").await,
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        // A follower stranded without a leader would wait forever: fail instead.
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("an outcome was never committed")
+            .unwrap()
+            .unwrap();
+    }
+    for n in 0..200 {
+        let row = l
+            .item(&p("acme"), &b("b1"), &i(&format!("it-{n}")))
+            .await
+            .unwrap()
+            .unwrap();
+        let want = [ItemState::Mirrored, ItemState::Failed, ItemState::Lost][n % 3];
+        assert_eq!(row.state, want, "it-{n}");
+        if want == ItemState::Mirrored {
+            assert_eq!(row.bytes, Some(n as u64));
+        }
+    }
+    // Outcomes commit with synchronous=NORMAL; everything else must still commit with FULL (2).
+    let sync: i64 = l
+        .run(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "the connection is back at synchronous=FULL");
+}
