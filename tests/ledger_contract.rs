@@ -594,6 +594,50 @@ mod shared {
         assert!(!b.take_walker(&p).await.unwrap());
     }
 
+    fn refused<T>(r: Result<T, LedgerError>) -> bool {
+        matches!(r, Err(LedgerError::LeaseLost { .. }))
+    }
+
+    #[tokio::test]
+    async fn a_walker_whose_turn_was_taken_over_cannot_move_the_walk() {
+        let s = fresh(Duration::from_secs(300), Duration::from_secs(1));
+        let Some(a) = pg_with(&s).await else { return };
+        let b = pg_with(&s).await.unwrap();
+        let (p, t, margin) = (acme(), now(), Duration::ZERO);
+        let done = |id: &str| batch(id, BatchStatus::Completed, Some(0));
+        assert!(
+            refused(b.begin_walk(&p, false, None, t).await),
+            "no walk without the turn"
+        );
+        assert!(a.take_walker(&p).await.unwrap());
+        let w = a.begin_walk(&p, false, None, t).await.unwrap();
+        a.apply_list_page(&p, w.walk, &[done("a")], Some("c2"), false, margin, t)
+            .await
+            .unwrap();
+        // `a` stalls past its turn; `b` takes over and resumes the walk.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(b.take_walker(&p).await.unwrap());
+        b.apply_list_page(&p, w.walk, &[done("b")], Some("c3"), false, margin, t)
+            .await
+            .unwrap();
+        let late = a
+            .apply_list_page(&p, w.walk, &[done("z")], Some("c9"), false, margin, t)
+            .await;
+        assert!(refused(late), "the stale walker moved the walk");
+        assert!(refused(a.fail_walk(&p, w.walk, "late", t).await));
+        assert!(refused(a.complete_walk(&p, w.walk, margin, t).await));
+        let walk = b.walk(&p).await.unwrap().unwrap();
+        assert_eq!(
+            (walk.state, walk.position.as_deref(), walk.pages),
+            (WalkState::Running, Some("c3"), 2)
+        );
+        let z = b.unhandled_batches(&p).await.unwrap();
+        assert!(
+            !z.contains(&bid("z")),
+            "the refused page's rows were rolled back: {z:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_failed_item_page_saves_neither_its_rows_nor_its_cursor() {
         let s = fresh(Duration::from_secs(300), Duration::from_secs(300));

@@ -81,6 +81,8 @@ pub trait LedgerStore: Send + Sync {
 
     /// Takes (or keeps) the provider's walker turn: true when this daemon is the walker until
     /// its turn expires (renewed by calling again), false while another daemon's turn runs.
+    /// The walk operations below write only for the turn's holder; a daemon whose turn was
+    /// taken over gets [`LedgerError::LeaseLost`].
     async fn take_walker(&self, provider: &ProviderName) -> Result<bool, LedgerError>;
 
     /// Gives the walker turn up early (a pass finished), so another daemon need not wait for it

@@ -1,7 +1,9 @@
 //! Listing walks on the PostgreSQL ledger, as SQLite's `walks` keeps them (a page's batches and
 //! the walk's new position in one transaction; the watermark moves only when a walk completes),
 //! and the walker turn: one row per provider in `walkers`, so one daemon at a time walks a
-//! provider's listing and any daemon takes over when the walker's turn expires.
+//! provider's listing and any daemon takes over when the walker's turn expires. Every write to a
+//! walk checks, in its transaction, that this daemon holds the turn: a walker that stalled past
+//! its turn and was replaced cannot move the new walker's position ([`LedgerError::LeaseLost`]).
 
 use super::PgLedger;
 use super::listing::upsert_batch;
@@ -24,6 +26,27 @@ const COMPLETE: &str = "UPDATE walks SET state = 'complete', position = NULL,
         complete_through = walk, complete_since = started_at - $3, updated_at = $4,
         last_error = NULL
     WHERE provider = $1 AND walk = $2";
+
+/// Locks the provider's walker row for the transaction and checks it is ours (expired or not:
+/// until another daemon takes it, no one else walks).
+async fn check_turn(
+    tx: &deadpool_postgres::Transaction<'_>,
+    provider: &str,
+    owner: &str,
+) -> Result<Result<(), LedgerError>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT owner FROM walkers WHERE provider = $1 FOR SHARE",
+            &[&provider],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) if r.get::<_, &str>(0) == owner => Ok(()),
+        _ => Err(LedgerError::LeaseLost {
+            what: format!("the walker turn of {provider}"),
+        }),
+    })
+}
 
 impl PgLedger {
     /// Takes or renews the walker turn; false while another daemon's turn runs.
@@ -78,8 +101,13 @@ impl PgLedger {
         since: Option<i64>,
         now: i64,
     ) -> Result<Walk, LedgerError> {
-        let client = self.client().await?;
-        let row = client
+        let pg = self.pg("begin a walk");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&pg)?;
+        check_turn(&tx, provider, &self.owner)
+            .await
+            .map_err(&pg)??;
+        let row = tx
             .query_one(
                 &format!(
                     "INSERT INTO walks AS w (provider, walk, state, position, early_stop, since,
@@ -95,8 +123,10 @@ impl PgLedger {
                 &[&provider, &early_stop, &since, &now],
             )
             .await
-            .map_err(self.pg("begin a walk"))?;
-        walk_row(&row).map_err(|e| self.data(e))
+            .map_err(&pg)?;
+        let walk = walk_row(&row).map_err(|e| self.data(e))?;
+        tx.commit().await.map_err(&pg)?;
+        Ok(walk)
     }
 
     /// ONE transaction: the page's batches (first seen by `walk` when new), then the walk's next
@@ -108,6 +138,9 @@ impl PgLedger {
         let pg = self.pg("apply a list page");
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(&pg)?;
+        check_turn(&tx, a.provider, &self.owner)
+            .await
+            .map_err(&pg)??;
         let watermark: Option<i64> = tx
             .query_opt(
                 "SELECT complete_through FROM walks WHERE provider = $1 FOR UPDATE",
@@ -155,12 +188,16 @@ impl PgLedger {
         margin_ms: i64,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(COMPLETE, &[&provider, &walk, &margin_ms, &now])
+        let pg = self.pg("complete a walk");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&pg)?;
+        check_turn(&tx, provider, &self.owner)
             .await
-            .map_err(self.pg("complete a walk"))?;
-        Ok(())
+            .map_err(&pg)??;
+        tx.execute(COMPLETE, &[&provider, &walk, &margin_ms, &now])
+            .await
+            .map_err(&pg)?;
+        tx.commit().await.map_err(&pg)
     }
 
     pub(super) async fn fail_walk_pg(
@@ -170,15 +207,19 @@ impl PgLedger {
         error: &str,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE walks SET state = 'failed', last_error = $3, updated_at = $4
-                 WHERE provider = $1 AND walk = $2",
-                &[&provider, &walk, &error, &now],
-            )
+        let pg = self.pg("fail a walk");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(&pg)?;
+        check_turn(&tx, provider, &self.owner)
             .await
-            .map_err(self.pg("fail a walk"))?;
-        Ok(())
+            .map_err(&pg)??;
+        tx.execute(
+            "UPDATE walks SET state = 'failed', last_error = $3, updated_at = $4
+             WHERE provider = $1 AND walk = $2",
+            &[&provider, &walk, &error, &now],
+        )
+        .await
+        .map_err(&pg)?;
+        tx.commit().await.map_err(&pg)
     }
 }
