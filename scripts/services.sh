@@ -114,12 +114,14 @@ start_s3() {
         </dev/null >"$d/weed.log" 2>&1 &
     echo $! >"$d/pid"
     echo "$s3" >"$d/port"
-    # Up when the bucket answers: an anonymous HEAD is refused (403) once it exists, 404 before.
+    # Up when a signed HEAD of the bucket says 200 (404 while it is being created; an anonymous
+    # request gets 403 whether the bucket exists or not, so it proves nothing).
     local i code=000
     for ((i = 0; i < WAIT_SECS * 5; i++)); do
         alive "$d/pid" || die "SeaweedFS exited: see $d/weed.log"
-        code=$(curl -s -o /dev/null -w '%{http_code}' -I "http://127.0.0.1:$s3/$BUCKET" || true)
-        [[ $code == 200 || $code == 403 ]] && return
+        code=$(curl -s -o /dev/null -w '%{http_code}' -I --aws-sigv4 "aws:amz:us-east-1:s3" \
+            --user "$S3_KEY:$S3_SECRET" "http://127.0.0.1:$s3/$BUCKET" || true)
+        [[ $code == 200 ]] && return
         sleep 0.2
     done
     die "SeaweedFS S3 did not come up on port $s3 (last HTTP $code): see $d/weed.log"
