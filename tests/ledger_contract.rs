@@ -438,6 +438,24 @@ on_both!(
     cursors_go_with_their_page,
 );
 
+/// A failed connection names the server but never the password, whether it came in the URL.
+#[tokio::test]
+async fn a_connection_error_never_shows_the_password() {
+    // Port 1 on loopback: refused at once, no server needed.
+    let err = PgLedger::connect(
+        "postgres://mirror:s3cret-pw@127.0.0.1:1/bm?password=other-pw",
+        PgSettings::default(),
+    )
+    .await
+    .unwrap_err();
+    let shown = format!("{err} / {err:?}");
+    assert!(
+        !shown.contains("s3cret-pw") && !shown.contains("other-pw"),
+        "{shown}"
+    );
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+}
+
 mod shared {
     //! What only a shared ledger has: several daemons on one PostgreSQL schema.
     use super::*;

@@ -28,3 +28,9 @@ fn service(var: &str, what: &str) -> Option<String> {
 pub fn pg_url() -> Option<String> {
     service("BATCHMIRROR_TEST_PG_URL", "PostgreSQL")
 }
+
+/// The S3 bucket and prefix (`BATCHMIRROR_TEST_S3_URL`, `s3://bucket/prefix`; endpoint and
+/// credentials are in the standard `AWS_*` variables), or `None` after a loud skip line.
+pub fn s3_url() -> Option<String> {
+    service("BATCHMIRROR_TEST_S3_URL", "S3")
+}
