@@ -384,6 +384,60 @@ async fn cursors_go_with_their_page(l: &dyn LedgerStore) {
     assert_eq!(handled, [false]);
 }
 
+/// A listing updates known rows by the merge rule (an absent deadline or locator keeps the old
+/// one), and a page that lists an item twice ends as if its rows came one by one.
+async fn pages_merge_into_known_rows(l: &dyn LedgerStore) {
+    let (p, t) = (acme(), now());
+    let d1 = Some(t + chrono::Duration::hours(1));
+    let d2 = Some(t + chrono::Duration::hours(2));
+    let first = [item("k1", RemoteStatus::Running, d1)];
+    l.apply_item_page(&p, &bid("b1"), None, &first, None, t)
+        .await
+        .unwrap();
+    let mut done = item("k1", RemoteStatus::Succeeded, None);
+    done.locator = None;
+    l.apply_item_page(&p, &bid("b1"), None, &[done], None, t)
+        .await
+        .unwrap();
+    let row = l
+        .item(&p, &bid("b1"), &ItemId::parse("k1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state, row.deadline, row.remote_status.as_deref()),
+        (ItemState::Ready, d1, Some("succeeded"))
+    );
+    let claimed = l.claim_due(&[], t, 1).await.unwrap();
+    assert_eq!(
+        claimed[0].locator.as_deref(),
+        Some("loc-k1"),
+        "the locator is kept"
+    );
+    l.release(&claimed).await.unwrap();
+
+    let mut failed = item("k2", RemoteStatus::Failed, None);
+    failed.error = Some("bad scan".to_owned());
+    let twice = [
+        item("k2", RemoteStatus::Running, d2),
+        failed,
+        item("k2", RemoteStatus::Succeeded, None),
+    ];
+    l.apply_item_page(&p, &bid("b1"), None, &twice, None, t)
+        .await
+        .unwrap();
+    let row = l
+        .item(&p, &bid("b1"), &ItemId::parse("k2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state, row.deadline, row.last_error.as_deref()),
+        (ItemState::Skipped, d2, Some("bad scan")),
+        "pending, then skipped (final), then a success that cannot undo it"
+    );
+}
+
 /// Settings for a fresh schema on the test server.
 fn fresh(lease: Duration, walker: Duration) -> PgSettings {
     PgSettings {
@@ -436,6 +490,7 @@ on_both!(
     retries_are_deferred_then_due_again,
     walks_resume_where_they_stopped,
     cursors_go_with_their_page,
+    pages_merge_into_known_rows,
 );
 
 /// A failed connection names the server but never the password, whether it came in the URL.

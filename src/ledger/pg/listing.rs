@@ -1,14 +1,11 @@
-//! What listings write to the PostgreSQL ledger: batch upserts, item pages with their cursor in
-//! one transaction (invariant 4), `handled`, and the saved cursors. Same rules as SQLite's
-//! `queries` (the item-state merge is the shared [`merged_state`]).
+//! What listings write to the PostgreSQL ledger: batch upserts, `handled`, and the saved cursors
+//! (item pages are `pages`). Same rules as SQLite's `queries`.
 
 use deadpool_postgres::Transaction;
 
 use super::PgLedger;
-use super::rows::parse_state;
 use crate::error::LedgerError;
-use crate::ledger::queries::{items_scope, merged_state};
-use crate::model::{BatchId, ItemState, RemoteBatch, RemoteItem, RemoteStatus};
+use crate::model::{BatchId, RemoteBatch};
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 
@@ -71,7 +68,7 @@ pub(super) async fn upsert_batch(
     Ok(still_handled)
 }
 
-async fn save_cursor_in(
+pub(super) async fn save_cursor_in(
     tx: &Transaction<'_>,
     provider: &str,
     scope: &str,
@@ -84,20 +81,6 @@ async fn save_cursor_in(
     )
     .await
     .map(drop)
-}
-
-/// The item's state before the page, locked for this transaction.
-async fn old_state(tx: &Transaction<'_>, key: (&str, &str, &str)) -> PgResult<Option<String>> {
-    let st = tx
-        .prepare_cached(
-            "SELECT state FROM items WHERE provider = $1 AND batch_id = $2 AND item_id = $3
-             FOR UPDATE",
-        )
-        .await?;
-    Ok(tx
-        .query_opt(&st, &[&key.0, &key.1, &key.2])
-        .await?
-        .map(|r| r.get(0)))
 }
 
 impl PgLedger {
@@ -138,100 +121,6 @@ impl PgLedger {
         rows.iter()
             .map(|r| BatchId::parse(r.get(0)).map_err(|e| self.data(e)))
             .collect()
-    }
-
-    /// ONE transaction: the batch (or a `pending` row for one not listed yet), the items by the
-    /// merge rule, then the cursor.
-    pub(super) async fn apply_item_page_pg(
-        &self,
-        provider: &str,
-        batch: &str,
-        batch_info: Option<&RemoteBatch>,
-        items: &[RemoteItem],
-        next_cursor: Option<&str>,
-        now: i64,
-    ) -> Result<(), LedgerError> {
-        let pg = self.pg("apply an item page");
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(&pg)?;
-        match batch_info {
-            Some(b) => {
-                upsert_batch(&tx, provider, b, None, now)
-                    .await
-                    .map_err(&pg)?;
-            }
-            None => {
-                tx.execute(
-                    "INSERT INTO batches (provider, batch_id, status, terminal, seen_at)
-                     VALUES ($1, $2, 'pending', false, $3) ON CONFLICT DO NOTHING",
-                    &[&provider, &batch, &now],
-                )
-                .await
-                .map_err(&pg)?;
-            }
-        }
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO items (provider, batch_id, item_id, remote_status, state, deadline,
-                                    attempts, next_attempt_at, last_error, updated_at, locator)
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, NULL, $7, $8, $9)
-                 ON CONFLICT (provider, batch_id, item_id) DO NOTHING",
-            )
-            .await
-            .map_err(&pg)?;
-        let update = tx
-            .prepare_cached(
-                "UPDATE items SET remote_status = $4, state = $5,
-                                  deadline = COALESCE($6, deadline),
-                                  last_error = COALESCE($7, last_error), updated_at = $8,
-                                  locator = COALESCE($9, locator)
-                 WHERE provider = $1 AND batch_id = $2 AND item_id = $3",
-            )
-            .await
-            .map_err(&pg)?;
-        for it in items {
-            let key = (provider, batch, it.id.as_str());
-            // Twice at most: a row inserted by another daemon between our read and our insert
-            // is read (and locked) again, then updated by the merge rule.
-            for _ in 0..2 {
-                let old = old_state(&tx, key).await.map_err(&pg)?;
-                let old = old.as_deref().map(parse_state).transpose();
-                let old: Option<ItemState> = old.map_err(|e| self.data(e))?;
-                let state = merged_state(old, it.status);
-                let error = (state == ItemState::Skipped
-                    || it.status == RemoteStatus::Unrecognized)
-                    .then_some(it.error.as_deref())
-                    .flatten();
-                let deadline = it.deadline.map(|t| t.timestamp_millis());
-                let st = if old.is_none() { &insert } else { &update };
-                let n = tx
-                    .execute(
-                        st,
-                        &[
-                            &key.0,
-                            &key.1,
-                            &key.2,
-                            &it.status.as_str(),
-                            &state.as_str(),
-                            &deadline,
-                            &error,
-                            &now,
-                            &it.locator,
-                        ],
-                    )
-                    .await
-                    .map_err(&pg)?;
-                if n == 1 {
-                    break;
-                }
-            }
-        }
-        if let Some(c) = next_cursor {
-            save_cursor_in(&tx, provider, &items_scope(batch), c)
-                .await
-                .map_err(&pg)?;
-        }
-        tx.commit().await.map_err(&pg)
     }
 
     pub(super) async fn refresh_handled_pg(
