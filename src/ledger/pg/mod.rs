@@ -9,9 +9,9 @@
 //! - one walker per provider at a time, by a lease row in `walkers` (`walks`);
 //! - versioned migrations applied in one transaction under an advisory lock (`schema`).
 //!
-//! Files: `schema` (migrations), `listing` (batches, cursors), `pages` (item pages), `walks` (listing
-//! walks and walker turns), `claims` (claims, leases, outcomes), `reads` (reports, alerts, passes,
-//! pacing), `rows` (row decoding) and `store` (the trait's delegation).
+//! Files: `schema` (migrations), `listing` (batches, cursors), `pages` (item pages), `walks`
+//! (listing walks and walker turns), `claims` (claims, leases, outcomes), `reads` (reports,
+//! alerts, passes, pacing), `rows` (row decoding) and `store` (the trait's delegation).
 
 mod claims;
 mod listing;
