@@ -35,7 +35,8 @@ die() {
 
 # A port nobody listens on now (the kernel's pick for an ephemeral bind).
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # Whether something accepts TCP connections on 127.0.0.1:$1.
@@ -141,7 +142,8 @@ EOF
 }
 
 pg_running() {
-    [[ -f $DIR/pg/port ]] && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(cat "$DIR/pg/port")" 2>/dev/null
+    [[ -f $DIR/pg/port ]] &&
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(cat "$DIR/pg/port")" 2>/dev/null
 }
 
 start() {

@@ -476,7 +476,8 @@ macro_rules! on_both {
         mod postgres {
             $(#[tokio::test]
             async fn $scenario() {
-                let s = super::fresh(super::Duration::from_secs(300), super::Duration::from_secs(300));
+                let lease = super::Duration::from_secs(300);
+                let s = super::fresh(lease, lease);
                 let Some(l) = super::pg_with(&s).await else { return };
                 super::$scenario(&l).await;
             })*

@@ -1,7 +1,8 @@
 //! The ledger contract: [`LedgerStore`], the domain operations the orchestrators (sync, the
 //! downloader, the daemon, alerts) perform on the ledger, independent of where it lives. SQLite
-//! ([`Ledger`](super::Ledger), one daemon) and PostgreSQL ([`super::pg::PgLedger`], several daemons) implement
-//! it (`contract_sqlite`: the delegation to the inherent methods); one shared test suite (`tests/ledger_contract.rs`) holds both to the same semantics.
+//! ([`Ledger`](super::Ledger), one daemon) and PostgreSQL ([`super::pg::PgLedger`], several
+//! daemons) implement it (`contract_sqlite`: the delegation to the inherent methods); one shared
+//! test suite (`tests/ledger_contract.rs`) holds both to the same semantics.
 //!
 //! Coordination between daemons is part of the contract, not bolted on: a claim takes a lease on
 //! each item (owner and expiry, held inside the backend), [`LedgerStore::renew_leases`] extends
@@ -19,8 +20,8 @@ use crate::model::{
     ProviderSummary, Published, RemoteBatch, RemoteItem, Walk,
 };
 
-/// The ledger's domain operations; see [`Ledger`](super::Ledger)'s methods of the same names for each one's
-/// exact semantics, which every implementation keeps.
+/// The ledger's domain operations; see [`Ledger`](super::Ledger)'s methods of the same names for
+/// each one's exact semantics, which every implementation keeps.
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
     // --- Listings: batches, item pages, cursors.

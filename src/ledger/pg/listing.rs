@@ -145,7 +145,8 @@ impl PgLedger {
         let (terminal, total): (bool, Option<i64>) = (info.get(0), info.get(1));
         let counts = tx
             .query_one(
-                "SELECT COUNT(*), COUNT(*) FILTER (WHERE state IN ('pending', 'ready', 'downloading'))
+                "SELECT COUNT(*),
+                        COUNT(*) FILTER (WHERE state IN ('pending', 'ready', 'downloading'))
                  FROM items WHERE provider = $1 AND batch_id = $2",
                 &[&provider, &batch],
             )

@@ -246,7 +246,8 @@ impl PgLedger {
         let row = client
             .query_one(
                 "INSERT INTO provider_state AS s (provider, last_pass_at, last_error, failing_since)
-                 VALUES ($1, $2::bigint, $3::text, CASE WHEN $3::text IS NULL THEN NULL ELSE $2::bigint END)
+                 VALUES ($1, $2::bigint, $3::text,
+                         CASE WHEN $3::text IS NULL THEN NULL ELSE $2::bigint END)
                  ON CONFLICT (provider) DO UPDATE SET
                      last_pass_at = excluded.last_pass_at,
                      last_error = excluded.last_error,
