@@ -3,6 +3,10 @@
 //! item whose lease expired (its daemon died or stalled) is due again; an outcome is written
 //! only while this daemon still owns the lease, so a daemon whose item was taken over can never
 //! overwrite the new owner's result ([`LedgerError::LeaseLost`]).
+//!
+//! Statements that lock several rows lock them in key order (bytewise: `COLLATE "C"`, as Rust
+//! sorts strings), as an item page does (`pages`), so no two transactions can each hold a row
+//! the other waits for.
 
 use super::PgLedger;
 use super::rows::{DUE_COLUMNS, due_item, limit, parse_state};
@@ -91,9 +95,13 @@ impl PgLedger {
         let rows = client
             .query(
                 "UPDATE items SET lease_until = now() + make_interval(secs => $5)
-                 WHERE (provider, batch_id, item_id) IN
-                       (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
-                   AND state = 'downloading' AND lease_owner = $4
+                 WHERE id IN (
+                     SELECT id FROM items
+                     WHERE (provider, batch_id, item_id) IN
+                           (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                       AND state = 'downloading' AND lease_owner = $4
+                     ORDER BY provider COLLATE \"C\", batch_id COLLATE \"C\", item_id COLLATE \"C\"
+                     FOR UPDATE)
                  RETURNING provider, batch_id, item_id",
                 &[&p, &b, &i, &self.owner, &self.lease_secs],
             )
@@ -209,7 +217,9 @@ impl PgLedger {
             )
             .await
             .map_err(&pg)?;
-        for d in items {
+        let mut sorted: Vec<&DueItem> = items.iter().collect();
+        sorted.sort_by(|x, y| key(x).cmp(&key(y)));
+        for d in sorted {
             let (p, b, i) = key(d);
             tx.execute(&st, &[&p, &b, &i, &self.owner, &now])
                 .await

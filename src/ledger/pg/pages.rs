@@ -115,7 +115,7 @@ impl PgLedger {
             .prepare_cached(
                 "SELECT item_id, state FROM items
                  WHERE provider = $1 AND batch_id = $2 AND item_id = ANY($3::text[])
-                 ORDER BY item_id FOR UPDATE",
+                 ORDER BY item_id COLLATE \"C\" FOR UPDATE",
             )
             .await
             .map_err(&pg)?;
