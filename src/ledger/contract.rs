@@ -6,9 +6,12 @@
 //!
 //! Coordination between daemons is part of the contract, not bolted on: a claim takes a lease on
 //! each item (owner and expiry, held inside the backend), [`LedgerStore::renew_leases`] extends
-//! them while the downloads run, and an outcome is recorded only by the lease's owner. Listings
-//! have one walker per provider at a time ([`LedgerStore::take_walker`]). On SQLite the ledger's
-//! exclusive lock already makes this daemon the only one, so leases and walker turns always hold.
+//! them while the downloads run, and an outcome (`mark_*`) is recorded only by the lease's owner:
+//! anyone else gets [`LedgerError::LeaseLost`] (the new owner records it). Listings have one
+//! walker per provider at a time ([`LedgerStore::take_walker`]). On SQLite the ledger's exclusive
+//! lock already makes this daemon the only one, so leases and walker turns always hold, and
+//! `in_flight` (this daemon's claims) is every Downloading row; on PostgreSQL a dead daemon's
+//! claims are not settled by start-up recovery but claimed again once their lease expires.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
