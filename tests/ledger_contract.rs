@@ -574,8 +574,8 @@ mod shared {
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_and_the_old_owner_is_refused() {
-        // Lease 3 s; every wait keeps at least 1 s from the expiry it tests.
-        let s = fresh(Duration::from_secs(3), Duration::from_secs(300));
+        // Lease 5 s; every wait keeps at least 1.5 s from the expiry it tests, either way.
+        let s = fresh(Duration::from_secs(5), Duration::from_secs(300));
         let Some(a) = pg_with(&s).await else { return };
         let b = pg_with(&s).await.unwrap();
         ready_items(&a, 1).await;
@@ -585,17 +585,17 @@ mod shared {
             b.claim_due(&[], now(), 10).await.unwrap().is_empty(),
             "leased"
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
             a.renew_leases(&mine).await.unwrap().is_empty(),
             "still ours: renewed"
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
         assert!(
             b.claim_due(&[], now(), 10).await.unwrap().is_empty(),
             "the renewed lease has not expired"
         );
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let taken = b.claim_due(&[], now(), 10).await.unwrap();
         assert_eq!(ids(&taken), ids(&mine), "an expired lease is due again");
         assert_eq!(taken[0].attempts, 0, "a takeover counts no attempt");
@@ -639,7 +639,7 @@ mod shared {
 
     #[tokio::test]
     async fn one_walker_per_provider_at_a_time() {
-        let s = fresh(Duration::from_secs(300), Duration::from_secs(2));
+        let s = fresh(Duration::from_secs(300), Duration::from_secs(4));
         let Some(a) = pg_with(&s).await else { return };
         let b = pg_with(&s).await.unwrap();
         let (p, other) = (acme(), ProviderName::parse("other").unwrap());
@@ -660,7 +660,7 @@ mod shared {
             !a.take_walker(&p).await.unwrap(),
             "dropping another's turn does nothing"
         );
-        tokio::time::sleep(Duration::from_millis(3500)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(
             a.take_walker(&p).await.unwrap(),
             "b's turn expired: a takes over"
