@@ -104,13 +104,18 @@ start_s3() {
     # Every listener on its own free port: the defaults are fixed, and a second instance (or
     # anything else on 8333/9333/…) would collide.
     local -a ports=()
+    local n
     for p in master.port master.port.grpc volume.port volume.port.grpc filer.port \
         filer.port.grpc s3.port.grpc admin.port admin.port.grpc debug.port; do
-        ports+=("-$p=$(free_port)")
+        n=$(free_port)
+        ports+=("-$p=$n")
+        echo "$n" >>"$d/ports"
     done
+    echo "$s3" >>"$d/ports"
     AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET \
         setsid "$weed" -logdir="$d/logs" mini -dir="$d/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -s3.port="$s3" "${ports[@]}" -s3.port.iceberg=0 -s3.port.lance=0 -bucket="$BUCKET" \
+        -filer.localSocket="$d/filer.sock" -s3.localSocket="$d/s3.sock" \
         -admin.ui=false -webdav=false -master.telemetry=false \
         </dev/null >"$d/weed.log" 2>&1 &
     echo $! >"$d/pid"
@@ -178,6 +183,13 @@ stop_quiet() {
             sleep 0.1
         done
         kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    # SeaweedFS puts its gRPC sockets in /tmp, named by port.
+    if [[ -f $DIR/s3/ports ]]; then
+        local port
+        while read -r port; do
+            rm -f /tmp/seaweedfs-*-"$port".sock
+        done <"$DIR/s3/ports"
     fi
     rm -rf "$DIR"
 }
