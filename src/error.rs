@@ -63,6 +63,27 @@ pub enum LedgerError {
     },
     #[error("ledger task failed: {0}")]
     Task(String),
+    /// A shared ledger's lease passed to another daemon (ours expired and was taken over): this
+    /// daemon must not record the outcome, the new owner will.
+    #[error(
+        "ledger: another daemon holds {what} now (this daemon's lease expired and was taken over); nothing was recorded"
+    )]
+    LeaseLost { what: String },
+    /// A PostgreSQL ledger's statement or connection failed. `url` has no password.
+    #[error("ledger {url}: {action}: {source}")]
+    Postgres {
+        url: String,
+        action: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No connection from a PostgreSQL ledger's pool. `url` has no password.
+    #[error("ledger {url}: no connection: {message}")]
+    PgPool { url: String, message: String },
+    /// A PostgreSQL ledger holds what this build cannot use (a row that does not decode, a
+    /// newer schema), or its URL or settings are unusable.
+    #[error("ledger {url}: {message}")]
+    PgData { url: String, message: String },
 }
 
 /// A storage problem while writing the mirror.

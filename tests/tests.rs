@@ -8,6 +8,8 @@ mod layout;
 
 // Full mirror, no re-download, pagination, status.
 mod mirror;
+// The ledger contract on SQLite and PostgreSQL; leases and walker turns of several daemons.
+mod ledger_contract;
 // Resumable listing walks: a failing list page is reached by the next pass, per provider.
 mod walks;
 // The learned pacing cap is kept across restarts.

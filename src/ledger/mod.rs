@@ -9,6 +9,8 @@
 //! - `rows`: column ↔ domain value conversions (timestamps are INTEGER ms since the epoch).
 //! - `report`: summaries, at-risk items and row listings for status, metrics and tests.
 //! - `uploads`: the drop folder's upload rows and their states.
+//! - `contract`: [`LedgerStore`], the operations as a trait, which [`Ledger`] and the shared
+//!   PostgreSQL ledger ([`pg::PgLedger`]) implement.
 //!
 //! One [`rusqlite::Connection`] sits behind a `std::sync::Mutex`; every async method runs its work
 //! in `tokio::task::spawn_blocking` and holds the mutex only inside that closure. The API speaks in
@@ -17,8 +19,11 @@
 
 pub mod schema;
 
+mod contract;
+mod contract_sqlite;
 mod lock;
 mod pace;
+pub mod pg;
 mod queries;
 mod reads;
 mod report;
@@ -29,6 +34,7 @@ mod tests;
 mod uploads;
 mod walks;
 
+pub use contract::LedgerStore;
 pub use lock::lock_path;
 pub use report::Listed;
 pub use snapshot::{Plan, snapshot_into};
