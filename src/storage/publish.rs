@@ -75,15 +75,30 @@ pub(super) fn create_part(part: &Path, chunks: &[Bytes]) -> Result<std::fs::File
     let write = || -> Result<std::fs::File, StorageError> {
         let mut file =
             std::fs::File::create(part).map_err(|e| StorageError::io(part, "create", e))?;
-        for chunk in chunks {
-            file.write_all(chunk)
-                .map_err(|e| StorageError::io(part, "write", e))?;
-        }
+        write_chunks(&mut file, chunks).map_err(|e| StorageError::io(part, "write", e))?;
         Ok(file)
     };
     write().inspect_err(|_| {
         let _ = std::fs::remove_file(part);
     })
+}
+
+/// Writes every chunk, in one `writev` where the kernel takes them all: a body arrives in
+/// several chunks, and a syscall each cost more than their copy (issue 15's profile).
+fn write_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    std::io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One item to publish: its staged sidecars, then its durable result.
@@ -333,4 +348,26 @@ fn write_from(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_in_many_chunks_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("r.json.part");
+        // More slices than one writev takes at once on some systems (IOV_MAX is 1024 on Linux),
+        // empty ones among them.
+        let chunks: Vec<Bytes> = (0..3000u32)
+            .map(|n| match n % 3 {
+                0 => Bytes::new(),
+                _ => Bytes::from(n.to_string()),
+            })
+            .collect();
+        let want: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        drop(create_part(&part, &chunks).unwrap());
+        assert_eq!(std::fs::read(&part).unwrap(), want);
+    }
 }
