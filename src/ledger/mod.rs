@@ -9,6 +9,7 @@
 //! - `rows`: column ↔ domain value conversions (timestamps are INTEGER ms since the epoch).
 //! - `report`: summaries, at-risk items and row listings for status, metrics and tests.
 //! - `uploads`: the drop folder's upload rows and their states.
+//! - `verify`: the paged reads and the repairs of `batchmirror verify`.
 //!
 //! One [`rusqlite::Connection`] sits behind a `std::sync::Mutex`; every async method runs its work
 //! in `tokio::task::spawn_blocking` and holds the mutex only inside that closure. The API speaks in
@@ -27,12 +28,14 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 mod uploads;
+mod verify;
 mod walks;
 
 pub use lock::lock_path;
 pub use report::Listed;
 pub use snapshot::{Plan, snapshot_into};
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
+pub use verify::VerifyRow;
 /// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
 #[cfg(feature = "sandbox")]
 pub(crate) use {queries::NOT_FINAL, schema::BUSY_TIMEOUT};
