@@ -194,7 +194,11 @@ mod tests {
         let listed = m.list("p/b").unwrap().unwrap();
         assert_eq!(listed[0].name, "i.json");
         assert_eq!(listed[0].kind, EntryKind::File);
-        assert_eq!(listed[1].kind, EntryKind::Other, "a symlink is not followed");
+        assert_eq!(
+            listed[1].kind,
+            EntryKind::Other,
+            "a symlink is not followed"
+        );
         let h = m.hash("p/b/i.json").unwrap().unwrap();
         assert_eq!(h.bytes, 2);
         assert_eq!(
