@@ -19,6 +19,7 @@
 //! the ledger's and the root's, and refuses to run beside a daemon.
 
 mod report;
+mod walk;
 
 pub use report::{Counts, Finding, FindingKind, Repaired, VerifyReport};
 
@@ -28,16 +29,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio::task::JoinSet;
+use walk::{drop_folder_dirs, progress_bar};
 
 use crate::config::Settings;
 use crate::error::{ConfigError, Error, LedgerError, StorageError};
 use crate::ledger::{Ledger, VerifyRow};
 use crate::model::ItemState;
 use crate::storage::{
-    self, BATCH_META, EntryKind, Hashed, LocalMirror, MirrorRead, PART_SUFFIX, QUARANTINE,
-    ROOT_LOCK, SIDECAR_SEP, Storage,
+    self, BATCH_META, EntryKind, Hashed, LocalMirror, MirrorRead, PART_SUFFIX, SIDECAR_SEP, Storage,
 };
 
 /// Batches read from the ledger per page.
@@ -87,17 +88,15 @@ pub async fn verify(settings: &Settings, opts: VerifyOptions) -> Result<VerifyRe
         .iter()
         .map(|p| p.name.as_str().to_owned())
         .collect();
-    if let Some(p) = &opts.provider {
-        if !configured.contains(p) {
-            return Err(ConfigError::invalid(
-                "--provider",
-                format!(
-                    "no provider {p:?} is configured: use one of {}",
-                    configured.join(", ")
-                ),
-            )
-            .into());
-        }
+    if let Some(p) = opts.provider.as_ref().filter(|p| !configured.contains(p)) {
+        return Err(ConfigError::invalid(
+            "--provider",
+            format!(
+                "no provider {p:?} is configured: use one of {}",
+                configured.join(", ")
+            ),
+        )
+        .into());
     }
     let root = settings.storage_root.clone();
     let path = settings.ledger_path.clone();
@@ -422,102 +421,4 @@ impl Verifier {
         }
         Ok("left alone: no longer mirrored in the ledger")
     }
-
-    async fn part(&mut self, provider: Option<&str>, rel: String) -> Result<(), Error> {
-        if self.report.writer_running {
-            self.report.in_flight += 1;
-            return Ok(());
-        }
-        let mut finding = Finding::path(FindingKind::Part, provider, rel.clone());
-        if self.opts.repair {
-            self.blocking(move |m| m.remove(&rel)).await?;
-            self.repaired().parts_removed += 1;
-            finding.repair = Some("removed".into());
-        }
-        self.report.add(finding);
-        Ok(())
-    }
-
-    async fn unknown(&mut self, provider: Option<&str>, rel: String) -> Result<(), Error> {
-        let mut finding = Finding::path(FindingKind::Unknown, provider, rel);
-        if self.opts.repair {
-            finding.repair = Some("left alone".into());
-        }
-        self.report.add(finding);
-        Ok(())
-    }
-
-    /// Reports every file at or under `rel` as unknown (`.part` ones as stray), walking
-    /// directories with an explicit stack.
-    async fn unknown_tree(
-        &mut self,
-        provider: Option<&str>,
-        rel: String,
-        kind: EntryKind,
-    ) -> Result<(), Error> {
-        let mut stack = vec![(rel, kind)];
-        while let Some((rel, kind)) = stack.pop() {
-            match kind {
-                EntryKind::Dir if self.excluded.contains(&rel) => {}
-                EntryKind::Dir => {
-                    let at = rel.clone();
-                    let listed = self.blocking(move |m| m.list(&at)).await?;
-                    for e in listed.into_iter().flatten().rev() {
-                        stack.push((format!("{rel}/{}", e.name), e.kind));
-                    }
-                }
-                EntryKind::File if rel.ends_with(PART_SUFFIX) => self.part(provider, rel).await?,
-                _ => self.unknown(provider, rel).await?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The root's own entries: providers were walked already; the lock, the quarantine and the
-    /// drop folder's directories belong there; anything else is unknown.
-    async fn root_level(&mut self, providers: &[String]) -> Result<(), Error> {
-        let listed = self.blocking(|m| m.list("")).await?;
-        for e in listed.into_iter().flatten() {
-            let ours = match e.kind {
-                EntryKind::Dir => providers.contains(&e.name) || e.name == QUARANTINE,
-                EntryKind::File => e.name == ROOT_LOCK,
-                EntryKind::Other => false,
-            };
-            if !ours {
-                self.unknown_tree(None, e.name, e.kind).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The drop folder's directories that lie under the root, relative to it.
-fn drop_folder_dirs(settings: &Settings) -> HashSet<String> {
-    let Some(d) = &settings.dropfolder else {
-        return HashSet::new();
-    };
-    let root = settings
-        .storage_root
-        .canonicalize()
-        .unwrap_or_else(|_| settings.storage_root.clone());
-    [&d.inbox, &d.done, &d.failed, &d.outbox]
-        .into_iter()
-        .filter_map(|p| {
-            let p = p.canonicalize().unwrap_or_else(|_| p.clone());
-            Some(p.strip_prefix(&root).ok()?.to_string_lossy().into_owned())
-        })
-        .filter(|rel| !rel.is_empty())
-        .collect()
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} verify {pos}/{len} files [{elapsed}, ETA {eta}]")
-    {
-        bar.set_style(style);
-    }
-    // Both draw on stderr: log lines must clear the bar first, not run into it.
-    crate::telemetry::print_through(Some(bar.clone()));
-    bar
 }
