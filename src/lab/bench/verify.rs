@@ -1,0 +1,102 @@
+//! The `verify` run: a ledger of mirrored items and their files generated directly (no HTTP),
+//! then `batchmirror verify` timed over them as a child process, files/s and MB/s.
+
+use std::path::Path;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::setup::{self, PROVIDER};
+use super::{BenchError, fill, measured, ms};
+use crate::ledger::Ledger;
+
+/// Items per generated batch (and so per directory).
+const PER_BATCH: u64 = 1000;
+
+/// Writes `items` mirrored results of `size` bytes and their ledger rows under `dir`, then times
+/// `batchmirror verify` over them: with `cold`, once after asking the kernel to drop its page
+/// cache (when it lets us: the disk-bound figure); then warm (the hashing-bound figure).
+pub async fn verify(
+    exe: &Path,
+    dir: &Path,
+    items: u64,
+    size: usize,
+    cold: bool,
+) -> Result<(), BenchError> {
+    let inst = setup::instance(dir, "http://127.0.0.1:9", None)?;
+    let batches = items.div_ceil(PER_BATCH);
+    let total = batches * PER_BATCH;
+    let mut body = format!("{{\"pad\":\"{}", "x".repeat(size.saturating_sub(10)));
+    body.push_str("\"}");
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    {
+        Ledger::open(&inst.ledger)?;
+        let sizes = (body.len() as u64, sha.as_str());
+        fill::generate_mirrored(
+            &inst.ledger,
+            PROVIDER,
+            (batches, PER_BATCH),
+            sizes,
+            Utc::now(),
+        )
+        .map_err(|e| BenchError::Failed {
+            what: "generating the verify ledger".into(),
+            problem: e.to_string(),
+        })?;
+    }
+    let root = inst.mirror.join(PROVIDER);
+    tokio::task::spawn_blocking(move || write_files(&root, batches, body.as_bytes()))
+        .await
+        .map_err(|e| BenchError::Failed {
+            what: "writing the verify files".into(),
+            problem: e.to_string(),
+        })??;
+    let runs: &[&str] = if cold { &["cold", "warm"] } else { &["warm"] };
+    for &run in runs {
+        if run == "cold" && std::fs::write("/proc/sys/vm/drop_caches", "3").is_err() {
+            println!("verify: cannot drop the page cache (not root?): the cold run is skipped");
+            continue;
+        }
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(["verify", "--json", "--config"]).arg(&inst.config);
+        let m = measured("batchmirror verify", cmd, &inst.dir).await?;
+        let out = std::fs::read_to_string(inst.dir.join("stdout.log")).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let (checked, bytes) = (
+            json["files_checked"].as_u64(),
+            json["bytes_checked"].as_u64().unwrap_or(0),
+        );
+        if checked != Some(total) || !m.status.success() {
+            return Err(BenchError::Failed {
+                what: format!("verify over {total} files"),
+                problem: format!("checked {checked:?}, exit {:?}", m.status.code()),
+            });
+        }
+        let secs = m.wall.as_secs_f64();
+        println!(
+            "{:<30}{:<13}wall {:.2} s, {:.0} files/s, {:.0} MB/s, CPU {:.0} ms, peak RSS {:.1} MB",
+            format!("verify {run}, {total} files"),
+            "verify",
+            secs,
+            total as f64 / secs,
+            bytes as f64 / 1e6 / secs,
+            ms(m.cpu),
+            m.peak_rss as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn write_files(root: &Path, batches: u64, body: &[u8]) -> Result<(), BenchError> {
+    for b in 0..batches {
+        let dir = root.join(format!("batch_{b:07}"));
+        std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("create", &dir, e))?;
+        for i in 0..PER_BATCH {
+            let file = dir.join(format!("item_{i:06}.json"));
+            std::fs::write(&file, body).map_err(|e| BenchError::io("write", &file, e))?;
+        }
+    }
+    // On disk before the cold run drops the cache (dirty pages cannot be dropped).
+    rustix::fs::sync();
+    Ok(())
+}
