@@ -137,11 +137,11 @@ pub enum Command {
     /// Re-hash every mirrored result against the ledger's size and sha256, and report missing
     /// and corrupt results, files the ledger does not know and stray .part files.
     ///
-    /// Sidecars (<item>@<suffix>) are accepted beside a mirrored item and only checked to exist:
-    /// the ledger records no digest for them. Without --repair it reads the ledger without
+    /// Sidecars (`<item>@<suffix>`) are accepted beside a mirrored item, not hashed (the ledger
+    /// records no digest for them) and not required. Without --repair it reads the ledger without
     /// locking it, so it runs beside a daemon (whose in-flight files it skips). --repair takes the
     /// writer's locks (not beside a daemon), moves corrupt files into
-    /// <storage.root>/.batchmirror-quarantine, re-queues missing and corrupt items the provider
+    /// `<storage.root>/.batchmirror-quarantine`, re-queues missing and corrupt items the provider
     /// still retains (the next `sync --once` or daemon pass fetches them), marks those past their
     /// deadline lost, and removes stray .part files; unknown files are never touched.
     ///

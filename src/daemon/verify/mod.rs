@@ -8,8 +8,8 @@
 //! `ready`. Every mirrored row is hashed by opening its recorded path (so a result published after
 //! the listing is still checked), on a few blocking threads at a time. What the listing holds
 //! beyond those results is classified by name: `<item>@<suffix>` is a sidecar of `<item>.json`,
-//! accepted when that item is mirrored, and only checked to exist (the ledger records no digest
-//! for sidecars); `@batch.json` is reserved; `.part` is a stray, unless a writer holds the root's
+//! accepted when that item is mirrored, neither hashed (the ledger records no digest for
+//! sidecars) nor required; `@batch.json` is reserved; `.part` is a stray, unless a writer holds the root's
 //! lock; anything else is unknown. Then the provider directory's entries that no ledger batch
 //! claims, and the root's entries that are neither providers, the root lock, the quarantine nor
 //! a drop-folder directory, are walked (iteratively) and every file in them is unknown.
