@@ -9,10 +9,12 @@
 //! the listing is still checked), on a few blocking threads at a time. What the listing holds
 //! beyond those results is classified by name: `<item>@<suffix>` is a sidecar of `<item>.json`,
 //! accepted when that item is mirrored, neither hashed (the ledger records no digest for
-//! sidecars) nor required; `@batch.json` is reserved; `.part` is a stray, unless a writer holds the root's
-//! lock; anything else is unknown. Then the provider directory's entries that no ledger batch
-//! claims, and the root's entries that are neither providers, the root lock, the quarantine nor
-//! a drop-folder directory, are walked (iteratively) and every file in them is unknown.
+//! sidecars) nor required, and skipped as in flight when the item is ready or downloading (the
+//! next fetch rewrites it); `@batch.json` is reserved; `.part` is a stray unless a writer holds
+//! the root's lock; anything else is unknown. Then the provider directory's entries that no
+//! ledger batch claims, and the root's entries that are neither providers, the root lock, the
+//! quarantine nor a drop-folder directory, are walked (iteratively): every file in them is
+//! unknown.
 //!
 //! Locks: a plain verify reads the ledger read-only and takes no lock, so it runs beside a daemon
 //! (like `status`). `--repair` writes the ledger and the root, so it takes the writer's locks,
