@@ -322,3 +322,34 @@ async fn beside_a_writer_parts_are_in_flight_and_repair_is_refused() {
     drop(writer);
     assert_eq!(verify(&settings, false).await.counts.part, 1);
 }
+
+#[tokio::test]
+async fn a_drop_folder_under_the_root_is_not_unknown_but_its_neighbours_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, _) = mirrored(dir.path(), 1, 2).await;
+    let root = dir.path().join("mirror");
+    let mut text = config_text(dir.path(), &sandbox.base_url(), "");
+    text.push_str(&format!(
+        "[dropfolder]\npath = \"{}/drop/inbox\"\nprovider = \"ep\"\n",
+        root.display()
+    ));
+    let settings = batchmirror::config::load_str(&text, "test", &Default::default()).unwrap();
+    for (sub, name) in [
+        ("inbox", "a.pdf"),
+        ("done", "b.pdf"),
+        ("failed", "c.pdf"),
+        ("outbox", "b.pdf.json"),
+    ] {
+        std::fs::create_dir_all(root.join("drop").join(sub)).unwrap();
+        std::fs::write(root.join("drop").join(sub).join(name), b"%PDF").unwrap();
+    }
+    std::fs::write(root.join("drop/elsewhere.txt"), b"?").unwrap();
+
+    let r = verify(&settings, false).await;
+    assert_eq!(
+        kinds_of(&r, FindingKind::Unknown),
+        ["drop/elsewhere.txt"],
+        "{}",
+        r.render_text()
+    );
+}
