@@ -227,6 +227,7 @@ async fn past_its_deadline_a_damaged_item_is_lost_not_requeued() {
         .unwrap();
     let root = dir.path().join("mirror");
     std::fs::remove_file(root.join("ep/b-1/old.json")).unwrap();
+    std::fs::write(root.join("ep/b-1/old@md"), b"# old").unwrap();
     flip_a_byte(&root.join("ep/b-2/new.json"));
 
     let opts = VerifyOptions {
@@ -237,6 +238,11 @@ async fn past_its_deadline_a_damaged_item_is_lost_not_requeued() {
     let r = daemon::verify(&settings, opts).await.unwrap();
     let done = r.repaired.clone().unwrap();
     assert_eq!((done.requeued, done.lost), (1, 1), "{}", r.render_text());
+    assert!(
+        !root.join("ep/b-1/old@md").exists(),
+        "a lost item keeps no file: its sidecar is moved aside"
+    );
+    assert_eq!(done.quarantined, 2, "new.json (corrupt) and old@md");
     let old = r.findings.iter().find(|f| f.path == "ep/b-1/old.json");
     assert_eq!(old.unwrap().repair.as_deref(), Some("lost"));
     assert!(r.render_text().contains("1 lost"), "{}", r.render_text());
@@ -278,12 +284,16 @@ async fn the_binary_exits_0_clean_1_damaged_2_unknown_provider_and_prints_json()
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--provider"));
 
     flip_a_byte(&dir.path().join("mirror/ep/b-000/it-0-2.json"));
+    // Outside the provider's directory: not looked at with --provider.
+    std::fs::write(dir.path().join("mirror/stray.bin"), b"?").unwrap();
     let out = run_cli(&["verify", "--json", "--provider", "ep"], &config);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["files_checked"], 3);
     assert_eq!(v["counts"]["corrupt"], 1);
     assert_eq!(v["counts"]["missing"], 0);
+    assert_eq!(v["counts"]["unknown"], 0, "--provider ep walks ep/ only");
+    assert_eq!(v["provider"], "ep");
     let f = &v["findings"][0];
     assert_eq!(f["kind"], "corrupt");
     assert_eq!(f["provider"], "ep");
