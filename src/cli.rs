@@ -134,6 +134,39 @@ pub enum Command {
         #[arg(long, requires = "items", default_value_t = 1000)]
         limit: usize,
     },
+    /// Re-hash every mirrored result against the ledger's size and sha256, and report missing
+    /// and corrupt results, files the ledger does not know and stray .part files.
+    ///
+    /// Sidecars (`<item>@<suffix>`) are accepted beside a mirrored item, not hashed (the ledger
+    /// records no digest for them) and not required. Without --repair it reads the ledger without
+    /// locking it, so it runs beside a daemon (whose in-flight files it skips). --repair takes the
+    /// writer's locks (not beside a daemon), moves corrupt files into
+    /// `<storage.root>/.batchmirror-quarantine`, re-queues missing and corrupt items the provider
+    /// still retains (the next `sync --once` or daemon pass fetches them), marks those past their
+    /// deadline lost, and removes stray .part files; unknown files are never touched.
+    ///
+    /// Exit codes: 0 the mirror matches the ledger; 1 anything found (repaired or not); 2 bad
+    /// config or usage (an unknown --provider).
+    ///
+    /// Examples:
+    ///   batchmirror verify --config /etc/batchmirror/config.toml
+    ///   batchmirror verify --provider acme --json | jq .counts
+    ///   batchmirror verify --repair && batchmirror sync --once
+    #[command(verbatim_doc_comment)]
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this provider's items and directory (its configured name).
+        #[arg(long, value_name = "NAME")]
+        provider: Option<String>,
+        /// Re-queue missing and corrupt items (lost when past their deadline), remove stray .part
+        /// files.
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object: counts and the findings.
+        #[arg(long)]
+        json: bool,
+    },
     /// The commands that run against the bundled sandboxes (`demo`, `sandbox`, `bench`).
     #[cfg(feature = "sandbox")]
     #[command(flatten)]

@@ -18,7 +18,7 @@
 //! - [`dropfolder`]: the watched inbox whose files become jobs, and the outbox of their results.
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run` (its tasks in one tracker, one stop deadline),
-//!   `sync_once`, `status`.
+//!   `sync_once`, `status`, `verify`.
 //! - [`cli`]: the command-line definitions `main.rs` dispatches on.
 //! - `lab` (feature `sandbox`): the harnesses above the daemon: `demo`, `bench`, the crash loop,
 //!   reached from [`cli`] through one flattened `LabCommand`.

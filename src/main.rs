@@ -126,6 +126,25 @@ async fn dispatch(command: Command, log: &LogArgs) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Verify {
+            config,
+            provider,
+            repair,
+            json,
+        } => {
+            let settings = load(&config.config, log)?;
+            let opts = daemon::VerifyOptions {
+                progress: true,
+                ..daemon::VerifyOptions::new(provider, repair)
+            };
+            let report = daemon::verify(&settings, opts).await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(report.exit_code() as u8)
+        }
         Command::CheckConfig(c) => {
             let settings = load(&c.config, log)?;
             print!("{settings}");

@@ -23,6 +23,8 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
             "1200",
             "--status-items",
             "3000",
+            "--verify-items",
+            "2000",
             "--dir",
         ])
         .arg(dir.path().join("work"))
@@ -41,6 +43,7 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
     };
     assert!(row("40 x 3.0 kB, conc 4", "batchmirror"), "{stdout}");
     assert!(row("1 x 1.5 MB", "batchmirror"), "{stdout}");
+    assert!(row("verify warm, 2000 files", "files/s"), "{stdout}");
     // Requests are counted at the sandbox: every one of the 40 results needs at least one.
     let api: Vec<u64> = stdout
         .lines()

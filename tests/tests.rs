@@ -67,3 +67,5 @@ mod bench;
 mod pacing;
 // `sync --once --dry-run`: lists and plans on a copy of the ledger, fetches and writes nothing.
 mod dryrun;
+// `verify`: each finding, --repair and the pass after it, lost past the deadline, exit codes.
+mod verify;

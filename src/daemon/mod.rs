@@ -12,6 +12,7 @@ mod reload;
 mod run;
 mod status;
 mod systemd;
+mod verify;
 
 pub use dryrun::{DryRun, dry_run};
 pub use pass::{PassReport, ProviderPass};
@@ -19,6 +20,7 @@ pub use preflight::{Checked, preflight};
 pub use reload::Reload;
 pub use run::{StopSignal, cancel_on_signals, cancel_or_reload_on_signals, run, run_reloading};
 pub use status::{StatusReport, status};
+pub use verify::{Counts, Finding, FindingKind, Repaired, VerifyOptions, VerifyReport, verify};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,6 +11,7 @@
 //! - `uploads`: the drop folder's upload rows and their states.
 //! - `contract`: [`LedgerStore`], the operations as a trait, which [`Ledger`] and the shared
 //!   PostgreSQL ledger ([`pg::PgLedger`]) implement.
+//! - `verify`: the paged reads and the repairs of `batchmirror verify`.
 //!
 //! One [`rusqlite::Connection`] sits behind a `std::sync::Mutex`; every async method runs its work
 //! in `tokio::task::spawn_blocking` and holds the mutex only inside that closure. The API speaks in
@@ -32,6 +33,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 mod uploads;
+mod verify;
 mod walks;
 
 pub use contract::LedgerStore;
@@ -39,6 +41,7 @@ pub use lock::lock_path;
 pub use report::Listed;
 pub use snapshot::{Plan, snapshot_into};
 pub use uploads::{Finished, NewUpload, Upload, UploadState};
+pub use verify::VerifyRow;
 /// The non-final states as SQL, and the lock wait, for the bench's ledger set-ups.
 #[cfg(feature = "sandbox")]
 pub(crate) use {queries::NOT_FINAL, schema::BUSY_TIMEOUT};

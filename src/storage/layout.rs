@@ -89,10 +89,15 @@ fn batch_dir(provider: &ProviderName, batch: &BatchId) -> PathBuf {
     p
 }
 
+/// The file name of an item's result in its batch directory: `<item>.json`.
+pub fn result_file_name(item: &str) -> String {
+    format!("{}.json", safe_component(item))
+}
+
 impl Storage {
     /// The item's result, relative to the root: `<provider>/<batch>/<item>.json`.
     pub fn item_path(provider: &ProviderName, batch: &BatchId, item: &ItemId) -> PathBuf {
-        batch_dir(provider, batch).join(format!("{}.json", safe_component(item.as_str())))
+        batch_dir(provider, batch).join(result_file_name(item.as_str()))
     }
 
     /// A file kept with the item's result: `<provider>/<batch>/<item>@<suffix>`. The suffix comes

@@ -36,6 +36,22 @@ pub(super) fn lock_root(root: &Path) -> Result<Arc<File>, StorageError> {
     }
 }
 
+/// True when another process holds the lock of `root` right now (a daemon is writing there),
+/// without taking it for longer than the look: for readers that must not stop a daemon starting.
+pub fn root_in_use(root: &Path) -> Result<bool, StorageError> {
+    let lock = root.join(ROOT_LOCK);
+    let file = match File::open(&lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(&lock, "open", e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(StorageError::io(&lock, "lock", e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,7 +70,9 @@ mod tests {
         }
         drop(held);
         assert!(lock_root(dir.path()).is_err(), "a clone still holds it");
+        assert!(root_in_use(dir.path()).unwrap());
         drop(clone);
+        assert!(!root_in_use(dir.path()).unwrap());
         lock_root(dir.path()).unwrap();
     }
 }

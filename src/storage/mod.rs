@@ -1,6 +1,7 @@
 //! The mirror on disk: the layout ([`layout`]), ids made safe as file names, and the atomic,
 //! durable publish (`.part` → fsync → rename → fsync directory), of a result alone or of a result
 //! together with its sidecars; and the root's lock ([`lock`]), so one process writes under a root.
+//! `scan` reads the mirror back for `verify` ([`MirrorRead`]).
 //!
 //! This module knows nothing of HTTP or SQL: it takes streams of bytes and returns what it
 //! published. It is the one place that turns server-supplied ids into paths, and every path it
@@ -11,10 +12,12 @@ mod layout;
 mod lock;
 mod probe;
 mod publish;
+mod scan;
 
-pub use layout::{BATCH_META, SIDECAR_SEP, safe_component};
-pub use lock::ROOT_LOCK;
+pub use layout::{BATCH_META, SIDECAR_SEP, result_file_name, safe_component};
+pub use lock::{ROOT_LOCK, root_in_use};
 pub use probe::{Probed, probe_dir};
+pub use scan::{Entry, EntryKind, Hashed, LocalMirror, MirrorRead, QUARANTINE};
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;

@@ -138,6 +138,43 @@ fn generate_rows(
     tx.commit()
 }
 
+/// `batches` × `items_per_batch` items of `provider`, every one mirrored at
+/// `<provider>/batch_%07d/item_%06d.json` with the given size and digest (deadlines three days
+/// on), in the existing ledger at `path`: what `verify` reads, without downloading anything.
+pub(crate) fn generate_mirrored(
+    path: &Path,
+    provider: &str,
+    (batches, items_per_batch): (u64, u64),
+    (bytes, sha256): (u64, &str),
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let mut conn = open(path)?;
+    let tx = conn.transaction()?;
+    let (batches, per) = (batches as i64, items_per_batch as i64);
+    let (bytes, now) = (
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+        now.timestamp_millis(),
+    );
+    tx.execute(
+        "WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < ?2)
+         INSERT INTO batches (provider, batch_id, status, terminal, total_items, created_at,
+                              handled, seen_at)
+         SELECT ?1, printf('batch_%07d', k), 'completed', 1, ?3, ?4, 1, ?4 FROM n",
+        params![provider, batches, per, now],
+    )?;
+    tx.execute(
+        "WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k + 1 < ?2 * ?3)
+         INSERT INTO items (provider, batch_id, item_id, remote_status, state, deadline, attempts,
+                            bytes, sha256, path, updated_at)
+         SELECT ?1, printf('batch_%07d', k / ?3), printf('item_%06d', k % ?3), 'succeeded',
+                'mirrored', ?4 + 259200000, 0, ?5, ?6,
+                printf('%s/batch_%07d/item_%06d.json', ?1, k / ?3, k % ?3), ?4
+         FROM n",
+        params![provider, batches, per, now, bytes, sha256],
+    )?;
+    tx.commit()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,14 +3,16 @@
 //!
 //! It owns the runs and the table: many small results and one large one mirrored by a real
 //! `batchmirror sync --once` child and fetched by `curl` (the yardstick), an idle pass over a big
-//! ledger, and `status` over a bigger one. [`measure`] samples the children, [`setup`] writes
-//! their accounts and configs, [`idle`] holds the two ledger-size runs.
+//! ledger, `status` over a bigger one, and `verify` over many mirrored files. [`measure`] samples
+//! the children, [`setup`] writes their accounts and configs, [`idle`] holds the two ledger-size
+//! runs, `verify` the verify run.
 
 mod fill;
 mod first;
 mod idle;
 pub mod measure;
 mod setup;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +56,14 @@ pub struct BenchArgs {
     /// Items in the ledger of the `status` run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub status_items: u64,
+    /// Mirrored files (of --size bytes) `batchmirror verify` re-hashes in the verify run,
+    /// generated straight on disk and in the ledger (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub verify_items: u64,
+    /// Also time a cold verify, after dropping the kernel's page cache (root only; it slows
+    /// everything else on the machine for a while).
+    #[arg(long)]
+    pub verify_cold: bool,
     /// Working directory; a new one under the system temp dir by default. It must be on the disk
     /// you care about (on tmpfs, fsync is free).
     #[arg(long)]
@@ -173,6 +183,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         }
         if args.status_items > 0 {
             idle::status(&exe, &dir.join("status"), args.status_items).await?;
+        }
+        if args.verify_items > 0 {
+            let at = dir.join("verify");
+            verify::verify(&exe, &at, args.verify_items, args.size, args.verify_cold).await?;
         }
         Ok(())
     }
