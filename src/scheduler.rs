@@ -1,7 +1,9 @@
 //! Cron ticks that request passes, and nothing else: the pass loop in `daemon` runs them.
 //!
 //! Passes never overlap: a tick that arrives while a pass runs is skipped (logged), not queued,
-//! so a slow pass cannot build a backlog of passes behind it.
+//! so a slow pass cannot build a backlog of passes behind it. A webhook's request
+//! ([`PassTrigger::follow_up`]) is different: what it names may have completed after the running
+//! pass listed, so it leaves one follow-up pass pending, however many arrive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,8 @@ pub struct PassTrigger {
     wake: Notify,
     finished: Notify,
     running: AtomicBool,
+    /// A follow-up was asked for since the running pass started.
+    follow_up: AtomicBool,
 }
 
 impl PassTrigger {
@@ -38,6 +42,16 @@ impl PassTrigger {
         }
     }
 
+    /// Asks for a pass that starts after this call: now if none runs, else one follow-up after
+    /// the running pass (many calls during a pass still make one). For webhooks.
+    pub fn follow_up(&self) {
+        // Flag first: a pass that ends between the two steps still sees it.
+        self.follow_up.store(true, Ordering::SeqCst);
+        if !self.running.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     /// Waits for a request.
     pub async fn requested(&self) {
         self.wake.notified().await;
@@ -46,7 +60,13 @@ impl PassTrigger {
     /// Marks a pass as running (true) or finished (false).
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::SeqCst);
-        if !running {
+        if running {
+            // The pass starting now lists after every follow-up asked for so far.
+            self.follow_up.store(false, Ordering::SeqCst);
+        } else {
+            if self.follow_up.swap(false, Ordering::SeqCst) {
+                self.wake.notify_one();
+            }
             self.finished.notify_waiters();
         }
     }
@@ -93,6 +113,29 @@ mod tests {
         assert!(
             pending.is_err(),
             "no pass may be queued behind the one that ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn follow_ups_during_a_pass_coalesce_into_one_pass_after_it() {
+        let t = PassTrigger::default();
+        t.follow_up();
+        t.requested().await;
+        t.set_running(true);
+        for _ in 0..50 {
+            t.follow_up();
+        }
+        t.set_running(false);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(wait, t.requested()).await.is_ok(),
+            "a webhook during a pass must leave a follow-up pass"
+        );
+        t.set_running(true);
+        t.set_running(false);
+        assert!(
+            tokio::time::timeout(wait, t.requested()).await.is_err(),
+            "fifty webhooks during one pass make one follow-up, not more"
         );
     }
 }

@@ -232,3 +232,36 @@ mod tests {
         assert!(parse_bytes("99999999999TiB").is_err());
     }
 }
+
+/// A provider's `base_url`: http(s) with a host, no credentials, query or fragment; the path's
+/// trailing slash removed.
+pub(super) fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let mut url = url::Url::parse(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a URL ({e}); write e.g. \"https://api.extract.page\""),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "credentials do not belong in the URL: remove user:password@ and set api_key_file, \
+             api_key_env or api_key",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
