@@ -215,24 +215,6 @@ pub(super) fn toml_bytes(n: u64) -> String {
     n.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn byte_sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("7b"), Ok(7));
-        assert!(parse_bytes("1GB").unwrap_err().contains("unknown suffix"));
-        assert!(parse_bytes("GiB").is_err());
-        assert!(parse_bytes("-1").is_err());
-        assert!(parse_bytes("99999999999TiB").is_err());
-    }
-}
-
 /// A provider's `base_url`: http(s) with a host, no credentials, query or fragment; the path's
 /// trailing slash removed.
 pub(super) fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
@@ -264,4 +246,22 @@ pub(super) fn validate_base_url(key: &str, value: &str) -> Result<url::Url, Conf
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("7b"), Ok(7));
+        assert!(parse_bytes("1GB").unwrap_err().contains("unknown suffix"));
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
 }
