@@ -65,3 +65,5 @@ mod bench;
 mod pacing;
 // `sync --once --dry-run`: lists and plans on a copy of the ledger, fetches and writes nothing.
 mod dryrun;
+// Issue 13: the verified webhook receiver; push latency, refused deliveries, polling as backstop.
+mod webhook;

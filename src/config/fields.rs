@@ -1,5 +1,6 @@
 //! The leaf of the config: parsers for the kinds of value many sections share (paths, durations,
-//! integer ranges, byte counts, http URLs, cron expressions), the [`Secret`] they may yield, and
+//! integer ranges, byte counts, http URLs, cron expressions), the [`Secret`] they may yield (and
+//! [`KeyFrom`], where it came from), and
 //! the helpers that print values back as TOML.
 //!
 //! It imports no section file, so every section can use it without forming a cycle. Each parser
@@ -39,6 +40,15 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Which key gave a secret (an API key, a webhook secret): the printed config names the file or variable again (neither is a
+/// secret), and an inline key only as a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    File(std::path::PathBuf),
+    Env(String),
+    Inline,
 }
 
 /// `value` made absolute against the working directory; an empty value is refused.

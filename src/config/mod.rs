@@ -32,11 +32,11 @@ mod webhook;
 pub use alerts::AlertSettings;
 pub use download::DownloadSettings;
 pub use dropfolder::{DEFAULT_EXCLUDE, DropFolderSettings, WatchMode};
-pub use fields::{Secret, toml_str};
+pub use fields::{KeyFrom, Secret, toml_str};
 pub use kind::ProviderKind;
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
-pub use provider::{KeyFrom, ProviderOptions, ProviderSettings};
+pub use provider::{ProviderOptions, ProviderSettings};
 pub use warnings::warnings;
 pub use webhook::{DEFAULT_LLAMACLOUD_HEADER, WebhookAuth, WebhookSettings};
 
@@ -134,7 +134,7 @@ impl RawConfig {
             webhook: self
                 .webhook
                 .as_ref()
-                .map(|w| webhook::validate(w, &providers))
+                .map(|w| webhook::validate(w, providers.iter().any(|p| p.webhook.is_some())))
                 .transpose()?,
             providers,
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::fields::{
-    Secret, absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str,
+    KeyFrom, Secret, absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str,
     validate_base_url,
 };
 use super::kind::ProviderKind;
@@ -66,15 +66,6 @@ pub struct ProviderSettings {
     pub options: ProviderOptions,
     /// What deliveries to `/hooks/<name>` must prove; None = the receiver refuses them.
     pub webhook: Option<WebhookAuth>,
-}
-
-/// Which key gave the API key: the printed config names the file or variable again (neither is a
-/// secret), and an inline key only as a comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyFrom {
-    File(std::path::PathBuf),
-    Env(String),
-    Inline,
 }
 
 /// One `[[provider]]` table as written. No `Debug`: it may hold an API key.
@@ -225,7 +216,15 @@ fn validate_one(
         retention: duration(&key("retention"), &p.retention, true)?,
         max_retries: int_in_range(&key("max_retries"), p.max_retries, 1, 20)? as u32,
         options: provider_options(kind, p, &key)?,
-        webhook: provider_auth(&at, kind, &RawProviderWebhook::of(p))?,
+        webhook: provider_auth(
+            &at,
+            kind,
+            &RawProviderWebhook {
+                secret: &p.webhook_secret,
+                secret_file: &p.webhook_secret_file,
+                header: &p.webhook_header,
+            },
+        )?,
     })
 }
 

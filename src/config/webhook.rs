@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::fields::{Secret, absolute_path, toml_str};
+use super::fields::{KeyFrom, Secret, absolute_path, toml_str};
 use super::kind::ProviderKind;
-use super::provider::KeyFrom;
 use crate::error::ConfigError;
 
 /// The header LlamaCloud deliveries carry the secret in unless `webhook_header` says otherwise.
@@ -50,10 +49,7 @@ pub struct WebhookAuth {
 
 /// The receiver address must parse, and stay on loopback unless remote access is asked for; at
 /// least one provider must have a secret, or every delivery would be refused.
-pub(super) fn validate(
-    w: &RawWebhook,
-    providers: &[super::ProviderSettings],
-) -> Result<WebhookSettings, ConfigError> {
+pub(super) fn validate(w: &RawWebhook, any_secret: bool) -> Result<WebhookSettings, ConfigError> {
     let listen: SocketAddr = w.listen.trim().parse().map_err(|e| {
         ConfigError::invalid(
             "webhook.listen",
@@ -72,7 +68,7 @@ pub(super) fn validate(
             ),
         ));
     }
-    if providers.iter().all(|p| p.webhook.is_none()) {
+    if !any_secret {
         return Err(ConfigError::invalid(
             "webhook.listen",
             "no [[provider]] has webhook_secret or webhook_secret_file: every delivery would be \
@@ -90,16 +86,6 @@ pub(super) struct RawProviderWebhook<'a> {
     pub secret: &'a Option<String>,
     pub secret_file: &'a Option<String>,
     pub header: &'a Option<String>,
-}
-
-impl<'a> RawProviderWebhook<'a> {
-    pub(super) fn of(p: &'a super::provider::RawProvider) -> Self {
-        RawProviderWebhook {
-            secret: &p.webhook_secret,
-            secret_file: &p.webhook_secret_file,
-            header: &p.webhook_header,
-        }
-    }
 }
 
 /// The provider's [`WebhookAuth`], None when it has no secret; `at` names the provider in errors.
