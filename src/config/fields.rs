@@ -1,7 +1,6 @@
 //! The leaf of the config: parsers for the kinds of value many sections share (paths, durations,
 //! integer ranges, byte counts, http URLs, cron expressions), the [`Secret`] they may yield (and
-//! [`KeyFrom`], where it came from), and
-//! the helpers that print values back as TOML.
+//! [`KeyFrom`], where it came from), and the helpers that print values back as TOML.
 //!
 //! It imports no section file, so every section can use it without forming a cycle. Each parser
 //! takes the key it is reading, so its errors name the key like every other config error.

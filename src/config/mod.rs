@@ -359,3 +359,5 @@ fn dot_after_index(key: &str) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_dropfolder;
+#[cfg(test)]
+mod webhook_tests;
