@@ -299,3 +299,109 @@ async fn a_dropped_webhook_is_caught_by_the_next_pass() {
     assert!(published(&root, "doc_000").is_some());
     drop(sandbox);
 }
+
+#[tokio::test]
+async fn llamacloud_job_webhooks_carrying_the_configured_header_drive_the_mirror() {
+    use batchmirror_sandbox::llamacloud::{LlamaSandbox, LlamaSpec};
+    const TOKEN: &str = "lc-token-0123456789";
+    let spec = LlamaSpec {
+        api_key: KEY.to_owned(),
+        seed: 3,
+        jobs: Vec::new(),
+        time_scale: 1.0,
+        retention: Duration::from_secs(48 * 3600),
+        result_delay: Duration::ZERO,
+    };
+    let sandbox = LlamaSandbox::start(spec, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let (wport, dir) = (free_port(), tempfile::tempdir().unwrap());
+    let text = format!(
+        r#"
+[ledger]
+path = "{d}/ledger.sqlite3"
+[storage]
+root = "{d}/mirror"
+[schedule]
+cron = "0 0 0 1 1 *"
+[webhook]
+listen = "127.0.0.1:{wport}"
+[[provider]]
+name = "lc"
+kind = "llamacloud"
+base_url = "{base}"
+api_key = "{KEY}"
+webhook_secret = "{TOKEN}"
+"#,
+        d = dir.path().display(),
+        base = sandbox.base_url(),
+    );
+    let settings = config::load_str(&text, "test", &HashMap::new()).expect("valid config");
+    let token = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(settings, token.clone()));
+    // Let the start pass find nothing, then create the job the documented way, with one
+    // configuration carrying the token and one (a stranger's) carrying another.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("http://127.0.0.1:{wport}/hooks/lc");
+    let create = json!({
+        "item_ids": ["file-a", "file-b"],
+        "job_config": {"job_name": "parse_raw_file_job", "partitions": {}, "parameters": {
+            "type": "parse",
+            "webhook_configurations": [
+                {"webhook_url": url, "webhook_events": ["parse.running", "parse.success"],
+                 "webhook_headers": {"Authorization": format!("Bearer {TOKEN}")},
+                 "webhook_output_format": "json"},
+                {"webhook_url": url, "webhook_events": ["parse.success"],
+                 "webhook_headers": {"Authorization": "Bearer not-the-token"}},
+            ],
+        }},
+    });
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/beta/batch-processing",
+            sandbox.base_url()
+        ))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(create.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    let root = dir.path().join("mirror");
+    wait_until("both items mirrored through the webhook", 30, || {
+        published(&root, "file-a").is_some() && published(&root, "file-b").is_some()
+    })
+    .await;
+    wait_until("every delivery answered", 10, || {
+        sandbox.webhook_deliveries().len() == 6
+    })
+    .await;
+    let deliveries = sandbox.webhook_deliveries();
+    let answered = |event: &str, auth: &str| -> Vec<Option<u16>> {
+        deliveries
+            .iter()
+            .filter(|d| {
+                d.event_type == event
+                    && d.headers
+                        .iter()
+                        .any(|(k, v)| k == "Authorization" && v == auth)
+            })
+            .map(|d| d.status)
+            .collect()
+    };
+    let ours = format!("Bearer {TOKEN}");
+    assert_eq!(answered("parse.success", &ours), [Some(202), Some(202)]);
+    assert_eq!(
+        answered("parse.running", &ours),
+        [Some(200), Some(200)],
+        "progress is verified and ignored"
+    );
+    assert_eq!(
+        answered("parse.success", "Bearer not-the-token"),
+        [Some(401), Some(401)]
+    );
+    token.cancel();
+    daemon.await.unwrap().unwrap();
+}
