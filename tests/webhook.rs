@@ -2,7 +2,8 @@
 //! signed as documented), with a schedule that never ticks during a test, so only the start
 //! pass and webhooks drive passes: an item completing after the start pass is mirrored within
 //! seconds (latency printed, p95 over 20 items), forged / replayed / oversized / misaddressed
-//! deliveries cause no request to the provider, and a dropped delivery is caught by the next pass.
+//! deliveries cause no request to the provider, a dropped delivery is caught by the next pass,
+//! and LlamaCloud's `webhook_configurations` with a bearer header drive passes listing only it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -315,6 +316,8 @@ async fn llamacloud_job_webhooks_carrying_the_configured_header_drive_the_mirror
     let sandbox = LlamaSandbox::start(spec, ([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
+    // A second account that pushes nothing: webhook passes must not list it.
+    let quiet = start(PerfectSpec::new(KEY, Vec::new())).await;
     let (wport, dir) = (free_port(), tempfile::tempdir().unwrap());
     let text = format!(
         r#"
@@ -332,9 +335,15 @@ kind = "llamacloud"
 base_url = "{base}"
 api_key = "{KEY}"
 webhook_secret = "{TOKEN}"
+[[provider]]
+name = "quiet"
+kind = "perfectparser"
+base_url = "{quiet}"
+api_key = "{KEY}"
 "#,
         d = dir.path().display(),
         base = sandbox.base_url(),
+        quiet = quiet.base_url(),
     );
     let settings = config::load_str(&text, "test", &HashMap::new()).expect("valid config");
     let token = CancellationToken::new();
@@ -401,6 +410,11 @@ webhook_secret = "{TOKEN}"
     assert_eq!(
         answered("parse.success", "Bearer not-the-token"),
         [Some(401), Some(401)]
+    );
+    assert_eq!(
+        quiet.stats().list_requests,
+        1,
+        "only the start pass lists the provider no webhook named"
     );
     token.cancel();
     daemon.await.unwrap().unwrap();

@@ -117,8 +117,8 @@ pub async fn run_reloading(
                 }
             }
             () = trigger.requested() => {
-                trigger.set_running(true);
-                let pass = mirror.pass(&shutdown).await;
+                let scope = trigger.begin();
+                let pass = mirror.pass_scoped(&shutdown, &scope).await;
                 trigger.set_running(false);
                 match pass {
                     Ok(report) => {

@@ -2,7 +2,8 @@
 //! order a delivery goes through: the provider must be configured with a secret (else 404), the
 //! body at most [`MAX_BODY`] (else 413), the proof valid (else 401, and nothing else happens),
 //! then a delivery seen within [`DEDUPE_WINDOW`] is acknowledged and dropped, and any other is
-//! acknowledged at once (202) and turned into a follow-up pass ([`PassTrigger::follow_up`]).
+//! acknowledged at once (202) and turned into a follow-up pass listing that provider
+//! ([`PassTrigger::follow_up`]).
 //!
 //! A webhook is a hint, never the result: the pass re-lists the provider and fetches what is due
 //! through the ledger and the downloader, as a scheduled pass does, so a forged, replayed or lost
@@ -227,7 +228,7 @@ async fn receive(
         item = fields.2,
         "webhook verified: a pass follows"
     );
-    st.trigger.follow_up();
+    st.trigger.follow_up(name);
     answer(StatusCode::ACCEPTED, "queued")
 }
 
