@@ -123,3 +123,24 @@ fn bad_values_are_refused_naming_the_key() {
     );
     assert!(load(&remote).unwrap().webhook.unwrap().allow_remote);
 }
+
+#[test]
+fn a_secret_without_a_receiver_or_in_a_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        providers(&format!("webhook_secret = \"{SECRET}\""), ""),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = load_with_env(&path, &HashMap::new()).unwrap();
+    let said = warnings(&s, &path).join("\n");
+    assert!(
+        said.contains("inline webhook_secret (provider pp)"),
+        "{said}"
+    );
+    assert!(said.contains("no [webhook] table"), "{said}");
+    assert!(!said.contains(SECRET));
+}
