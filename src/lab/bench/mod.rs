@@ -4,13 +4,15 @@
 //! It owns the runs and the table: many small results and one large one mirrored by a real
 //! `batchmirror sync --once` child and fetched by `curl` (the yardstick), an idle pass over a big
 //! ledger, and `status` over a bigger one. [`measure`] samples the children, [`setup`] writes
-//! their accounts and configs, [`idle`] holds the two ledger-size runs.
+//! their accounts and configs, [`idle`] holds the two ledger-size runs, [`webhook`] the push
+//! latency of the webhook receiver (PerfectParser sandbox).
 
 mod fill;
 mod first;
 mod idle;
 pub mod measure;
 mod setup;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +56,9 @@ pub struct BenchArgs {
     /// Items in the ledger of the `status` run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub status_items: u64,
+    /// Documents in the webhook-latency run, completing one every 250 ms (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub webhook_items: usize,
     /// Working directory; a new one under the system temp dir by default. It must be on the disk
     /// you care about (on tmpfs, fsync is free).
     #[arg(long)]
@@ -173,6 +178,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         }
         if args.status_items > 0 {
             idle::status(&exe, &dir.join("status"), args.status_items).await?;
+        }
+        if args.webhook_items > 0 {
+            webhook::latency(&dir.join("webhook"), args.webhook_items).await?;
         }
         Ok(())
     }
