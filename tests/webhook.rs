@@ -27,6 +27,8 @@ struct Rig {
     dir: tempfile::TempDir,
     settings: Settings,
     hooks: String,
+    /// The sandbox's id of the registered webhook.
+    webhook_id: String,
     metrics: String,
     daemon: tokio::task::JoinHandle<Result<(), batchmirror::error::Error>>,
     token: CancellationToken,
@@ -59,6 +61,10 @@ async fn rig(docs: usize, first: f64, step: f64, deliver: bool) -> Rig {
         .unwrap();
     let created: Value = serde_json::from_slice(&created).unwrap();
     let secret = created["webhook"]["signing_secret"].as_str().unwrap();
+    let webhook_id = created["webhook"]["webhook_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let dir = tempfile::tempdir().unwrap();
     // Never ticks: a cron pass could only hide a missing webhook pass.
     let text = format!(
@@ -91,6 +97,7 @@ webhook_secret = "{secret}"
         dir,
         settings,
         hooks,
+        webhook_id,
         metrics: format!("http://127.0.0.1:{mport}/metrics"),
         daemon,
         token,
@@ -260,15 +267,30 @@ async fn forged_replayed_oversized_and_misaddressed_deliveries_fetch_nothing() {
         rig.post("nope", &real.headers, real.body.to_vec()).await,
         404
     );
+    // PerfectParser's test event: verified and acknowledged, nothing to mirror.
+    let test_path = format!("/v1/webhooks/{}/test", rig.webhook_id);
+    let tested = reqwest::Client::new()
+        .post(format!("{}{test_path}", rig.sandbox.base_url()))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tested.status(), 200);
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = rig.sandbox.request_log();
+    let after: Vec<_> = log[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     assert_eq!(
-        log.len(),
-        before,
-        "no request to the provider after refused or repeated deliveries: {:?}",
-        &log[before..]
+        after,
+        [format!("POST {test_path}")],
+        "no request from the daemon after refused, repeated or test deliveries"
     );
+    let test_delivery = rig.sandbox.webhook_deliveries().pop().unwrap();
+    assert_eq!(test_delivery.status, Some(200), "the test event is taken");
+    assert_eq!(rig.metric("ignored").await, 1);
     assert_eq!(rig.metric("unauthorized").await, 2);
     assert_eq!(rig.metric("duplicate").await, 1);
     assert_eq!(rig.metric("too_large").await, 1);

@@ -194,6 +194,7 @@ async fn receive(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .first(key, Instant::now());
+    // Provider-supplied text: logged escaped (`?`), so it cannot forge log lines.
     let fields = (
         event.name.as_deref().unwrap_or("-"),
         event.batch.as_deref().unwrap_or("-"),
@@ -203,9 +204,9 @@ async fn receive(
         count(name, "duplicate");
         tracing::info!(
             provider = name,
-            event = fields.0,
-            batch = fields.1,
-            item = fields.2,
+            event = ?fields.0,
+            batch = ?fields.1,
+            item = ?fields.2,
             "webhook repeated: already acted on"
         );
         return answer(StatusCode::OK, "duplicate");
@@ -214,7 +215,7 @@ async fn receive(
         count(name, "ignored");
         tracing::info!(
             provider = name,
-            event = fields.0,
+            event = ?fields.0,
             test = event.test,
             "webhook verified; nothing to mirror in it"
         );
@@ -223,9 +224,9 @@ async fn receive(
     count(name, "accepted");
     tracing::info!(
         provider = name,
-        event = fields.0,
-        batch = fields.1,
-        item = fields.2,
+        event = ?fields.0,
+        batch = ?fields.1,
+        item = ?fields.2,
         "webhook verified: a pass follows"
     );
     st.trigger.follow_up(name);
