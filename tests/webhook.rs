@@ -27,8 +27,9 @@ struct Rig {
     dir: tempfile::TempDir,
     settings: Settings,
     hooks: String,
-    /// The sandbox's id of the registered webhook.
+    /// The sandbox's id of the registered webhook, and its signing secret.
     webhook_id: String,
+    secret: String,
     metrics: String,
     daemon: tokio::task::JoinHandle<Result<(), batchmirror::error::Error>>,
     token: CancellationToken,
@@ -92,12 +93,14 @@ webhook_secret = "{secret}"
     let settings = config::load_str(&text, "test", &HashMap::new()).expect("valid config");
     let token = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(settings.clone(), token.clone()));
+    let secret = secret.to_owned();
     Rig {
         sandbox,
         dir,
         settings,
         hooks,
         webhook_id,
+        secret,
         metrics: format!("http://127.0.0.1:{mport}/metrics"),
         daemon,
         token,
@@ -291,11 +294,44 @@ async fn forged_replayed_oversized_and_misaddressed_deliveries_fetch_nothing() {
     let test_delivery = rig.sandbox.webhook_deliveries().pop().unwrap();
     assert_eq!(test_delivery.status, Some(200), "the test event is taken");
     assert_eq!(rig.metric("ignored").await, 1);
+
+    // Over 1 MiB without a Content-Length (chunked): cut off at the limit, 413.
+    let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
+    let chunked = reqwest::Client::new()
+        .post(format!("{}/ep", rig.hooks))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 413);
+    assert_eq!(rig.metric("too_large").await, 2);
+
+    // A verified event naming nothing usable (a dashboard `batch.completed`): a normal pass.
+    let lists = rig.sandbox.stats().list_requests;
+    let body = br#"{"event":"batch.completed"}"#.to_vec();
+    let signature = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(rig.secret.as_bytes()).unwrap();
+        mac.update(&body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let signed = [("x-perfectparser-signature".to_owned(), signature)];
+    assert_eq!(rig.post("ep", &signed, body).await, 202);
+    wait_until("a pass lists the provider", 30, || {
+        rig.sandbox.stats().list_requests > lists
+    })
+    .await;
     assert_eq!(rig.metric("unauthorized").await, 2);
     assert_eq!(rig.metric("duplicate").await, 1);
-    assert_eq!(rig.metric("too_large").await, 1);
+    assert_eq!(rig.metric("too_large").await, 2);
     assert_eq!(rig.metric("unknown_provider").await, 1);
-    assert_eq!(rig.metric("accepted").await, 2, "the two real events");
+    assert_eq!(
+        rig.metric("accepted").await,
+        3,
+        "the two real events and batch.completed"
+    );
     assert!(published(&root, "doc_999").is_none());
     rig.stop().await;
 }
