@@ -16,6 +16,8 @@
 //! - [`metrics`]: Prometheus counters and gauges, and the `/metrics` endpoint.
 //! - [`download`]: the earliest-deadline-first queue and its bounded workers.
 //! - [`dropfolder`]: the watched inbox whose files become jobs, and the outbox of their results.
+//! - [`webhook`]: the verified receiver of provider events (`POST /hooks/<provider>`), each a
+//!   request for a follow-up pass, never a result.
 //! - [`scheduler`]: cron ticks that request passes.
 //! - [`daemon`]: wires everything: `run` (its tasks in one tracker, one stop deadline),
 //!   `sync_once`, `status`, `verify`.
@@ -56,3 +58,4 @@ pub mod scheduler;
 pub mod storage;
 pub mod sync;
 pub mod telemetry;
+pub mod webhook;

@@ -34,6 +34,13 @@ struct RequestLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    /// A configured provider's name; empty for a path naming none (attackers choose it).
+    provider: String,
+    outcome: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric batchmirror exports.
@@ -53,6 +60,7 @@ pub struct Metrics {
     pass_unmirrored: Gauge,
     passes: Counter,
     dropfolder_queue: Gauge,
+    webhooks: Family<WebhookLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,6 +87,7 @@ impl Default for Metrics {
             pass_unmirrored: Gauge::default(),
             passes: Counter::default(),
             dropfolder_queue: Gauge::default(),
+            webhooks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,6 +156,12 @@ impl Default for Metrics {
             "Files waiting in the drop folder (0 while no drop folder is configured)",
             m.dropfolder_queue.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by provider and outcome (accepted, duplicate, ignored, \
+             unauthorized, too_large, unknown_provider, bad_request)",
+            m.webhooks.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -160,13 +175,23 @@ impl Metrics {
         out
     }
 
-    /// Refreshes the gauges from the ledger's summary after a pass.
+    /// One webhook delivery to `provider` ("" when the path named none) ended as `outcome`.
+    pub fn webhook(&self, provider: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                provider: provider.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// Files the drop folder holds back for a later attempt.
     pub fn dropfolder_queue(&self, files: u64) {
         self.dropfolder_queue
             .set(i64::try_from(files).unwrap_or(i64::MAX));
     }
 
+    /// Refreshes the gauges from the ledger's summary after a pass.
     pub fn observe_pass(&self, seconds: f64, unmirrored: u64, summaries: &[ProviderSummary]) {
         self.passes.inc();
         self.pass_seconds.set(seconds);

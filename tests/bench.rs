@@ -25,6 +25,8 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
             "3000",
             "--verify-items",
             "2000",
+            "--webhook-items",
+            "5",
             "--dir",
         ])
         .arg(dir.path().join("work"))
@@ -71,6 +73,7 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
     );
     assert!(row("status, 3000 items", "status"), "{stdout}");
     assert!(row("first pass, 400 items", "2 batches"), "{stdout}");
+    assert!(row("webhook latency, 5 items", "p95"), "{stdout}");
     // The working directory goes unless --keep.
     assert!(!dir.path().join("work").exists());
 }

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "scheduler", "metrics"],
     &["telemetry", "ledger", "provider", "storage"],
     &["sync", "alerts"],
-    &["download", "dropfolder"],
+    &["download", "dropfolder", "webhook"],
     &["daemon"],
     &["lab"],
     &["cli"],

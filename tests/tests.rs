@@ -69,3 +69,5 @@ mod pacing;
 mod dryrun;
 // `verify`: each finding, --repair and the pass after it, lost past the deadline, exit codes.
 mod verify;
+// Issue 13: the verified webhook receiver; push latency, refused deliveries, polling as backstop.
+mod webhook;

@@ -1,6 +1,6 @@
 //! The leaf of the config: parsers for the kinds of value many sections share (paths, durations,
-//! integer ranges, byte counts, http URLs, cron expressions), the [`Secret`] they may yield, and
-//! the helpers that print values back as TOML.
+//! integer ranges, byte counts, http URLs, cron expressions), the [`Secret`] they may yield (and
+//! [`KeyFrom`], where it came from), and the helpers that print values back as TOML.
 //!
 //! It imports no section file, so every section can use it without forming a cycle. Each parser
 //! takes the key it is reading, so its errors name the key like every other config error.
@@ -39,6 +39,15 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Which key gave a secret (an API key, a webhook secret): the printed config names the file or variable again (neither is a
+/// secret), and an inline key only as a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    File(std::path::PathBuf),
+    Env(String),
+    Inline,
 }
 
 /// `value` made absolute against the working directory; an empty value is refused.
@@ -213,6 +222,39 @@ pub(super) fn toml_bytes(n: u64) -> String {
         }
     }
     n.to_string()
+}
+
+/// A provider's `base_url`: http(s) with a host, no credentials, query or fragment; the path's
+/// trailing slash removed.
+pub(super) fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let mut url = url::Url::parse(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a URL ({e}); write e.g. \"https://api.extract.page\""),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "credentials do not belong in the URL: remove user:password@ and set api_key_file, \
+             api_key_env or api_key",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //!
 //! One file per section holds that section's raw struct with its defaults, its validated
 //! settings, its validation and its part of the printed config: `ledger`, `storage`, `schedule`,
-//! `download`, `log`, `alerts`, `metrics`, `dropfolder` and `provider`. They share the parsers in
+//! `download`, `log`, `alerts`, `metrics`, `dropfolder`, `webhook` and `provider`. They share the parsers in
 //! `fields` (and `kind`, the provider kinds) and import nothing else from here; this file only
 //! composes them, so adding a key touches its section's file and `config/example.toml`.
 //!
@@ -27,16 +27,18 @@ mod provider;
 mod schedule;
 mod storage;
 mod warnings;
+mod webhook;
 
 pub use alerts::AlertSettings;
 pub use download::DownloadSettings;
 pub use dropfolder::{DEFAULT_EXCLUDE, DropFolderSettings, WatchMode};
-pub use fields::{Secret, toml_str};
+pub use fields::{KeyFrom, Secret, toml_str};
 pub use kind::ProviderKind;
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
-pub use provider::{KeyFrom, ProviderOptions, ProviderSettings};
+pub use provider::{ProviderOptions, ProviderSettings};
 pub use warnings::warnings;
+pub use webhook::{DEFAULT_LLAMACLOUD_HEADER, WebhookAuth, WebhookSettings};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -73,6 +75,8 @@ pub struct Settings {
     pub alerts: Option<AlertSettings>,
     /// The watched inbox, when `[dropfolder]` is configured.
     pub dropfolder: Option<DropFolderSettings>,
+    /// The webhook receiver, when `[webhook]` is configured.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// The whole config as written, one field per section. Unknown keys are refused
@@ -99,6 +103,8 @@ struct RawConfig {
     alerts: Option<alerts::RawAlerts>,
     #[serde(default)]
     dropfolder: Option<dropfolder::RawDropFolder>,
+    #[serde(default)]
+    webhook: Option<webhook::RawWebhook>,
 }
 
 impl RawConfig {
@@ -124,6 +130,11 @@ impl RawConfig {
                 .dropfolder
                 .as_ref()
                 .map(|d| dropfolder::validate(d, &named))
+                .transpose()?,
+            webhook: self
+                .webhook
+                .as_ref()
+                .map(|w| webhook::validate(w, providers.iter().any(|p| p.webhook.is_some())))
                 .transpose()?,
             providers,
         })
@@ -156,6 +167,10 @@ impl fmt::Display for Settings {
         if let Some(m) = &self.metrics {
             writeln!(f)?;
             m.write_toml(f)?;
+        }
+        if let Some(w) = &self.webhook {
+            writeln!(f)?;
+            w.write_toml(f)?;
         }
         for p in &self.providers {
             writeln!(f)?;
@@ -344,3 +359,5 @@ fn dot_after_index(key: &str) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_dropfolder;
+#[cfg(test)]
+mod webhook_tests;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::fields::{
-    Secret, absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str,
+    KeyFrom, Secret, absolute_path, duration, int_in_range, toml_duration, toml_list, toml_str,
+    validate_base_url,
 };
 use super::kind::ProviderKind;
+use super::webhook::{RawProviderWebhook, WebhookAuth, provider_auth};
 use crate::error::ConfigError;
 use crate::model::ProviderName;
 
@@ -62,15 +64,8 @@ pub struct ProviderSettings {
     pub max_retries: u32,
     /// Kind-specific keys.
     pub options: ProviderOptions,
-}
-
-/// Which key gave the API key: the printed config names the file or variable again (neither is a
-/// secret), and an inline key only as a comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyFrom {
-    File(std::path::PathBuf),
-    Env(String),
-    Inline,
+    /// What deliveries to `/hooks/<name>` must prove; None = the receiver refuses them.
+    pub webhook: Option<WebhookAuth>,
 }
 
 /// One `[[provider]]` table as written. No `Debug`: it may hold an API key.
@@ -107,6 +102,12 @@ pub(super) struct RawProvider {
     pub result_formats: Option<Vec<String>>,
     #[serde(default)]
     pub export_formats: Option<Vec<String>>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<String>,
+    #[serde(default)]
+    pub webhook_header: Option<String>,
 }
 
 fn default_retention() -> String {
@@ -215,6 +216,15 @@ fn validate_one(
         retention: duration(&key("retention"), &p.retention, true)?,
         max_retries: int_in_range(&key("max_retries"), p.max_retries, 1, 20)? as u32,
         options: provider_options(kind, p, &key)?,
+        webhook: provider_auth(
+            &at,
+            kind,
+            &RawProviderWebhook {
+                secret: &p.webhook_secret,
+                secret_file: &p.webhook_secret_file,
+                header: &p.webhook_header,
+            },
+        )?,
     })
 }
 
@@ -307,37 +317,6 @@ fn provider_options(
         result_formats,
         export_formats,
     })
-}
-
-fn validate_base_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
-    let mut url = url::Url::parse(value.trim()).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("{value:?} is not a URL ({e}); write e.g. \"https://api.extract.page\""),
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{value:?} must be an http:// or https:// URL with a host"),
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::invalid(
-            key,
-            "credentials do not belong in the URL: remove user:password@ and set api_key_file, \
-             api_key_env or api_key",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{value:?} must not have a query or fragment"),
-        ));
-    }
-    let trimmed = url.path().trim_end_matches('/').to_owned();
-    url.set_path(&trimmed);
-    Ok(url)
 }
 
 /// Exactly one of api_key_file, api_key_env and api_key; the key itself must not be empty. The
@@ -490,6 +469,6 @@ impl ProviderSettings {
                 writeln!(f, "{k} = {}", toml_list(v.iter().map(String::as_str)))?;
             }
         }
-        Ok(())
+        self.webhook.as_ref().map_or(Ok(()), |w| w.write_toml(f))
     }
 }

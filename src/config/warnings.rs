@@ -1,5 +1,6 @@
 //! Warnings about a config that is valid but risky, given at start and by `check-config`: an API
-//! key sent in clear to a host off this machine, and an inline key in a file others can read.
+//! key sent in clear to a host off this machine, an inline key or webhook secret in a file others
+//! can read, and a webhook secret with no `[webhook]` receiver to use it.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -32,6 +33,33 @@ pub fn warnings(settings: &Settings, path: &Path) -> Vec<String> {
             path.display(),
             inline.join(", ")
         ));
+    }
+    let hooked = settings
+        .providers
+        .iter()
+        .filter_map(|p| Some((p, p.webhook.as_ref()?)));
+    let inline: Vec<&str> = hooked
+        .clone()
+        .filter(|(_, w)| w.from == super::KeyFrom::Inline)
+        .map(|(p, _)| p.name.as_str())
+        .collect();
+    if let (false, Some(mode)) = (inline.is_empty(), readable_by_others(path)) {
+        out.push(format!(
+            "config {} holds an inline webhook_secret (provider {}) and is readable by other \
+             users (mode {mode:o}): chmod 600 it, or move it to webhook_secret_file",
+            path.display(),
+            inline.join(", ")
+        ));
+    }
+    if settings.webhook.is_none() {
+        for (p, _) in hooked {
+            out.push(format!(
+                "provider {:?} has a webhook secret but there is no [webhook] table: no receiver \
+                 runs, so its events are not taken (polling still mirrors everything); add \
+                 [webhook] listen = \"127.0.0.1:8787\"",
+                p.name.as_str()
+            ));
+        }
     }
     out
 }

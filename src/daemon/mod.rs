@@ -35,7 +35,7 @@ use crate::error::{Error, LedgerError};
 use crate::ledger::Ledger;
 use crate::model::Observer;
 use crate::provider::{self, Provider};
-use crate::scheduler::PassTrigger;
+use crate::scheduler::{PassTrigger, Scope};
 use crate::storage::Storage;
 use crate::sync::{self, ListError};
 use observer::DaemonObserver;
@@ -168,8 +168,22 @@ impl Mirror {
 
     /// One pass: list every provider, then download every due item.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, Error> {
+        self.pass_scoped(cancel, &Scope::All).await
+    }
+
+    /// [`Mirror::pass`] listing only the providers in `scope` (webhooks named them); every due
+    /// item is still downloaded.
+    pub async fn pass_scoped(
+        &self,
+        cancel: &CancellationToken,
+        scope: &Scope,
+    ) -> Result<PassReport, Error> {
         let started = Instant::now();
-        let listings = futures_util::future::join_all(self.providers.iter().map(|p| async move {
+        let listed = self
+            .providers
+            .iter()
+            .filter(|p| scope.includes(p.name().as_str()));
+        let listings = futures_util::future::join_all(listed.map(|p| async move {
             let result = tokio::select! {
                 r = sync::list_provider(p.as_ref(), &self.ledger, self.observer.as_ref()) => r,
                 () = cancel.cancelled() => Err(ListError::Provider(crate::error::ProviderError::Cancelled)),

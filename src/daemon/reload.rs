@@ -4,7 +4,7 @@
 //!
 //! Applied from the next pass: `schedule.cron`, `log.level` (unless `-v`/`-q` or `RUST_LOG` chose
 //! it) and every `[download]` key but the two timeouts, which are built into the providers' HTTP
-//! clients. The rest (ledger, storage root, providers, metrics listener, alerts, drop folder, log
+//! clients. The rest (ledger, storage root, providers, metrics and webhook listeners, alerts, drop folder, log
 //! format) is opened once at start: changing it live would mean reopening the ledger or the
 //! providers' pacing state under running work, so a restart is the honest answer.
 
@@ -101,6 +101,7 @@ pub(super) fn changes(old: &Settings, new: &Settings) -> Changes {
         ("[metrics]", old.metrics != new.metrics),
         ("[alerts]", old.alerts != new.alerts),
         ("[dropfolder]", old.dropfolder != new.dropfolder),
+        ("[webhook]", old.webhook != new.webhook),
         ("log.format", old.log.format != new.log.format),
     ];
     c.restart.extend(

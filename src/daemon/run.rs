@@ -1,5 +1,5 @@
 //! `batchmirror run`: the long-running daemon. It owns every task it starts (metrics endpoint,
-//! systemd watchdog, drop folder worker) in one [`TaskTracker`], and stops them all on the one
+//! webhook receiver, systemd watchdog, drop folder worker) in one [`TaskTracker`], and stops them all on the one
 //! shutdown token with one deadline.
 
 use std::path::Path;
@@ -42,6 +42,7 @@ pub async fn run_reloading(
     let observer = Arc::new(DaemonObserver::new(&settings, Some(heartbeat.clone())));
     let metrics = observer.metrics();
     let metrics_listen = settings.metrics.as_ref().map(|m| m.listen);
+    let webhook_listen = settings.webhook.as_ref().map(|w| w.listen);
     let names: Vec<_> = settings
         .providers
         .iter()
@@ -66,6 +67,17 @@ pub async fn run_reloading(
             })?;
     }
     let trigger = Arc::new(PassTrigger::default());
+    if let Some(listen) = webhook_listen {
+        crate::webhook::serve(
+            &tasks,
+            listen,
+            &mirror.settings.providers,
+            trigger.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+    }
     let mut sched = scheduler::start(&cron, trigger.clone()).await?;
     tracing::info!(schedule = %cron, providers = mirror.providers.len(), "batchmirror running");
     systemd::ready(&format!(
@@ -105,8 +117,8 @@ pub async fn run_reloading(
                 }
             }
             () = trigger.requested() => {
-                trigger.set_running(true);
-                let pass = mirror.pass(&shutdown).await;
+                let scope = trigger.begin();
+                let pass = mirror.pass_scoped(&shutdown, &scope).await;
                 trigger.set_running(false);
                 match pass {
                     Ok(report) => {

@@ -7,11 +7,13 @@
 //! - [`demo`](mod@demo): every sandbox started on loopback and mirrored into `./demo-mirror`.
 //! - [`bench`](mod@bench): the performance figures of the targets, against curl.
 //! - [`crashloop`]: SIGKILL-and-restart checks of the ledger invariants.
+//! - `push`: the webhook rig `demo` and `bench` share (PerfectParser sandbox pushing to `run`).
 
 pub mod bench;
 pub mod crashloop;
 mod demo;
 mod demo_drop;
+mod push;
 
 pub use demo::{DemoSummary, demo};
 

@@ -3,9 +3,10 @@
 //!
 //! It owns the runs and the table: many small results and one large one mirrored by a real
 //! `batchmirror sync --once` child and fetched by `curl` (the yardstick), an idle pass over a big
-//! ledger, `status` over a bigger one, and `verify` over many mirrored files. [`measure`] samples
-//! the children, [`setup`] writes their accounts and configs, [`idle`] holds the two ledger-size
-//! runs, `verify` the verify run.
+//! ledger, `status` over a bigger one, `verify` over many mirrored files, and the push latency
+//! of the webhook receiver. [`measure`] samples the children, [`setup`] writes their accounts
+//! and configs, [`idle`] holds the two ledger-size runs, `verify` the verify run, [`webhook`]
+//! the webhook run (PerfectParser sandbox).
 
 mod fill;
 mod first;
@@ -13,6 +14,7 @@ mod idle;
 pub mod measure;
 mod setup;
 mod verify;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +66,9 @@ pub struct BenchArgs {
     /// everything else on the machine for a while).
     #[arg(long)]
     pub verify_cold: bool,
+    /// Documents in the webhook-latency run, completing one every 250 ms (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub webhook_items: usize,
     /// Working directory; a new one under the system temp dir by default. It must be on the disk
     /// you care about (on tmpfs, fsync is free).
     #[arg(long)]
@@ -187,6 +192,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         if args.verify_items > 0 {
             let at = dir.join("verify");
             verify::verify(&exe, &at, args.verify_items, args.size, args.verify_cold).await?;
+        }
+        if args.webhook_items > 0 {
+            webhook::latency(&dir.join("webhook"), args.webhook_items).await?;
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //! router and the state the handlers share. The timeline, its indexes and the generated mix live
 //! in [`world`], the gate, read routes and wire shapes in [`routes`], the parse-job routes in
 //! [`parsing`], job creation and cancellation in [`write`](mod@write), query parameters and offset pages in
-//! [`query`], the streamed result bodies in [`body`].
+//! [`query`], the streamed result bodies in [`body`], the jobs' `webhook_configurations` and
+//! their deliveries in [`webhooks`].
 //! Nothing from the client side of the crate is used here.
 
 mod body;
@@ -16,6 +17,7 @@ mod route_tests;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 mod world;
 mod write;
 
@@ -32,6 +34,7 @@ use axum::routing::{get, post};
 
 use super::fastapi::{api_get, detail, method_not_allowed};
 use super::{Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
+pub use webhooks::LlamaWebhookDelivery;
 use world::{Item, Job, World};
 
 /// The API key of [`LlamaSpec::generated`].
@@ -241,6 +244,8 @@ pub(crate) struct Shared {
     /// Locked before [`Shared::lock`] whenever both are held; never across an `.await`.
     world: RwLock<World>,
     mutable: Mutex<Mutable>,
+    /// The jobs' `webhook_configurations` and their deliveries (a leaf lock).
+    pub(crate) webhooks: webhooks::Registry,
 }
 
 #[derive(Default)]
@@ -266,6 +271,7 @@ impl Shared {
             clock,
             world: RwLock::new(world),
             mutable: Mutex::new(Mutable::default()),
+            webhooks: webhooks::Registry::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! `POST /api/v1/beta/batch-processing` creates a parse job over a directory or explicit
 //! `item_ids` (exactly one of them, FastAPI 422 otherwise; no idempotency header, as the SDK
 //! sends none), and `POST …/{job_id}/cancel` stops a job, its unfinished items ending
-//! `cancelled`.
+//! `cancelled`. A job's `webhook_configurations` are handed to [`super::webhooks`].
 //!
 //! Where the docs are silent the sandbox chooses: a directory holds the files of the latest job
 //! that ran over it (unknown directory: 404); `item_ids` may name any file; only parse jobs are
@@ -145,6 +145,7 @@ pub(crate) async fn create_job(State(sh): State<St>, raw: Bytes) -> Response {
         items,
     });
     sh.lock().stats.jobs_created += 1;
+    super::webhooks::register(&sh, &id, &raw);
     match world.job(&id) {
         Some(job) => axum::Json(batch_job(&sh, job, now)).into_response(),
         None => detail(StatusCode::INTERNAL_SERVER_ERROR, "Job not stored"),

@@ -7,8 +7,8 @@
 //! The gate and read routes live in [`routes`], the account and parser routes in [`account`],
 //! submissions (`POST /v1/extractions`: validation, credits, idempotency) in [`submit`], the
 //! timeline, generated mix, parser fields and bodies in [`world`], exports in [`export`] and
-//! [`xlsx`]. It uses nothing from the client side: the client must never pass a test because
-//! both sides share a bug.
+//! [`xlsx`], webhooks and their signed deliveries in [`webhooks`]. It uses nothing from the
+//! client side: the client must never pass a test because both sides share a bug.
 
 mod account;
 mod export;
@@ -20,6 +20,9 @@ mod submit;
 mod tests;
 #[cfg(test)]
 mod tests_submit;
+#[cfg(test)]
+mod webhook_tests;
+mod webhooks;
 mod world;
 mod xlsx;
 
@@ -37,6 +40,7 @@ use axum::routing::{get, post};
 use super::rate::Verdict;
 use super::running::{Server, face};
 use super::{Align, Budget, Clock, ListFault, LoggedRequest, RateLimit, RequestLog};
+pub use webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookDelivery};
 
 /// The API key of [`PerfectSpec::generated`] (`pp_live_` is the only documented prefix).
 pub const DEFAULT_API_KEY: &str = "pp_live_sandbox_local";
@@ -322,6 +326,14 @@ fn router(shared: St) -> Router {
         .route("/v1/me", get(account::me))
         .route("/v1/parsers", post(account::create_parser))
         .route("/v1/parsers/{id}", get(account::get_parser))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
         .fallback(|| async {
             routes::error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such route")
         })
@@ -351,6 +363,8 @@ pub(crate) struct Shared {
     world: RwLock<world::World>,
     pub(crate) submit: Mutex<submit::Ledger>,
     mutable: Mutex<Mutable>,
+    /// `/v1/webhooks` and their deliveries (a leaf lock).
+    pub(crate) webhooks: webhooks::Registry,
 }
 
 #[derive(Default)]
@@ -392,6 +406,7 @@ impl Shared {
                 submit_rate: quota(spec.submits_per_minute, spec.submit_window),
                 ..Mutable::default()
             }),
+            webhooks: webhooks::Registry::default(),
         }
     }
 

@@ -6,12 +6,10 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use super::super::route_check::{
-    DocRoute, ListForms, Probe, assert_table_covers_doc, check_list_faults, served, unserved,
+    DocRoute, ListForms, Probe, assert_table_covers_doc, check_list_faults, served,
 };
 use super::tests::*;
 use super::*;
-
-const WEBHOOKS: &str = "webhooks (§4.3) are hints the mirror does not register; it polls";
 
 /// providers.md §4.2 "Endpoints", and the webhook routes of §4.3.
 const ROUTES: &[DocRoute] = &[
@@ -26,12 +24,12 @@ const ROUTES: &[DocRoute] = &[
     served("GET", "/v1/credits"),
     served("GET", "/v1/parsers/:id"),
     served("POST", "/v1/parsers"),
-    unserved("GET", "/v1/webhooks", WEBHOOKS),
-    unserved("POST", "/v1/webhooks", WEBHOOKS),
-    unserved("GET", "/v1/webhooks/:id", WEBHOOKS),
-    unserved("PATCH", "/v1/webhooks/:id", WEBHOOKS),
-    unserved("POST", "/v1/webhooks/:id/test", WEBHOOKS),
-    unserved("DELETE", "/v1/webhooks/:id", WEBHOOKS),
+    served("GET", "/v1/webhooks"),
+    served("POST", "/v1/webhooks"),
+    served("GET", "/v1/webhooks/:id"),
+    served("PATCH", "/v1/webhooks/:id"),
+    served("POST", "/v1/webhooks/:id/test"),
+    served("DELETE", "/v1/webhooks/:id"),
 ];
 
 /// Paths outside the table, and methods a documented path does not take: the fallback.
