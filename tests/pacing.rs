@@ -384,8 +384,11 @@ async fn the_rate_climbs_back_once_the_limit_is_lifted() {
         report.download
     );
     let per_sec = f64::from(LIMIT.requests) / LIMIT.window.as_secs_f64();
+    // All requests count, 429s included, so a burst after a Retry-After lands in the span on a
+    // loaded machine (seen once at 14/s against 12/s in a full `cargo test` on 2 busy cores);
+    // the check is that the limit held the pass first, far below the climb asserted next.
     assert!(
-        limited <= per_sec * 1.1,
+        limited <= per_sec * 1.25,
         "held to the limit first: {limited}/s"
     );
     let peak = climbed.iter().copied().fold(0.0, f64::max);
