@@ -11,6 +11,7 @@ mod layout;
 mod lock;
 mod probe;
 mod publish;
+pub mod s3;
 
 pub use layout::{BATCH_META, SIDECAR_SEP, safe_component};
 pub use lock::ROOT_LOCK;
