@@ -238,6 +238,33 @@ async fn abandoned_uploads_leave_no_object_and_stale_staging_is_removed() {
     );
     assert_eq!(s.remove_stray_staging(Duration::ZERO).await.unwrap(), 1);
     assert_eq!(s.remove_stray_staging(Duration::ZERO).await.unwrap(), 0);
+
+    // A publish dropped mid-stream (its task aborted, as when the process dies): the multipart
+    // upload is left incomplete; no object appears, and the cleanup aborts the upload.
+    let rel = item_rel("killed");
+    let (reached, stalled) = tokio::sync::oneshot::channel::<()>();
+    let mut reached = Some(reached);
+    let stalling = body(&bytes, 256 * 1024).chain(futures_util::stream::poll_fn(move |_| {
+        if let Some(tx) = reached.take() {
+            let _ = tx.send(());
+        }
+        std::task::Poll::<Option<Chunk>>::Pending
+    }));
+    tokio::select! {
+        r = s.write_atomic(&rel, stalling, CAP, true, Vec::new()) => panic!("finished: {r:?}"),
+        _ = stalled => {}
+    }
+    assert!(!s.exists(&rel).await.unwrap());
+    assert_eq!(
+        s.remove_stray_staging(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0,
+        "an upload in progress is left alone"
+    );
+    assert_eq!(s.remove_stray_staging(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(s.remove_stray_staging(Duration::ZERO).await.unwrap(), 0);
+    assert!(!s.exists(&rel).await.unwrap());
 }
 
 #[tokio::test]

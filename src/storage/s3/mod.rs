@@ -12,6 +12,7 @@ mod error;
 mod publish;
 mod settings;
 mod upload;
+mod uploads;
 
 pub use error::{S3Error, S3ErrorKind};
 pub use publish::{Outcome, S3Published, S3Staged};
@@ -59,6 +60,9 @@ struct Inner {
     bucket: String,
     prefix: String,
     redactor: Redactor,
+    /// For the requests the object store crate does not offer ([`uploads`]).
+    endpoint: uploads::Endpoint,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Inner {
@@ -73,13 +77,22 @@ impl std::fmt::Debug for Inner {
 impl S3Store {
     /// A client for `settings.url`; nothing is sent until the first operation.
     pub fn new(settings: &S3Settings) -> Result<Self, S3Error> {
-        let (store, loc, redactor) = settings::build(settings)?;
+        let (store, loc, redactor, endpoint) = settings::build(settings)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| S3Error::Location {
+                url: format!("s3://{}/{}", loc.bucket, loc.prefix),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 bucket: loc.bucket,
                 prefix: loc.prefix,
                 redactor,
+                endpoint,
+                http,
             }),
         })
     }
@@ -252,8 +265,9 @@ impl S3Store {
             .try_flatten()
     }
 
-    /// Removes staged objects older than `older_than` (left by a crash between staging and
-    /// commit); younger ones may belong to a publish in progress, here or in another daemon.
+    /// Removes staged objects, and aborts incomplete uploads to the staging area, older than
+    /// `older_than` (left by a crash mid-stream or between staging and commit); younger ones may
+    /// belong to a publish in progress, here or in another daemon. Returns how many went.
     pub async fn remove_stray_staging(&self, older_than: Duration) -> Result<usize, S3Error> {
         let dir = self.staging_dir();
         let cutoff = chrono::Utc::now()
@@ -270,6 +284,23 @@ impl S3Store {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err(meta.location.as_ref(), "delete", &e)),
             }
+        }
+        let raw_err = |key: &str, action, message| S3Error::Request {
+            bucket: self.inner.bucket.clone(),
+            key: key.to_owned(),
+            action,
+            kind: S3ErrorKind::Other,
+            message: self.inner.redactor.clean(message),
+        };
+        let (store, http, at) = (&self.inner.store, &self.inner.http, &self.inner.endpoint);
+        let stale = uploads::list(store, http, at, &format!("{dir}/"))
+            .await
+            .map_err(|m| raw_err(&dir, "list uploads", m))?;
+        for u in stale.iter().filter(|u| u.initiated <= cutoff) {
+            uploads::abort(store, http, at, u)
+                .await
+                .map_err(|m| raw_err(&u.key, "abort upload", m))?;
+            removed += 1;
         }
         Ok(removed)
     }

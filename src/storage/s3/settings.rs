@@ -8,6 +8,7 @@ use object_store::aws::{
 };
 
 use super::error::{Redactor, S3Error};
+use super::uploads::Endpoint;
 
 /// The AWS variables read from the environment; any other `AWS_*` variable is ignored, so what
 /// the backend does depends on nothing undocumented.
@@ -110,7 +111,7 @@ fn commit_mode() -> S3CopyIfNotExists {
 }
 
 /// The client, its location, and what to remove from its error messages.
-pub(super) fn build(s: &S3Settings) -> Result<(AmazonS3, Location, Redactor), S3Error> {
+pub(super) fn build(s: &S3Settings) -> Result<(AmazonS3, Location, Redactor, Endpoint), S3Error> {
     let loc = parse_url(&s.url)?;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let pick = |explicit: &Option<String>, k: &str| explicit.clone().or_else(|| env(k));
@@ -150,11 +151,19 @@ pub(super) fn build(s: &S3Settings) -> Result<(AmazonS3, Location, Redactor), S3
         .into_iter()
         .flatten(),
     );
+    let region =
+        (b.get_config_value(&AmazonS3ConfigKey::Region)).unwrap_or_else(|| "us-east-1".to_owned());
+    let endpoint = (b.get_config_value(&AmazonS3ConfigKey::Endpoint))
+        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+    let at = Endpoint {
+        bucket_url: format!("{}/{}", endpoint.trim_end_matches('/'), loc.bucket),
+        region,
+    };
     let store = b.build().map_err(|e| S3Error::Location {
         url: format!("s3://{}/{}", loc.bucket, loc.prefix),
         reason: redactor.clean(e.to_string()),
     })?;
-    Ok((store, loc, redactor))
+    Ok((store, loc, redactor, at))
 }
 
 #[cfg(test)]
