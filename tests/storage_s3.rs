@@ -99,6 +99,20 @@ async fn small_result_is_created_once_and_never_overwritten() {
     assert!(!s.exists(&item_rel("doc-2")).await.unwrap());
     let d = s.digest(&rel).await.unwrap();
     assert_eq!((d.bytes, d.sha256), (first.len() as u64, sha(first)));
+    // A figure for the report, not an assertion: small results one after another.
+    let t = Instant::now();
+    let n = 100;
+    for i in 0..n {
+        let doc = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(20_000));
+        publish(&s, &item_rel(&format!("seq-{i}")), doc.as_bytes())
+            .await
+            .unwrap();
+    }
+    let took = t.elapsed();
+    eprintln!(
+        "{n} small (20 KB) publishes in sequence: {took:?}, {:.1} ms each",
+        took.as_secs_f64() * 1000.0 / f64::from(n)
+    );
 }
 
 #[tokio::test]
@@ -365,10 +379,14 @@ async fn credentials_never_appear_in_errors() {
         !err.is_retryable(),
         "bad credentials are not retried: {err}"
     );
+    // The cleanup's own signed requests too.
+    let err3 = s.remove_stray_staging(Duration::ZERO).await.unwrap_err();
     for text in [
         err.to_string(),
         format!("{err:?}"),
         err2,
+        err3.to_string(),
+        format!("{err3:?}"),
         format!("{s:?}"),
         format!("{settings:?}"),
     ] {
