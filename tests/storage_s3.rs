@@ -142,6 +142,22 @@ async fn concurrent_publishers_of_one_key_exactly_one_wins() {
     assert_eq!(winners.len(), 1, "exactly one publisher creates the object");
     assert_eq!(read_all(&s, &rel).await, winners[0]);
 
+    // The same bytes from several daemons (a lease that expired mid-fetch): one creates the
+    // object, the others recognise it as published; none fails.
+    let rel_same = item_rel("same-bytes");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, rel) = (s.clone(), rel_same.clone());
+            tokio::spawn(async move { publish(&s, &rel, br#"{"same":true}"#).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap().outcome);
+    }
+    let created = outcomes.iter().filter(|o| **o == Outcome::Created).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+
     // Large bodies (staged, then committed by a conditional copy): two publishers.
     let rel = item_rel("contended-large");
     let tasks: Vec<_> = (0..2u8)

@@ -15,7 +15,7 @@ mod upload;
 mod uploads;
 
 pub use error::{S3Error, S3ErrorKind};
-pub use publish::{Outcome, S3Published, S3Staged};
+pub use publish::{Outcome, S3Published, S3Staged, S3WriteError};
 pub use settings::S3Settings;
 pub use upload::{MAX_HELD_PARTS, PART_SIZE, PartWriter};
 

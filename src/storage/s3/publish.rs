@@ -34,6 +34,18 @@ pub enum S3WriteError<E: std::error::Error + 'static> {
     S3(#[from] S3Error),
 }
 
+impl<E: std::error::Error + 'static> S3WriteError<E> {
+    /// Whether fetching and publishing again later may succeed: a failed body stream or a
+    /// transient store failure ([`S3Error::is_retryable`]); never a conflict, a cap or bad JSON.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Body(_) => true,
+            Self::S3(e) => e.is_retryable(),
+            Self::TooLarge { .. } | Self::InvalidJson(_) => false,
+        }
+    }
+}
+
 /// Whether this publish created the object or found it already there with the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
