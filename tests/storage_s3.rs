@@ -12,6 +12,7 @@ use batchmirror::storage::s3::{
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 
 use crate::common::services::s3_url;
@@ -323,6 +324,38 @@ async fn sidecars_are_published_with_their_result_only() {
     assert!(bad.is_err());
     assert!(!s.exists(&side("a")).await.unwrap());
     assert!(!s.exists(&result("a")).await.unwrap());
+    // A large staged sidecar (an object in the staging area) of a result that fails: not
+    // published, and its staged object is removed once it is dropped.
+    let big = big_json(2 * 1024 * 1024, 4);
+    let staged = s
+        .stage(&side("c"), body(&big, 1 << 16), CAP, true)
+        .await
+        .unwrap();
+    let bad = s
+        .write_atomic(&result("c"), body(b"{not json", 8), CAP, true, vec![staged])
+        .await;
+    assert!(bad.is_err());
+    assert!(!s.exists(&side("c")).await.unwrap());
+    // Watched with a plain client (the store's own listing leaves the staging area out).
+    let raw = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(s.bucket())
+        .build()
+        .unwrap();
+    let staging = object_store::path::Path::from(format!("{}/.staging", s.prefix()));
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = raw
+            .list(Some(&staging))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the dropped sidecar's staged object is removed");
     // A good one: both, large sidecar and small result.
     let big = big_json(2 * 1024 * 1024, 3);
     let staged = s
