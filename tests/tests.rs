@@ -10,6 +10,8 @@ mod layout;
 mod mirror;
 // The ledger contract on SQLite and PostgreSQL; leases and walker turns of several daemons.
 mod ledger_contract;
+// The S3 storage backend on a real SeaweedFS: exactly-once publishing, multipart, cleanup.
+mod storage_s3;
 // Resumable listing walks: a failing list page is reached by the next pass, per provider.
 mod walks;
 // The learned pacing cap is kept across restarts.

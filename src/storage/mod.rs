@@ -12,6 +12,7 @@ mod layout;
 mod lock;
 mod probe;
 mod publish;
+pub mod s3;
 mod scan;
 
 pub use layout::{BATCH_META, SIDECAR_SEP, result_file_name, safe_component};
