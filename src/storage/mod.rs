@@ -1,7 +1,8 @@
 //! The mirror on disk: the layout ([`layout`]), ids made safe as file names, and the atomic,
 //! durable publish (`.part` → fsync → rename → fsync directory), of a result alone or of a result
 //! together with its sidecars; and the root's lock ([`lock`]), so one process writes under a root.
-//! `scan` reads the mirror back for `verify` ([`MirrorRead`]).
+//! `scan` reads the mirror back for `verify` ([`MirrorRead`]); [`s3`] is the S3 backend for
+//! several daemons (not wired into the download path yet).
 //!
 //! This module knows nothing of HTTP or SQL: it takes streams of bytes and returns what it
 //! published. It is the one place that turns server-supplied ids into paths, and every path it
