@@ -74,6 +74,7 @@ fn a_small_bench_mirrors_everything_and_reports_each_run() {
     assert!(row("status, 3000 items", "status"), "{stdout}");
     assert!(row("first pass, 400 items", "2 batches"), "{stdout}");
     assert!(row("webhook latency, 5 items", "p95"), "{stdout}");
+    assert!(row("webhook answer", "p95"), "{stdout}");
     // The working directory goes unless --keep.
     assert!(!dir.path().join("work").exists());
 }

@@ -197,9 +197,10 @@ async fn show_push(dir: &Path) {
     );
     match super::push::mirror_by_webhook(dir, 3, 1.0, 0.5, "0 0 * * * *").await {
         Ok(got) => {
-            for (id, secs) in got {
+            for p in got {
                 println!(
-                    "  {id}: mirrored {secs:.2} s after it completed (next cron tick: up to an hour)"
+                    "  {}: mirrored {:.2} s after it completed (next cron tick: up to an hour)",
+                    p.id, p.latency
                 );
             }
         }

@@ -17,15 +17,24 @@ use crate::config;
 
 const KEY: &str = "pp_live_push_rig";
 
-/// Mirrors `items` documents under `dir` while the daemon runs on `cron`; (document id, latency
-/// in seconds) in completion order, or why the run did not finish.
+/// One document mirrored because of a webhook.
+pub(crate) struct Pushed {
+    pub id: String,
+    /// Seconds from "completed" at the sandbox to the file published.
+    pub latency: f64,
+    /// Seconds the receiver took to answer the delivery.
+    pub answered: f64,
+}
+
+/// Mirrors `items` documents under `dir` while the daemon runs on `cron`, in completion order,
+/// or why the run did not finish.
 pub(crate) async fn mirror_by_webhook(
     dir: &Path,
     items: usize,
     first: f64,
     step: f64,
     cron: &str,
-) -> Result<Vec<(String, f64)>, String> {
+) -> Result<Vec<Pushed>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let documents = (0..items)
         .map(|k| DocumentSpec {
@@ -61,7 +70,7 @@ async fn drive(
     items: usize,
     last_at: f64,
     cron: &str,
-) -> Result<Vec<(String, f64)>, String> {
+) -> Result<Vec<Pushed>, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("cannot find a free port: {e}"))?
@@ -129,13 +138,17 @@ async fn drive(
         return Err(format!("{} of {items} documents mirrored", seen.len()));
     }
     let deliveries = sandbox.webhook_deliveries();
-    let latencies: Vec<(String, f64)> = deliveries
+    let latencies: Vec<Pushed> = deliveries
         .iter()
         .filter(|d| d.event == WEBHOOK_EVENTS[0])
         .filter_map(|d| {
             let id = d.document_id.clone()?;
             let published = seen.get(&id)?;
-            Some((id, (published - d.completed_us) as f64 / 1e6))
+            Some(Pushed {
+                latency: (published - d.completed_us) as f64 / 1e6,
+                answered: d.answered_in?.as_secs_f64(),
+                id,
+            })
         })
         .collect();
     if latencies.len() < items {

@@ -19,17 +19,25 @@ pub async fn latency(dir: &Path, items: usize) -> Result<(), BenchError> {
             what: "webhook latency".to_owned(),
             problem,
         })?;
-    let mut latencies: Vec<f64> = got.into_iter().map(|(_, s)| s).collect();
-    latencies.sort_by(f64::total_cmp);
-    let n = latencies.len();
-    let p95 = latencies[(n * 95).div_ceil(100) - 1];
+    let (p50, p95, max) = spread(got.iter().map(|p| p.latency).collect());
     println!(
-        "{:<30}{:<13}p50 {:.3} s, p95 {p95:.3} s, max {:.3} s (completed -> published, cron never ticks)",
+        "{:<30}{:<13}p50 {p50:.3} s, p95 {p95:.3} s, max {max:.3} s (completed -> published, cron never ticks)",
         format!("webhook latency, {items} items"),
         "batchmirror",
-        latencies[n / 2],
-        latencies[n - 1],
     );
     println!("  target p95 < 1 s: {}", verdict(p95 < 1.0));
+    let (a50, a95, amax) = spread(got.iter().map(|p| p.answered * 1e3).collect());
+    println!(
+        "{:<30}{:<13}p50 {a50:.1} ms, p95 {a95:.1} ms, max {amax:.1} ms (delivery POST -> receiver's status)",
+        "webhook answer", "batchmirror",
+    );
+    println!("  target p95 < 100 ms: {}", verdict(a95 < 100.0));
     Ok(())
+}
+
+/// p50, p95 and max of `v` (not empty).
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[n / 2], v[(n * 95).div_ceil(100) - 1], v[n - 1])
 }

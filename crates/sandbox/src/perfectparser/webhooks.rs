@@ -49,6 +49,8 @@ pub struct WebhookDelivery {
     pub status: Option<u16>,
     /// Not sent: delivery was switched off.
     pub dropped: bool,
+    /// From the POST sent to the receiver's status line; None when not answered.
+    pub answered_in: Option<Duration>,
 }
 
 struct Webhook {
@@ -419,6 +421,7 @@ async fn send(sh: &Shared, client: &reqwest::Client, t: &Target, d: &Due) -> Web
         headers.push(("x-webhook-secret".to_owned(), s.clone()));
     }
     let dropped = sh.webhooks.lock().dropping;
+    let sent = std::time::Instant::now();
     let status = if dropped {
         None
     } else {
@@ -431,6 +434,7 @@ async fn send(sh: &Shared, client: &reqwest::Client, t: &Target, d: &Due) -> Web
         }
         req.send().await.ok().map(|r| r.status().as_u16())
     };
+    let answered_in = status.map(|_| sent.elapsed());
     let delivery = WebhookDelivery {
         webhook_id: t.id.clone(),
         event: d.event.to_owned(),
@@ -441,6 +445,7 @@ async fn send(sh: &Shared, client: &reqwest::Client, t: &Target, d: &Due) -> Web
         headers,
         status,
         dropped,
+        answered_in,
     };
     let mut w = sh.webhooks.lock();
     if let Some(h) = w.hooks.iter_mut().find(|h| h.id == t.id) {
