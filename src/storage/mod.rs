@@ -55,6 +55,57 @@ pub enum WriteError<E: std::error::Error + 'static> {
     Storage(#[from] StorageError),
 }
 
+/// The start of a body: all of it when it ends within [`SMALL_BODY`] (`small`), else its first
+/// chunks, just past that size, with the rest still in the stream.
+pub(crate) struct Head {
+    pub chunks: Vec<Bytes>,
+    pub held: u64,
+    pub small: bool,
+}
+
+/// Why a body's start could not be read: over `cap`, or the stream failed.
+pub(crate) enum HeadError<E> {
+    TooLarge { cap: u64 },
+    Body(E),
+}
+
+impl<E: std::error::Error + 'static> From<HeadError<E>> for WriteError<E> {
+    fn from(e: HeadError<E>) -> Self {
+        match e {
+            HeadError::TooLarge { cap } => WriteError::TooLarge { cap },
+            HeadError::Body(e) => WriteError::Body(e),
+        }
+    }
+}
+
+/// Reads `body` until it ends or passes [`SMALL_BODY`], the one decision between holding a result
+/// in memory and streaming it, for every backend.
+pub(crate) async fn read_head<E>(body: &mut impl Body<E>, cap: u64) -> Result<Head, HeadError<E>> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut held = 0u64;
+    let small = loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                held += chunk.len() as u64;
+                if held > cap {
+                    return Err(HeadError::TooLarge { cap });
+                }
+                chunks.push(chunk);
+                if held > SMALL_BODY {
+                    break false;
+                }
+            }
+            Some(Err(e)) => return Err(HeadError::Body(e)),
+            None => break true,
+        }
+    };
+    Ok(Head {
+        chunks,
+        held,
+        small,
+    })
+}
+
 /// A body as storage takes it: chunks, or the error that cut it short.
 pub trait Body<E>: Stream<Item = Result<Bytes, E>> + Unpin {}
 
@@ -290,24 +341,11 @@ impl Storage {
         let (sync_file, sync_dir) = (self.sync_file, self.sync_dir);
         // Most results are small: held in memory, they are checked, written, fsynced, renamed and
         // their directory fsynced in one blocking task, instead of a thread hand-off per step.
-        let mut head: Vec<Bytes> = Vec::new();
-        let mut held = 0u64;
-        let small = loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    held += chunk.len() as u64;
-                    if held > cap {
-                        return Err(WriteError::TooLarge { cap });
-                    }
-                    head.push(chunk);
-                    if held > SMALL_BODY {
-                        break false;
-                    }
-                }
-                Some(Err(e)) => return Err(WriteError::Body(e)),
-                None => break true,
-            }
-        };
+        let Head {
+            chunks: head,
+            held,
+            small,
+        } = read_head(&mut body, cap).await?;
         let root = self.root.clone();
         if small {
             // The CPU half (JSON check, digest) runs here when it is a few microseconds, else on

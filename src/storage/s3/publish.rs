@@ -18,7 +18,7 @@ use super::upload::PartWriter;
 use super::{S3Store, SHA256_META};
 use crate::jsoncheck::JsonCheck;
 use crate::model::Published;
-use crate::storage::{Body, SMALL_BODY, publish::check_small};
+use crate::storage::{Body, Head, HeadError, publish::check_small, read_head};
 
 /// Why a body could not be published to S3.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,15 @@ pub enum S3WriteError<E: std::error::Error + 'static> {
     InvalidJson(String),
     #[error(transparent)]
     S3(#[from] S3Error),
+}
+
+impl<E: std::error::Error + 'static> From<HeadError<E>> for S3WriteError<E> {
+    fn from(e: HeadError<E>) -> Self {
+        match e {
+            HeadError::TooLarge { cap } => S3WriteError::TooLarge { cap },
+            HeadError::Body(e) => S3WriteError::Body(e),
+        }
+    }
 }
 
 impl<E: std::error::Error + 'static> S3WriteError<E> {
@@ -138,24 +147,11 @@ impl S3Store {
     ) -> Result<S3Staged, S3WriteError<E>> {
         let key = self.key(rel)?;
         let rel_path = rel.to_string_lossy().into_owned();
-        let mut head: Vec<Bytes> = Vec::new();
-        let mut held = 0u64;
-        let small = loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    held += chunk.len() as u64;
-                    if held > cap {
-                        return Err(S3WriteError::TooLarge { cap });
-                    }
-                    head.push(chunk);
-                    if held > SMALL_BODY {
-                        break false;
-                    }
-                }
-                Some(Err(e)) => return Err(S3WriteError::Body(e)),
-                None => break true,
-            }
-        };
+        let Head {
+            chunks: head,
+            held,
+            small,
+        } = read_head(&mut body, cap).await?;
         let (body, (bytes, sha256), peak) = if small {
             let digest = check_small(&head, validate_json).map_err(S3WriteError::InvalidJson)?;
             (Staged::Memory(head), digest, held as usize)
