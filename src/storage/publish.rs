@@ -89,6 +89,8 @@ fn write_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<(
     let mut slices: Vec<std::io::IoSlice<'_>> =
         chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
     let mut rest = &mut slices[..];
+    // Drops leading empty chunks, so a body of nothing but empty chunks writes nothing instead
+    // of reading a zero-length write as `WriteZero`.
     std::io::IoSlice::advance_slices(&mut rest, 0);
     while !rest.is_empty() {
         match file.write_vectored(rest) {
