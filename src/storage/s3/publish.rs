@@ -1,7 +1,8 @@
 //! Publishing to S3 exactly once. A small body (up to the local backend's small-body threshold)
 //! is held in memory and created with `If-None-Match: *` (`PutMode::Create`), its sha256 stored
 //! as user metadata. A large one is streamed as a multipart upload to a staging key (bounded
-//! memory, [`PartWriter`]), then committed with a conditional copy, and the staged object removed.
+//! memory, [`PartWriter`]), then committed with a conditional copy, and the staged object removed;
+//! a commit marker decides first which publisher may copy at all (`commit_turn`).
 //! A key already taken is "already published" when it holds the same bytes (size and sha256:
 //! from the metadata when present, else by streaming it), and a [`S3Error::Conflict`] otherwise:
 //! nothing is ever overwritten. Sidecars are committed before their result, the result last.
@@ -221,6 +222,70 @@ impl S3Store {
         Err(failure)
     }
 
+    /// Takes the turn to commit a large result at `key`. SeaweedFS let two concurrent conditional
+    /// copies to one key both succeed (the CI run of stop 25), so the copy's condition alone does
+    /// not decide: a small marker created with `If-None-Match: *` (which held under 8 concurrent
+    /// creators) names the sha256 being committed. A marker naming another digest is a
+    /// [`S3Error::Conflict`]; one naming ours (the same bytes from another publisher, or ours
+    /// before a crash) lets the conditional copy decide. The turn's holder removes the marker
+    /// after its copy (returned here for that); one left by a crash is in the staging area, which
+    /// the stray cleanup sweeps.
+    async fn commit_turn(
+        &self,
+        key: &str,
+        bytes: u64,
+        sha256: &str,
+    ) -> Result<object_store::path::Path, S3Error> {
+        let name = hex::encode(Sha256::digest(key.as_bytes()));
+        let marker_key = format!("{}/commit-{name}", self.staging_dir());
+        let marker = self.path(&marker_key)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        // A marker can vanish between our failed create and our read (its holder finished):
+        // then the turn is free again, and the conditional copy will see the holder's object.
+        for _ in 0..3 {
+            let payload = PutPayload::from(sha256.to_owned());
+            match self
+                .inner
+                .store
+                .put_opts(&marker, payload, opts.clone())
+                .await
+            {
+                Ok(_) => return Ok(marker),
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(self.err(&marker_key, "create", &e)),
+            }
+            let read = |e: object_store::Error| self.err(&marker_key, "read", &e);
+            let theirs = match self.inner.store.get(&marker).await {
+                Ok(got) => got.bytes().await.map_err(read)?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(read(e)),
+            };
+            if theirs.as_ref() == sha256.as_bytes() {
+                return Ok(marker);
+            }
+            return Err(S3Error::Conflict {
+                bucket: self.inner.bucket.clone(),
+                key: key.to_owned(),
+                existing: format!(
+                    "a commit of sha256 {} under way or done",
+                    String::from_utf8_lossy(&theirs)
+                ),
+                bytes,
+                sha256: sha256.to_owned(),
+            });
+        }
+        Err(S3Error::Request {
+            bucket: self.inner.bucket.clone(),
+            key: marker_key,
+            action: "take the commit turn",
+            kind: super::error::S3ErrorKind::Other,
+            message: "the commit marker kept changing hands".to_owned(),
+        })
+    }
+
     /// The ETag of the object at `key` when it holds exactly `bytes` bytes with this `sha256`,
     /// else a [`S3Error::Conflict`].
     async fn recognise(
@@ -287,11 +352,22 @@ impl S3Staged {
             }
             Staged::Object(staging) => {
                 let from = store.path(&staging)?;
-                let copied = store.inner.store.copy_if_not_exists(&from, &path).await;
+                let turn = store.commit_turn(&key, bytes, &sha256).await;
+                let copied = match &turn {
+                    Ok(marker) => {
+                        let copied = store.inner.store.copy_if_not_exists(&from, &path).await;
+                        // Once the copy is over the object (or its absence) speaks for itself;
+                        // a marker left by a crash goes with the stray cleanup.
+                        let _ = store.inner.store.delete(marker).await;
+                        Some(copied)
+                    }
+                    Err(_) => None,
+                };
                 // The staged copy is not needed any more, whoever won; a failure here leaves it to
                 // the stray cleanup.
                 let _ = store.inner.store.delete(&from).await;
-                match copied {
+                turn?;
+                match copied.expect("copied whenever the turn was ours") {
                     Ok(()) => match store.inner.store.head(&path).await {
                         Ok(meta) if meta.size == bytes => Ok(meta.e_tag),
                         Ok(meta) => {
