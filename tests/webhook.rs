@@ -565,8 +565,9 @@ async fn a_webhook_naming_a_new_extraction_reads_it_by_id_without_listing() {
         .collect();
     println!(
         "requests: start pass (3 listing pages, 12 extractions) {before} ({start_lists} listing); \
-         after the new extraction's 2 webhooks {} (0 listing): {after:?}",
-        after.len() - 1
+         after the new extraction's 2 webhooks {} ({} listing): {after:?}",
+        after.len() - 1,
+        log[before..].iter().filter(|r| is_listing(r)).count()
     );
     assert!(
         !log[before..].iter().any(is_listing),
