@@ -4,9 +4,11 @@
 //! so a slow pass cannot build a backlog of passes behind it. A webhook's request
 //! ([`PassTrigger::follow_up`]) is different: what it names may have completed after the running
 //! pass listed, so it leaves one follow-up pass pending, however many arrive. A pass asked for
-//! by webhooks alone lists only their providers ([`Scope`]); any other request lists them all.
+//! by webhooks alone lists only their providers ([`Scope`]), and a webhook that names a batch
+//! ([`PassTrigger::refresh`]) has that batch read by id instead of its provider listed; any
+//! other request lists them all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,22 +16,60 @@ use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::error::Error;
+use crate::model::BatchId;
 
-/// Which providers a pass lists (every due item is downloaded either way).
+/// Named batches kept per provider before the provider is listed instead: a flood of events
+/// must not grow memory without bound, and past this many a walk is the cheaper read anyway.
+pub const MAX_NAMED: usize = 1_000;
+
+/// What a pass reads from the providers (every due item is downloaded either way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
-    /// Only these, by name: what webhooks named since the last pass started.
-    Only(BTreeSet<String>),
+    /// What webhooks asked for since the last pass started: providers to list, by name, and
+    /// for other providers the batches to read by id (their listing is not walked).
+    Only {
+        list: BTreeSet<String>,
+        refresh: BTreeMap<String, BTreeSet<BatchId>>,
+    },
 }
 
 impl Scope {
+    /// True when the pass walks `provider`'s listing.
     pub fn includes(&self, provider: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Only(names) => names.contains(provider),
+            Scope::Only { list, .. } => list.contains(provider),
         }
     }
+
+    /// Nothing to read: the requests that woke the pass were taken by an earlier one.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Scope::All => false,
+            Scope::Only { list, refresh } => list.is_empty() && refresh.is_empty(),
+        }
+    }
+
+    /// The batches of `provider` to read by id (none when its listing is walked).
+    pub fn named(&self, provider: &str) -> Vec<BatchId> {
+        match self {
+            Scope::Only { refresh, .. } => refresh
+                .get(provider)
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default(),
+            Scope::All => Vec::new(),
+        }
+    }
+}
+
+/// What the next pass must read.
+#[derive(Debug, Default)]
+struct Wanted {
+    /// Anything but a webhook asked: list every provider.
+    all: bool,
+    list: BTreeSet<String>,
+    refresh: BTreeMap<String, BTreeSet<BatchId>>,
 }
 
 /// Shared between the cron job and the pass loop.
@@ -40,8 +80,7 @@ pub struct PassTrigger {
     running: AtomicBool,
     /// A follow-up was asked for since the running pass started.
     follow_up: AtomicBool,
-    /// What the next pass must list: `(everything, providers named by webhooks)`.
-    wanted: Mutex<(bool, BTreeSet<String>)>,
+    wanted: Mutex<Wanted>,
 }
 
 impl PassTrigger {
@@ -59,9 +98,9 @@ impl PassTrigger {
     fn want(&self, provider: Option<&str>) {
         let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
         match provider {
-            None => w.0 = true,
+            None => w.all = true,
             Some(name) => {
-                w.1.insert(name.to_owned());
+                w.list.insert(name.to_owned());
             }
         }
     }
@@ -80,6 +119,31 @@ impl PassTrigger {
     /// webhooks.
     pub fn follow_up(&self, provider: &str) {
         self.want(Some(provider));
+        self.wake_after_running();
+    }
+
+    /// [`PassTrigger::follow_up`] for a webhook that names `batch`: the pass reads that batch by
+    /// id instead of listing `provider` (unless something else asks for the listing). Batches
+    /// named during a pass are read together by the one follow-up.
+    pub fn refresh(&self, provider: &str, batch: BatchId) {
+        {
+            let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            let named = w.refresh.entry(provider.to_owned()).or_default();
+            if named.len() < MAX_NAMED {
+                named.insert(batch);
+            } else {
+                tracing::warn!(
+                    provider,
+                    named = MAX_NAMED,
+                    "too many batches named by webhooks since the last pass: listing the provider instead"
+                );
+                w.list.insert(provider.to_owned());
+            }
+        }
+        self.wake_after_running();
+    }
+
+    fn wake_after_running(&self) {
         // Flag first: a pass that ends between the two steps still sees it.
         self.follow_up.store(true, Ordering::SeqCst);
         if !self.running.load(Ordering::SeqCst) {
@@ -92,16 +156,24 @@ impl PassTrigger {
         self.wake.notified().await;
     }
 
-    /// Marks a pass as running and says what it must list: everything when anything but
-    /// webhooks asked (or nothing did), else the providers the webhooks named.
+    /// Marks a pass as running and says what it must read: everything when anything but
+    /// webhooks asked, nothing when nothing did ([`Scope::is_empty`]), else the providers and batches the webhooks named (a
+    /// provider also listed needs no batch read by id).
     pub fn begin(&self) -> Scope {
         self.set_running(true);
         let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        let (all, names) = std::mem::take(&mut *w);
-        if all || names.is_empty() {
+        let Wanted {
+            all,
+            list,
+            mut refresh,
+        } = std::mem::take(&mut *w);
+        refresh.retain(|name, ids| !list.contains(name) && !ids.is_empty());
+        // Nothing wanted: a wake-up left over from requests an earlier pass already took (two
+        // webhooks at once store a permit each), so there is nothing to read.
+        if all {
             Scope::All
         } else {
-            Scope::Only(names)
+            Scope::Only { list, refresh }
         }
     }
 
@@ -192,7 +264,10 @@ mod tests {
         let t = PassTrigger::default();
         t.follow_up("b");
         t.follow_up("a");
-        let both = Scope::Only(["a".to_owned(), "b".to_owned()].into());
+        let both = Scope::Only {
+            list: ["a".to_owned(), "b".to_owned()].into(),
+            refresh: BTreeMap::new(),
+        };
         assert_eq!(t.begin(), both);
         assert!(!both.includes("c"));
         t.set_running(false);
@@ -207,6 +282,41 @@ mod tests {
         assert!(t.request());
         assert_eq!(t.begin(), Scope::All);
         t.set_running(false);
-        assert_eq!(t.begin(), Scope::All, "a bare wake-up lists everything");
+        assert!(
+            t.begin().is_empty(),
+            "a wake-up left over from requests an earlier pass took reads nothing"
+        );
+    }
+
+    #[test]
+    fn named_batches_coalesce_per_provider_and_a_listing_asked_for_covers_them() {
+        let id = |s: &str| BatchId::parse(s).unwrap();
+        let t = PassTrigger::default();
+        t.refresh("a", id("e1"));
+        t.refresh("a", id("e2"));
+        t.refresh("a", id("e1"));
+        t.refresh("b", id("e9"));
+        t.follow_up("b");
+        let scope = t.begin();
+        assert_eq!(scope.named("a"), [id("e1"), id("e2")], "one read per batch");
+        assert!(
+            !scope.includes("a"),
+            "a named batch does not list its provider"
+        );
+        assert!(scope.includes("b"));
+        assert!(scope.named("b").is_empty(), "b's listing reads e9 anyway");
+        t.set_running(false);
+        t.refresh("a", id("e3"));
+        t.request();
+        let scope = t.begin();
+        assert_eq!(scope, Scope::All, "a scheduled pass lists everything");
+        assert!(scope.named("a").is_empty());
+        t.set_running(false);
+        for k in 0..=MAX_NAMED {
+            t.refresh("a", id(&format!("e{k}")));
+        }
+        let scope = t.begin();
+        assert!(scope.includes("a"), "past the cap the provider is listed");
+        assert!(scope.named("a").is_empty());
     }
 }

@@ -11,6 +11,9 @@
 //! listing by update time is walked `since` the start of the last complete walk instead, and `since`
 //! never advances past a walk that failed. Batches still open in the ledger but not reached are read
 //! directly, so an old long-running batch is never forgotten.
+//!
+//! A batch a webhook named is read the same way by id alone ([`refresh_named`]), without the
+//! walk; one the provider will not answer for sends the pass back to the walk.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -45,6 +48,8 @@ pub struct ListReport {
     pub resumed: bool,
     /// The provider refused the saved position, so the walk started again from the head.
     pub restarted: bool,
+    /// Only batches named by webhooks were read, by id: the listing was not walked.
+    pub by_id: bool,
 }
 
 /// Why a listing pass stopped.
@@ -237,8 +242,71 @@ async fn walk_listing(
     }
 }
 
-/// Reads a batch's item feed from its saved cursor and stores every page with its cursor.
+/// Reads the batches `named` by webhooks by id, each as a listed batch is read (detail and item
+/// feed, upserted into the ledger), without walking the listing. When the provider does not
+/// answer for one (404 for an id it does not know, any other refusal or failure), the provider
+/// is listed instead, as a pass without names would: the walk finds whatever the event meant.
+pub async fn refresh_named(
+    provider: &dyn Provider,
+    ledger: &Ledger,
+    observer: &dyn Observer,
+    named: &[BatchId],
+) -> Result<ListReport, ListError> {
+    let name = provider.name();
+    let mut report = ListReport {
+        by_id: true,
+        ..ListReport::default()
+    };
+    for id in named {
+        let known = RemoteBatch {
+            id: id.clone(),
+            status: crate::model::BatchStatus::Running,
+            total_items: None,
+            created_at: None,
+            expires_at: None,
+        };
+        match read_batch(provider, ledger, &known, &mut report).await {
+            Ok(()) => observer.progress(),
+            Err(ListError::Provider(e)) if !matches!(e, ProviderError::Cancelled) => {
+                tracing::warn!(
+                    provider = %name, batch = %id,
+                    "a batch named by a webhook could not be read ({e}): listing the provider instead"
+                );
+                let mut listed = list_provider(provider, ledger, observer).await?;
+                listed.batches_read += report.batches_read;
+                listed.items += report.items;
+                listed.rejected.append(&mut report.rejected);
+                return Ok(listed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}
+
+/// [`read_batch`] for a listing pass: one batch the provider refuses (gone, hostile id, 4xx)
+/// is reported and must not stop the others.
 async fn sync_batch(
+    provider: &dyn Provider,
+    ledger: &Ledger,
+    batch: &RemoteBatch,
+    report: &mut ListReport,
+) -> Result<(), ListError> {
+    match read_batch(provider, ledger, batch, report).await {
+        Err(ListError::Provider(e))
+            if !e.is_retryable() && !matches!(e, ProviderError::Cancelled) =>
+        {
+            let name = provider.name();
+            tracing::error!(provider = %name, batch = %batch.id, "cannot read this batch's items: {e}");
+            report.rejected.push(format!("batch {}: {e}", batch.id));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads a batch's item feed from its saved cursor and stores every page with its cursor.
+async fn read_batch(
     provider: &dyn Provider,
     ledger: &Ledger,
     batch: &RemoteBatch,
@@ -248,16 +316,7 @@ async fn sync_batch(
     let mut cursor = ledger.item_cursor(name, &batch.id).await?;
     report.batches_read += 1;
     for _ in 0..MAX_ITEM_PAGES {
-        let page = match provider.batch_items(&batch.id, cursor.as_deref()).await {
-            Ok(p) => p,
-            Err(e) if !e.is_retryable() && !matches!(e, ProviderError::Cancelled) => {
-                // One batch the provider refuses (gone, hostile id, 4xx) must not stop the others.
-                tracing::error!(provider = %name, batch = %batch.id, "cannot read this batch's items: {e}");
-                report.rejected.push(format!("batch {}: {e}", batch.id));
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let page = provider.batch_items(&batch.id, cursor.as_deref()).await?;
         report.items += page.items.len() as u64;
         note_rejected(name.as_str(), Some(&batch.id), &page.rejected, report);
         // Unknown status words are kept on their items (pending, polled again) and reported here.

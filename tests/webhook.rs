@@ -4,7 +4,8 @@
 //! seconds (latency printed, p95 over 20 items), forged / replayed / oversized / misaddressed
 //! deliveries cause no request to the provider, a dropped delivery is caught by the next pass,
 //! and LlamaCloud's `webhook_configurations` with a bearer header drive passes listing only it.
-
+//! An event naming an extraction has it read by id, with no listing request (request counts
+//! printed); one naming an extraction the API does not know falls back to a listing pass.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,13 +14,14 @@ use batchmirror::config::{self, Settings};
 use batchmirror::daemon;
 use batchmirror::model::ItemState;
 use batchmirror_sandbox::perfectparser::{
-    DocOutcome, PerfectSandbox, PerfectSpec, WEBHOOK_EVENTS, WebhookDelivery,
+    DEFAULT_PARSER, DocOutcome, ExtractionSpec, PerfectSandbox, PerfectSpec, WEBHOOK_EVENTS,
+    WebhookDelivery,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{KEY, files_under, free_port, wait_until};
-use crate::provider_perfectparser::{doc, ext, row, start};
+use crate::provider_perfectparser::{completed, doc, ext, row, start};
 
 /// A daemon running against a sandbox whose webhook points at the daemon's receiver.
 struct Rig {
@@ -44,7 +46,12 @@ async fn rig(docs: usize, first: f64, step: f64, deliver: bool) -> Rig {
             doc(&format!("doc_{k:03}"), at, DocOutcome::Completed)
         })
         .collect();
-    let sandbox = start(PerfectSpec::new(KEY, vec![ext("ext_live", 30, documents)])).await;
+    rig_with(vec![ext("ext_live", 30, documents)], deliver, "").await
+}
+
+/// A rig over `extractions`, with `extra` appended to the provider's config.
+async fn rig_with(extractions: Vec<ExtractionSpec>, deliver: bool, extra: &str) -> Rig {
+    let sandbox = start(PerfectSpec::new(KEY, extractions)).await;
     sandbox.set_webhook_delivery(deliver);
     let (wport, mport) = (free_port(), free_port());
     let hooks = format!("http://127.0.0.1:{wport}/hooks");
@@ -86,6 +93,7 @@ kind = "perfectparser"
 base_url = "{base}"
 api_key = "{KEY}"
 webhook_secret = "{secret}"
+{extra}
 "#,
         d = dir.path().display(),
         base = sandbox.base_url(),
@@ -158,6 +166,20 @@ fn named(file: &Path, id: &str) -> bool {
 /// The first file under the mirror whose name holds `id`.
 fn published(root: &Path, id: &str) -> Option<PathBuf> {
     files_under(root).into_iter().find(|f| named(f, id))
+}
+
+/// `body` with a valid `X-PerfectParser-Signature` under `secret`.
+fn signed(secret: &str, body: &[u8]) -> [(String, String); 1] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    [("x-perfectparser-signature".to_owned(), signature)]
+}
+
+/// `GET /v1/extractions`: the listing (a walk reads it page by page).
+fn is_listing(r: &batchmirror_sandbox::LoggedRequest) -> bool {
+    r.method == "GET" && r.path == "/v1/extractions"
 }
 
 fn document_delivery(d: &WebhookDelivery, id: &str) -> bool {
@@ -311,14 +333,7 @@ async fn forged_replayed_oversized_and_misaddressed_deliveries_fetch_nothing() {
     // A verified event naming nothing usable (a dashboard `batch.completed`): a normal pass.
     let lists = rig.sandbox.stats().list_requests;
     let body = br#"{"event":"batch.completed"}"#.to_vec();
-    let signature = {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(rig.secret.as_bytes()).unwrap();
-        mac.update(&body);
-        hex::encode(mac.finalize().into_bytes())
-    };
-    let signed = [("x-perfectparser-signature".to_owned(), signature)];
-    assert_eq!(rig.post("ep", &signed, body).await, 202);
+    assert_eq!(rig.post("ep", &signed(&rig.secret, &body), body).await, 202);
     wait_until("a pass lists the provider", 30, || {
         rig.sandbox.stats().list_requests > lists
     })
@@ -476,4 +491,125 @@ api_key = "{KEY}"
     );
     token.cancel();
     daemon.await.unwrap().unwrap();
+}
+
+/// Twelve finished extractions, listed five a page: the start pass walks three pages.
+async fn listed_rig() -> Rig {
+    let rig = rig_with(completed(12, 1), true, "page_size = 5").await;
+    let root = rig.dir.path().join("mirror");
+    wait_until("the start pass mirrors the twelve", 30, || {
+        (0..12).all(|k| published(&root, &format!("doc_{k:03}_0")).is_some())
+    })
+    .await;
+    // Let the start pass finish (it marks the batches done after the downloads).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    rig
+}
+
+#[tokio::test]
+async fn a_webhook_naming_a_new_extraction_reads_it_by_id_without_listing() {
+    let rig = listed_rig().await;
+    let root = rig.dir.path().join("mirror");
+    let start_log = rig.sandbox.request_log();
+    let start_lists = start_log.iter().filter(|r| is_listing(r)).count();
+    assert!(
+        start_lists >= 3,
+        "the start pass walked the pages: {start_lists}"
+    );
+    // A new extraction, submitted the documented way after the start pass: only its webhooks
+    // can tell the daemon about it before the next (hourly) tick.
+    let pdf = reqwest::multipart::Part::bytes(b"%PDF-1.4 new invoice".to_vec())
+        .file_name("new.pdf")
+        .mime_str("application/pdf")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("parser_id", DEFAULT_PARSER)
+        .part("files", pdf);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/extractions", rig.sandbox.base_url()))
+        .header("X-API-Key", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let created: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let new_ext = created["extraction"]["extraction_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_doc = created["extraction"]["documents"][0]["document_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = start_log.len();
+    wait_until("the webhook's refresh mirrors the new document", 30, || {
+        published(&root, &new_doc).is_some()
+    })
+    .await;
+    wait_until("both events acknowledged", 30, || {
+        rig.sandbox
+            .webhook_deliveries()
+            .iter()
+            .filter(|d| d.extraction_id == new_ext && d.status.is_some())
+            .count()
+            == 2
+    })
+    .await;
+    // Let the follow-up of the second event finish.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = rig.sandbox.request_log();
+    let after: Vec<String> = log[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    println!(
+        "requests: start pass (3 listing pages, 12 extractions) {before} ({start_lists} listing); \
+         after the new extraction's 2 webhooks {} ({} listing): {after:?}",
+        after.len() - 1,
+        log[before..].iter().filter(|r| is_listing(r)).count()
+    );
+    assert!(
+        !log[before..].iter().any(is_listing),
+        "no listing request after the start pass: {after:?}"
+    );
+    let ours = format!("/v1/extractions/{new_ext}");
+    for r in &after {
+        assert!(
+            r == "POST /v1/extractions" || r.starts_with(&format!("GET {ours}")),
+            "only the named extraction is asked for: {r} in {after:?}"
+        );
+    }
+    assert!(after.len() > 1, "the extraction was read: {after:?}");
+    let (sandbox, _dir, settings) = rig.stop().await;
+    let ledger = batchmirror::ledger::Ledger::open_read_only(&settings.ledger_path).unwrap();
+    let r = row(&ledger, &new_ext, &new_doc).await;
+    assert_eq!(r.state, ItemState::Mirrored);
+    let (sha, _) = sandbox.expected_data(&new_ext, &new_doc).unwrap();
+    assert_eq!(r.sha256.as_deref(), Some(sha.as_str()), "the API's bytes");
+}
+
+#[tokio::test]
+async fn a_webhook_naming_an_unknown_extraction_falls_back_to_a_listing_pass() {
+    let rig = listed_rig().await;
+    let before = rig.requests();
+    let body = br#"{"event":"extraction.job_completed","event_id":"evt_x","extraction_id":"ext_nobody_knows"}"#;
+    assert_eq!(
+        rig.post("ep", &signed(&rig.secret, body), body.to_vec())
+            .await,
+        202
+    );
+    wait_until("a pass lists the provider", 30, || {
+        rig.sandbox.request_log()[before..].iter().any(is_listing)
+    })
+    .await;
+    let log = rig.sandbox.request_log();
+    let asked = log[before..]
+        .iter()
+        .position(|r| r.path == "/v1/extractions/ext_nobody_knows")
+        .expect("the named extraction is asked for first");
+    assert_eq!(log[before + asked].status, 404);
+    let listed = log[before..].iter().position(is_listing).unwrap();
+    assert!(asked < listed, "asked by id, then listed");
+    rig.stop().await;
 }

@@ -171,21 +171,33 @@ impl Mirror {
         self.pass_scoped(cancel, &Scope::All).await
     }
 
-    /// [`Mirror::pass`] listing only the providers in `scope` (webhooks named them); every due
-    /// item is still downloaded.
+    /// [`Mirror::pass`] listing only the providers in `scope` and reading the batches it names
+    /// by id (webhooks named them); every due item is still downloaded.
     pub async fn pass_scoped(
         &self,
         cancel: &CancellationToken,
         scope: &Scope,
     ) -> Result<PassReport, Error> {
         let started = Instant::now();
-        let listed = self
-            .providers
-            .iter()
-            .filter(|p| scope.includes(p.name().as_str()));
-        let listings = futures_util::future::join_all(listed.map(|p| async move {
+        let read = self.providers.iter().filter_map(|p| {
+            let name = p.name().as_str();
+            if scope.includes(name) {
+                return Some((p, Vec::new()));
+            }
+            let named = scope.named(name);
+            (!named.is_empty()).then_some((p, named))
+        });
+        let listings = futures_util::future::join_all(read.map(|(p, named)| async move {
+            let (ledger, observer) = (&self.ledger, self.observer.as_ref());
+            let work = async {
+                if named.is_empty() {
+                    sync::list_provider(p.as_ref(), ledger, observer).await
+                } else {
+                    sync::refresh_named(p.as_ref(), ledger, observer, &named).await
+                }
+            };
             let result = tokio::select! {
-                r = sync::list_provider(p.as_ref(), &self.ledger, self.observer.as_ref()) => r,
+                r = work => r,
                 () = cancel.cancelled() => Err(ListError::Provider(crate::error::ProviderError::Cancelled)),
             };
             (p.name().clone(), result)
@@ -198,9 +210,12 @@ impl Mirror {
                 Err(ListError::Other(e)) => return Err(e),
                 Err(ListError::Provider(e)) => Err(self.listing_error(&name, &e)),
             };
-            let error = listing.as_ref().err().map(String::as_str);
-            let since = self.ledger.record_pass(&name, Utc::now(), error).await?;
-            self.observer.provider_listed(&name, error, since);
+            // Batches read by id say nothing of the listing: its last pass stays what it was.
+            if !listing.as_ref().is_ok_and(|r| r.by_id) {
+                let error = listing.as_ref().err().map(String::as_str);
+                let since = self.ledger.record_pass(&name, Utc::now(), error).await?;
+                self.observer.provider_listed(&name, error, since);
+            }
             providers.push(ProviderPass {
                 name: name.to_string(),
                 listing,

@@ -118,6 +118,10 @@ pub async fn run_reloading(
             }
             () = trigger.requested() => {
                 let scope = trigger.begin();
+                if scope.is_empty() {
+                    trigger.set_running(false);
+                    continue;
+                }
                 let pass = mirror.pass_scoped(&shutdown, &scope).await;
                 trigger.set_running(false);
                 match pass {

@@ -2,11 +2,14 @@
 //! order a delivery goes through: the provider must be configured with a secret (else 404), the
 //! body at most [`MAX_BODY`] (else 413), the proof valid (else 401, and nothing else happens),
 //! then a delivery seen within [`DEDUPE_WINDOW`] is acknowledged and dropped, and any other is
-//! acknowledged at once (202) and turned into a follow-up pass listing that provider
+//! acknowledged at once (202) and turned into a follow-up pass: one that reads the batch the
+//! event names by id ([`PassTrigger::refresh`]; the id goes through [`BatchId::parse`] and is
+//! only sent back to the API), or, when it names none, one listing that provider
 //! ([`PassTrigger::follow_up`]).
 //!
-//! A webhook is a hint, never the result: the pass re-lists the provider and fetches what is due
-//! through the ledger and the downloader, as a scheduled pass does, so a forged, replayed or lost
+//! A webhook is a hint, never the result: the pass asks the API for the batch (or re-lists the
+//! provider) and fetches what is due through the ledger and the downloader, as a scheduled pass
+//! does, so a forged, replayed or lost
 //! delivery can neither plant data nor lose any (the cron schedule stays the backstop). Each
 //! outcome is counted in `/metrics` and logged, never with the body.
 
@@ -30,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ProviderKind, ProviderSettings, WebhookAuth};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::model::BatchId;
 use crate::scheduler::PassTrigger;
 
 /// Largest delivery accepted; events are small JSON documents, never results.
@@ -229,7 +233,11 @@ async fn receive(
         item = ?fields.2,
         "webhook verified: a pass follows"
     );
-    st.trigger.follow_up(name);
+    match event.batch.as_deref().map(BatchId::parse) {
+        Some(Ok(batch)) => st.trigger.refresh(name, batch),
+        // Names nothing usable: the provider said something changed, so list it.
+        _ => st.trigger.follow_up(name),
+    }
     answer(StatusCode::ACCEPTED, "queued")
 }
 
