@@ -258,14 +258,7 @@ pub async fn refresh_named(
         ..ListReport::default()
     };
     for id in named {
-        let known = RemoteBatch {
-            id: id.clone(),
-            status: crate::model::BatchStatus::Running,
-            total_items: None,
-            created_at: None,
-            expires_at: None,
-        };
-        match read_batch(provider, ledger, &known, &mut report).await {
+        match read_batch(provider, ledger, id, &mut report).await {
             Ok(()) => observer.progress(),
             Err(ListError::Provider(e)) if !matches!(e, ProviderError::Cancelled) => {
                 tracing::warn!(
@@ -292,7 +285,7 @@ async fn sync_batch(
     batch: &RemoteBatch,
     report: &mut ListReport,
 ) -> Result<(), ListError> {
-    match read_batch(provider, ledger, batch, report).await {
+    match read_batch(provider, ledger, &batch.id, report).await {
         Err(ListError::Provider(e))
             if !e.is_retryable() && !matches!(e, ProviderError::Cancelled) =>
         {
@@ -309,16 +302,16 @@ async fn sync_batch(
 async fn read_batch(
     provider: &dyn Provider,
     ledger: &Ledger,
-    batch: &RemoteBatch,
+    batch: &BatchId,
     report: &mut ListReport,
 ) -> Result<(), ListError> {
     let name = provider.name();
-    let mut cursor = ledger.item_cursor(name, &batch.id).await?;
+    let mut cursor = ledger.item_cursor(name, batch).await?;
     report.batches_read += 1;
     for _ in 0..MAX_ITEM_PAGES {
-        let page = provider.batch_items(&batch.id, cursor.as_deref()).await?;
+        let page = provider.batch_items(batch, cursor.as_deref()).await?;
         report.items += page.items.len() as u64;
-        note_rejected(name.as_str(), Some(&batch.id), &page.rejected, report);
+        note_rejected(name.as_str(), Some(batch), &page.rejected, report);
         // Unknown status words are kept on their items (pending, polled again) and reported here.
         let unrecognized: Vec<String> = page
             .items
@@ -326,7 +319,7 @@ async fn read_batch(
             .filter(|i| i.status == RemoteStatus::Unrecognized)
             .map(|i| format!("item {}: {}", i.id, i.error.as_deref().unwrap_or("")))
             .collect();
-        note_rejected(name.as_str(), Some(&batch.id), &unrecognized, report);
+        note_rejected(name.as_str(), Some(batch), &unrecognized, report);
         let next = page
             .next_cursor
             .as_deref()
@@ -336,7 +329,7 @@ async fn read_batch(
         ledger
             .apply_item_page(
                 name,
-                &batch.id,
+                batch,
                 page.batch.as_ref(),
                 &page.items,
                 keep,
@@ -349,7 +342,7 @@ async fn read_batch(
         }
         cursor = page.next_cursor;
     }
-    ledger.refresh_handled(name, &batch.id).await?;
+    ledger.refresh_handled(name, batch).await?;
     Ok(())
 }
 
